@@ -1,0 +1,3 @@
+from lorarank.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""Command-line entry point: `python -m lorarank <command> ...` (also installed as `lorarank`).
+
+Each command lives in its own module with `configure(parser)` and `run(args)`; modules are
+imported only when their command runs, so `lorarank allocate` never pays for importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from lorarank.errors import UserError
+
+# command -> (module, one-line help)
+COMMANDS = {
+    "allocate": ("lorarank.allocation", "turn an allocation spec into per-layer ranks at an exact budget"),
+    "lora-config": ("lorarank.lora", "write the exact, verified PEFT LoraConfig for an allocation"),
+    "check-pattern": ("lorarank.patterns", "lint a hand-written rank_pattern/alpha_pattern against a model"),
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit code 2 (no usage dump)."""
+
+    def error(self, message: str):  # noqa: D102 - argparse API
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="lorarank", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(_module=module)
+        importlib.import_module(module).configure(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; return its exit code (0 ok, 1 findings, 2 bad input)."""
+    argv = sys.argv[1:] if argv is None else argv
+    # Build only the parser of the requested command so that unrelated heavy imports stay out.
+    parser = _parser_for(argv)
+    args = parser.parse_args(argv)
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except UserError as e:
+        print(f"lorarank {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _parser_for(argv: list[str]) -> Parser:
+    name = next((a for a in argv if not a.startswith("-")), None)
+    if name not in COMMANDS:
+        return build_parser()
+    parser = Parser(prog="lorarank")
+    sub = parser.add_subparsers(dest="command", parser_class=Parser)
+    module, help_ = COMMANDS[name]
+    p = sub.add_parser(name, help=help_, description=help_)
+    p.set_defaults(_module=module)
+    importlib.import_module(module).configure(p)
+    return parser
+
+
+# argparse `type=` helpers: one clear message naming the value and what is allowed.
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer (a positive integer is required)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} is not positive (a positive integer is required)")
+    return value
+
+
+def nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer (0 or more is required)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative (0 or more is required)")
+    return value
+
+
+def csv_list(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"{text!r} is empty (a comma-separated list is required)")
+    return items

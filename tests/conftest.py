@@ -1,0 +1,86 @@
+"""Shared fixtures: model shapes as config.json files (no download), a CLI runner, gradient logs."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the hub is unreachable here; fail fast, never hang
+
+# Published shapes, written out so that no test needs the hub.
+SHAPES = {
+    "qwen2.5-1.5b": dict(model_type="qwen2", hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                         num_attention_heads=12, num_key_value_heads=2, vocab_size=151936,
+                         tie_word_embeddings=True, max_position_embeddings=32768),
+    "llama-tiny": dict(model_type="llama", hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                       num_attention_heads=8, num_key_value_heads=4, vocab_size=1000),
+    "mistral-tiny": dict(model_type="mistral", hidden_size=192, intermediate_size=512, num_hidden_layers=3,
+                         num_attention_heads=6, num_key_value_heads=2, vocab_size=1000),
+    "qwen3-tiny": dict(model_type="qwen3", hidden_size=128, intermediate_size=384, num_hidden_layers=5,
+                       num_attention_heads=4, num_key_value_heads=2, head_dim=64, vocab_size=1000),
+}
+
+
+def projection_dims(shape: dict) -> dict[str, tuple[int, int]]:
+    """(in, out) of the 7 projections from the config numbers alone (independent of the code under test)."""
+    h, i = shape["hidden_size"], shape["intermediate_size"]
+    hd = shape.get("head_dim", h // shape["num_attention_heads"])
+    q, kv = shape["num_attention_heads"] * hd, shape["num_key_value_heads"] * hd
+    return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
+            "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+
+
+@pytest.fixture
+def model_json(tmp_path):
+    """model_json(name) -> path of a config.json with that published shape."""
+
+    def make(name: str) -> str:
+        path = tmp_path / f"{name}.config.json"
+        path.write_text(json.dumps(SHAPES[name]))
+        return str(path)
+
+    return make
+
+
+@pytest.fixture
+def cli(capsys):
+    """cli(*argv) -> (exit code, stdout, stderr), through the real entry point `lorarank.cli.main`."""
+    from lorarank.cli import main
+
+    def run(*argv):
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as e:  # argparse usage errors
+            code = e.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def write_grad_log(path, importance: np.ndarray, modules=("q_proj", "v_proj"), seed=0) -> str:
+    """A gradient log whose per-step layer importance is exactly `importance[step, layer]`.
+
+    Each layer's importance is spread over its matrices with random weights (squared norms sum to
+    importance**2), so a correct share computation must combine matrices by sqrt of sum of squares.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    steps, layers = importance.shape
+    for s in range(steps):
+        for layer in range(layers):
+            w = rng.random(len(modules) * 2)
+            w /= w.sum()
+            k = 0
+            for m in modules:
+                for mat in ("A", "B"):
+                    rows.append((s + 1, layer, m, mat, 8, float(importance[s, layer] * np.sqrt(w[k]))))
+                    k += 1
+    df = pd.DataFrame(rows, columns=["step", "layer", "module", "matrix", "rank", "grad_norm"])
+    df = df.astype({"step": "int32", "layer": "int16", "rank": "int16", "grad_norm": "float32"})
+    df.to_parquet(path)
+    return str(path)
