@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from lorarank.errors import UserError
@@ -17,6 +18,11 @@ COMMANDS = {
     "allocate": ("lorarank.allocation", "turn an allocation spec into per-layer ranks at an exact budget"),
     "lora-config": ("lorarank.lora", "write the exact, verified PEFT LoraConfig for an allocation"),
     "check-pattern": ("lorarank.patterns", "lint a hand-written rank_pattern/alpha_pattern against a model"),
+    "build-model": ("lorarank.tinymodel", "a tiny Qwen2 with a locally trained tokenizer (offline runs, tests)"),
+    "sft": ("lorarank.sft", "supervised warm-up (full or LoRA) with the gradient profiler"),
+    "train": ("lorarank.train", "GRPO with a verified LoRA allocation and per-layer gradient profiling"),
+    "evaluate": ("lorarank.evaluate", "greedy GSM8K evaluation graded strict and flexible"),
+    "prepare-data": ("lorarank.data", "GSM8K (hub, local jsonl or synthetic) as parquet splits + manifest"),
 }
 
 
@@ -41,6 +47,10 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; return its exit code (0 ok, 1 findings, 2 bad input)."""
     argv = sys.argv[1:] if argv is None else argv
+    # Library chatter (weight-loading bars, info logs) would bury the one line that matters in a
+    # Snakemake log; users can turn it back on with the same variables.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     # Build only the parser of the requested command so that unrelated heavy imports stay out.
     parser = _parser_for(argv)
     args = parser.parse_args(argv)

@@ -98,8 +98,8 @@ def build(alloc: dict, targets: list[Target], dropout: float) -> dict:
     }
 
 
-def verify(doc: dict, model) -> int:
-    """Build PEFT on `model` (meta device is fine) and check every promise in `doc`; return the count."""
+def verify(doc: dict, model):
+    """Build PEFT on `model` (meta device is fine), check every promise in `doc`, return the PEFT model."""
     import warnings
 
     from peft import LoraConfig, get_peft_model
@@ -132,7 +132,7 @@ def verify(doc: dict, model) -> int:
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     if trainable != doc["expected_trainable_params"]:
         raise UserError(f"verify: {trainable:,} trainable parameters, expected {doc['expected_trainable_params']:,}")
-    return trainable
+    return peft_model
 
 
 def lora_config(alloc_path: str, model_spec: str, dropout: float = 0.05, target_modules=None, check: bool = False) -> dict:

@@ -84,3 +84,54 @@ def write_grad_log(path, importance: np.ndarray, modules=("q_proj", "v_proj"), s
     df = df.astype({"step": "int32", "layer": "int16", "rank": "int16", "grad_norm": "float32"})
     df.to_parquet(path)
     return str(path)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The real GSM8K files live beside the project (../shared), never inside it.
+GSM8K_DIR = os.environ.get("LORARANK_GSM8K_DIR", os.path.join(os.path.dirname(ROOT), "shared", "data", "gsm8k"))
+
+
+def gsm8k_rows(split: str) -> list[dict]:
+    path = os.path.join(GSM8K_DIR, f"{split}.jsonl")
+    assert os.path.isfile(path), f"real GSM8K data not found at {path} (set LORARANK_GSM8K_DIR)"
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def run_lorarank(*argv, env=None, timeout=900, check=True):
+    """`python -m lorarank ...` in a subprocess (training needs a fresh process: accelerate keeps
+    process-wide state). Returns the CompletedProcess; with `check`, a failure shows its stderr."""
+    import subprocess
+    import sys
+
+    full_env = {**os.environ, "PYTHONHASHSEED": "0", **(env or {})}
+    r = subprocess.run([sys.executable, "-m", "lorarank", *map(str, argv)], capture_output=True, text=True,
+                       env=full_env, timeout=timeout, cwd=ROOT)
+    if check and r.returncode != 0:
+        raise AssertionError(f"lorarank {argv[0]} failed ({r.returncode}):\n{r.stderr[-3000:]}")
+    return r
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "synth"
+    run_lorarank("prepare-data", "--source", "synthetic", "--n-train", 800, "--n-test", 64, "--seed", 0, "--out", out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(synth_data, tmp_path_factory):
+    """A tiny Qwen2 (4 layers, 64 wide) with its locally trained tokenizer, random weights."""
+    out = tmp_path_factory.mktemp("model") / "base"
+    run_lorarank("build-model", "--data", synth_data / "train.parquet", "--layers", 4, "--hidden", 64,
+                 "--heads", 4, "--kv-heads", 2, "--intermediate", 176, "--out", out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def warm_model(tiny_model, synth_data, tmp_path_factory):
+    """The tiny model after a short SFT warm-up: it emits the layout, so GRPO rewards differ."""
+    out = tmp_path_factory.mktemp("sft") / "run"
+    run_lorarank("sft", "--model", tiny_model, "--data", synth_data / "train.parquet", "--steps", 80,
+                 "--batch-size", 16, "--lr", "3e-3", "--save-steps", 1000, "--out", out)
+    return out

@@ -1,0 +1,202 @@
+"""`lorarank evaluate`: greedy GSM8K evaluation with per-question records, graded both ways.
+
+    python -m lorarank evaluate --model runs/sft/final --adapter runs/uniform/seed0/final \
+        --data data/gsm8k/test.parquet --n 200 --seed 0 --out eval/uniform/seed0
+    python -m lorarank evaluate --model Qwen/Qwen2.5-1.5B-Instruct --data data/gsm8k/test.parquet --n 200 --out eval/base/seed0
+
+Prompts use the training chat template and system prompt (`lorarank.prompts`), generation is
+greedy and batched with left padding. The evaluated questions are drawn by `--seed` from the split
+(sorted positions), so every arm evaluated with one seed sees the same questions and arms can be
+compared question by question. Grading: `lorarank.gsm8k` strict and flexible.
+Outputs: predictions.parquet (idx, question, gold, completion, pred_strict, pred_flexible,
+correct_strict, correct_flexible) and metrics.json (n, accuracies with Wilson 95% CIs, tokens
+generated, questions per second, model/adapter/data hashes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lorarank.cli import positive_int
+from lorarank.errors import UserError
+from lorarank.io import atomic_path, sha256_file, write_json
+
+PRED_COLUMNS = ["idx", "question", "gold", "completion", "pred_strict", "pred_flexible",
+                "correct_strict", "correct_flexible"]
+
+
+def subset(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    if n > len(df):
+        raise UserError(f"--n {n} is larger than the split ({len(df)} questions)")
+    rows = np.sort(np.random.default_rng(seed).choice(len(df), size=n, replace=False))
+    return df.iloc[rows].reset_index(drop=True)
+
+
+def dir_hash(path: str) -> dict:
+    """sha256 of a local model/adapter directory's weight files; the id for a hub model."""
+    p = Path(path)
+    if not p.is_dir():
+        return {"id": path}
+    files = sorted(p.glob("*.safetensors")) + sorted(p.glob("*.bin"))
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + sha256_file(f).encode())
+    return {"path": path, "sha256": h.hexdigest()}
+
+
+def attach_adapter(model, adapter: str):
+    """Load a PEFT adapter, refusing one whose tensors do not all land on this model."""
+    from peft import PeftModel
+    from safetensors import safe_open
+
+    ad = Path(adapter)
+    weights = ad / "adapter_model.safetensors"
+    if not (ad / "adapter_config.json").is_file() or not weights.is_file():
+        raise UserError(f"adapter {adapter!r} is not a PEFT adapter directory (adapter_config.json + adapter_model.safetensors)")
+    try:
+        peft_model = PeftModel.from_pretrained(model, adapter, is_trainable=False)
+    except (RuntimeError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise UserError(f"adapter {adapter!r} does not fit this model: {first}") from None
+    with safe_open(weights, "pt") as f:
+        saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    from peft.utils import get_peft_model_state_dict
+
+    loaded = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(peft_model).items()}
+    if saved != loaded:
+        missing = sorted(set(saved) ^ set(loaded)) or sorted(k for k in saved if saved[k] != loaded.get(k))
+        raise UserError(f"adapter {adapter!r} was built for another model: e.g. {missing[0]} does not match "
+                        f"({len(saved)} saved tensors, {len(loaded)} on this model)")
+    return peft_model
+
+
+def generate(model, tokenizer, questions: list[str], layout: str, batch_size: int, max_new_tokens: int,
+             progress: bool = True) -> tuple[list[str], int]:
+    """Greedy completions, batched with left padding; returns (texts, tokens generated)."""
+    import torch
+
+    from lorarank.prompts import messages
+
+    tokenizer.padding_side = "left"
+    texts, n_tokens = [], 0
+    eos = tokenizer.eos_token_id
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(questions), desc="evaluate", unit="q", file=sys.stderr)
+    for start in range(0, len(questions), batch_size):
+        chunk = questions[start:start + batch_size]
+        prompts = [tokenizer.apply_chat_template(messages(q, layout), tokenize=False, add_generation_prompt=True)
+                   for q in chunk]
+        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        with torch.inference_mode():
+            out = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=eos,
+                                 pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None)
+        new = out[:, enc["input_ids"].shape[1]:]
+        for row in new:
+            ids = row.tolist()
+            if eos in ids:
+                ids = ids[:ids.index(eos) + 1]
+            else:
+                ids = [t for t in ids if t != tokenizer.pad_token_id]
+            n_tokens += len(ids)
+            texts.append(tokenizer.decode(ids, skip_special_tokens=True))
+        if bar:
+            bar.update(len(chunk))
+    if bar:
+        bar.close()
+    return texts, n_tokens
+
+
+def grade(df: pd.DataFrame, completions: list[str]) -> pd.DataFrame:
+    from lorarank.gsm8k import extract_answer, is_correct
+
+    out = pd.DataFrame({"idx": df["idx"].astype("int64"), "question": df["question"], "gold": df["gold"],
+                        "completion": completions})
+    out["pred_strict"] = [extract_answer(c, "strict") for c in completions]
+    out["pred_flexible"] = [extract_answer(c, "flexible") for c in completions]
+    out["correct_strict"] = [is_correct(p, g) for p, g in zip(out["pred_strict"], out["gold"])]
+    out["correct_flexible"] = [is_correct(p, g) for p, g in zip(out["pred_flexible"], out["gold"])]
+    return out[PRED_COLUMNS]
+
+
+def load_model(spec: str, adapter: str | None):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lorarank.models import load_config
+
+    load_config(spec)  # one clear line for a bad model spec
+    tokenizer = AutoTokenizer.from_pretrained(spec, trust_remote_code=False)
+    dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, trust_remote_code=False)
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    if adapter:
+        model = attach_adapter(model, adapter)
+    model.eval()
+    return model, tokenizer
+
+
+def evaluate(args) -> dict:
+    import torch
+
+    from lorarank.data import load_split
+    from lorarank.stats import wilson
+
+    torch.manual_seed(args.seed)
+    df = subset(load_split(args.data), args.n, args.seed)
+    if args.adapter and not Path(args.adapter).exists():
+        raise UserError(f"adapter {args.adapter!r} does not exist")
+    model, tokenizer = load_model(args.model, args.adapter)
+    t0 = time.perf_counter()
+    completions, n_tokens = generate(model, tokenizer, list(df["question"]), args.layout, args.batch_size,
+                                     args.max_new_tokens, progress=not args.quiet)
+    seconds = time.perf_counter() - t0
+    preds = grade(df, completions)
+    n = len(preds)
+    metrics = {"n": n, "seed": args.seed, "layout": args.layout, "batch_size": args.batch_size,
+               "max_new_tokens": args.max_new_tokens, "tokens_generated": n_tokens,
+               "seconds": round(seconds, 3), "questions_per_second": round(n / seconds, 3) if seconds else None,
+               "model": dir_hash(args.model), "adapter": dir_hash(args.adapter) if args.adapter else None,
+               "data": {"path": str(args.data), "sha256": sha256_file(args.data)},
+               "subset_sha256": hashlib.sha256(json.dumps(preds["idx"].tolist()).encode()).hexdigest()}
+    for mode in ("strict", "flexible"):
+        k = int(preds[f"correct_{mode}"].sum())
+        lo, hi = wilson(k, n)
+        metrics[f"accuracy_{mode}"] = k / n
+        metrics[f"ci95_{mode}"] = [lo, hi]
+    out = Path(args.out)
+    with atomic_path(out / "predictions.parquet") as tmp:
+        preds.to_parquet(tmp, index=False)
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="base model: directory or hub id")
+    p.add_argument("--adapter", help="PEFT adapter directory (omit to evaluate the base model)")
+    p.add_argument("--data", required=True, help="test split (parquet with question, answer)")
+    p.add_argument("--n", type=positive_int, default=200, help="questions, drawn by --seed")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layout", choices=("hash", "tags"), default="hash")
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--max-new-tokens", type=positive_int, default=256)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--out", required=True, help="directory for predictions.parquet and metrics.json")
+
+
+def run(args) -> int:
+    m = evaluate(args)
+    print(f"n={m['n']}: strict {m['accuracy_strict']:.1%} [{m['ci95_strict'][0]:.1%}, {m['ci95_strict'][1]:.1%}], "
+          f"flexible {m['accuracy_flexible']:.1%}, {m['questions_per_second']} q/s -> {args.out}")
+    return 0

@@ -1,0 +1,148 @@
+"""What SFT and GRPO runs share: device choice, checkpoints with the gradient log, resume, outputs.
+
+A run directory holds:
+  checkpoints/checkpoint-N/   Trainer state (model/adapter, optimizer, scheduler, RNG) plus
+                              grad_norms.partial.parquet and lorarank.json, written last: a
+                              checkpoint without it is incomplete (killed mid-save) and is ignored
+  grad_norms.parquet          the gradient log (gradlog contract), every step exactly once
+  trainer_log.jsonl           one JSON object per logged step (loss, rewards per function, KL, ...)
+  run.json                    versions, seed, settings, input hashes, trainable parameters
+A rerun of the same command resumes from the newest complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+from lorarank.errors import UserError
+from lorarank.io import atomic_path, sha256_file, write_json
+
+MARKER = "lorarank.json"
+PARTIAL = "grad_norms.partial.parquet"
+
+
+def use_bf16(requested: bool) -> bool:
+    """bf16 only on a GPU that supports it (TRL 1.x defaults bf16=True even on a CPU)."""
+    return bool(requested and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def deepspeed_config(path: str | None) -> dict | None:
+    if not path:
+        return None
+    if not os.path.isfile(path):
+        raise UserError(f"DeepSpeed config {path!r} does not exist")
+    try:
+        cfg = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"DeepSpeed config {path!r} is not valid JSON: {e}") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"DeepSpeed config {path!r} must hold a JSON object")
+    return cfg
+
+
+def ensure_distributed_env() -> None:
+    """DeepSpeed needs a process group even for one process: default to a single local rank."""
+    for key, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "127.0.0.1")):
+        os.environ.setdefault(key, value)
+    if "MASTER_PORT" not in os.environ:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(s.getsockname()[1])
+
+
+def common_args(out: Path, steps: int, lr: float, seed: int, save_steps: int, max_grad_norm: float,
+                bf16: bool, ds: dict | None, warmup_steps: int = 0) -> dict:
+    return dict(
+        output_dir=str(out / "checkpoints"), max_steps=steps, learning_rate=lr, seed=seed, data_seed=seed,
+        logging_steps=1, save_strategy="steps", save_steps=save_steps, save_total_limit=2,
+        report_to=[], bf16=use_bf16(bf16), fp16=False, use_cpu=not torch.cuda.is_available(),
+        max_grad_norm=max_grad_norm, dataloader_num_workers=0, disable_tqdm=True,
+        deepspeed=ds, lr_scheduler_type="cosine", warmup_steps=warmup_steps,
+    )
+
+
+class CheckpointGradLog(TrainerCallback):
+    """Store the gradient log so far inside each checkpoint, then mark the checkpoint complete."""
+
+    def __init__(self, profiler):
+        self.profiler = profiler
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            self.profiler.truncate(state.global_step)
+            with atomic_path(ckpt / PARTIAL) as tmp:
+                self.profiler.frame().to_parquet(tmp, index=False)
+            write_json(ckpt / MARKER, {"step": state.global_step})
+        return control
+
+
+def newest_checkpoint(out: Path) -> Path | None:
+    found = []
+    for d in (out / "checkpoints").glob("checkpoint-*"):
+        m = re.fullmatch(r"checkpoint-(\d+)", d.name)
+        if m and (d / MARKER).is_file():
+            found.append((int(m.group(1)), d))
+    return max(found)[1] if found else None
+
+
+def resume(out: Path, profiler) -> str | None:
+    ckpt = newest_checkpoint(out)
+    if ckpt is None:
+        return None
+    profiler.load(ckpt / PARTIAL)
+    return str(ckpt)
+
+
+def versions() -> dict:
+    import peft
+    import transformers
+    import trl
+
+    from lorarank import __version__
+
+    v = {"lorarank": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+         "peft": peft.__version__, "trl": trl.__version__, "python": platform.python_version()}
+    try:
+        import deepspeed
+
+        v["deepspeed"] = deepspeed.__version__
+    except ImportError:
+        pass
+    return v
+
+
+def finish(trainer, profiler, out: Path, run_info: dict) -> None:
+    """Write the final outputs atomically; the checkpoints are no longer needed after this."""
+    if not trainer.is_world_process_zero():
+        return
+    final = out / "final"
+    tmp = out / ".final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.model.save_pretrained(tmp, safe_serialization=True)
+    trainer.processing_class.save_pretrained(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    with atomic_path(out / "grad_norms.parquet") as t:
+        profiler.frame().to_parquet(t, index=False)
+    with atomic_path(out / "trainer_log.jsonl") as t:
+        t.write_text("".join(json.dumps(r) + "\n" for r in trainer.state.log_history))
+    weights = next(final.glob("*.safetensors"))
+    run_info = {**run_info, "versions": versions(), "steps": trainer.state.global_step,
+                "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+                "output_sha256": {weights.name: sha256_file(weights)}}
+    write_json(out / "run.json", run_info)
+
+
+def file_hash(path: str | None) -> dict | None:
+    return {"path": str(path), "sha256": sha256_file(path)} if path and os.path.isfile(path) else None

@@ -1,0 +1,98 @@
+"""`lorarank sft`: supervised warm-up on the training split, with the gradient profiler on.
+
+    python -m lorarank sft --model model/base --data data/synth/train.parquet --steps 600 --out runs/sft
+
+For the tiny local model this is what gives GRPO a signal (an untrained model earns equal rewards,
+hence zero advantages and zero gradients). Full-parameter by default (gradient log rows have
+matrix 'W'); with `--lora lora.json` it trains a verified LoRA adapter instead (rows 'A'/'B'),
+which is the SFT side of the study's SFT-vs-GRPO gradient contrast on a real model.
+The trained model (or adapter) is `OUT/final/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lorarank.cli import positive_int
+from lorarank.errors import UserError
+
+
+def dataset(data: str, layout: str):
+    from datasets import Dataset
+
+    from lorarank.data import load_split
+    from lorarank.prompts import messages, target
+
+    df = load_split(data)
+    return Dataset.from_list([
+        {"prompt": messages(q, layout), "completion": [{"role": "assistant", "content": target(a, layout)}]}
+        for q, a in zip(df["question"], df["answer"])
+    ])
+
+
+def run_sft(args) -> dict:
+    from transformers import set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    from lorarank import runs
+    from lorarank.allocation import DEFAULT_MODULES
+    from lorarank.profiler import GradProfiler, ProfiledTrainerMixin
+    from lorarank.train import load_model_and_lora
+
+    out = Path(args.out)
+    ds_cfg = runs.deepspeed_config(args.deepspeed)
+    if ds_cfg:
+        runs.ensure_distributed_env()
+    set_seed(args.seed)
+    model, tokenizer, lora_doc = load_model_and_lora(args.model, args.lora, args.seed)
+    modules = [m["module"] for m in lora_doc["modules"]] if lora_doc else list(DEFAULT_MODULES)
+    profiler = GradProfiler(model, sorted(set(modules)))
+    train = dataset(args.data, args.layout)
+
+    class Trainer(ProfiledTrainerMixin, SFTTrainer):
+        pass
+
+    cfg = SFTConfig(
+        **runs.common_args(out, args.steps, args.lr, args.seed, args.save_steps, args.max_grad_norm, args.bf16, ds_cfg,
+                           args.warmup_steps),
+        per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=1,
+        max_length=args.max_length, packing=False, completion_only_loss=True,
+    )
+    trainer = Trainer(model=model, args=cfg, train_dataset=train, processing_class=tokenizer,
+                      callbacks=[runs.CheckpointGradLog(profiler)])
+    trainer.profiler = profiler
+    ckpt = runs.resume(out, profiler)
+    result = trainer.train(resume_from_checkpoint=ckpt)
+    info = {"kind": "sft", "seed": args.seed, "settings": {k: v for k, v in vars(args).items() if not k.startswith("_")},
+            "data": runs.file_hash(args.data), "lora": runs.file_hash(args.lora), "resumed_from": ckpt,
+            "train_seconds": result.metrics.get("train_runtime"), "profiler_seconds": profiler.seconds,
+            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    runs.finish(trainer, profiler, out, info)
+    return info
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model directory or hub id")
+    p.add_argument("--data", required=True, help="training split (parquet)")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--lora", help="lora.json: train this adapter instead of all weights")
+    p.add_argument("--layout", choices=("hash", "tags"), default="hash")
+    p.add_argument("--steps", type=positive_int, default=600)
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--warmup-steps", type=int, default=30)
+    p.add_argument("--max-length", type=positive_int, default=256)
+    p.add_argument("--max-grad-norm", type=float, default=1.0)
+    p.add_argument("--save-steps", type=positive_int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPU only; ignored on CPU)")
+    p.add_argument("--deepspeed", help="DeepSpeed JSON (e.g. config/deepspeed/zero2.json)")
+
+
+def run(args) -> int:
+    if args.lr <= 0:
+        raise UserError(f"--lr {args.lr} must be > 0")
+    info = run_sft(args)
+    print(f"sft: {info['trainable_params']:,} trainable params, {args.steps} steps -> {args.out}/final")
+    return 0

@@ -1,0 +1,173 @@
+"""GRPO training on the tiny model: real TRL, real PEFT, real DeepSpeed; the gradient log is checked
+against the Trainer's own pre-clip total norm, across paths, runs and an interruption."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ROOT, run_lorarank
+
+
+@pytest.fixture(scope="module")
+def lora_json(warm_model, tmp_path_factory):
+    d = tmp_path_factory.mktemp("lora")
+    run_lorarank("allocate", "--strategy", "random", "--budget", 16, "--num-layers", 4, "--low", 2, "--high", 6,
+                 "--seed", 1, "--out", d / "alloc.json")
+    run_lorarank("lora-config", "--allocation", d / "alloc.json", "--model", warm_model / "final",
+                 "--dropout", 0, "--out", d / "lora.json", "--verify")
+    return d / "lora.json"
+
+
+def grpo(model, lora, data, out, *extra, steps=4, env=None, check=True):
+    return run_lorarank("train", "--model", model, "--lora", lora, "--data", data, "--out", out,
+                        "--steps", steps, "--prompts-per-step", 4, "--generations", 4,
+                        "--max-completion-length", 40, "--save-steps", 2, "--seed", 7, *extra, env=env, check=check)
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def plain_run(warm_model, lora_json, synth_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("grpo") / "plain"
+    grpo(warm_model / "final", lora_json, synth_data / "train.parquet", out)
+    return out
+
+
+def test_gradients_are_logged_and_nonzero_from_step_2(plain_run, lora_json):
+    df = pd.read_parquet(plain_run / "grad_norms.parquet")
+    lora = json.loads(lora_json.read_text())
+    assert sorted(df["step"].unique()) == [1, 2, 3, 4]
+    assert len(df) == 4 * 2 * len(lora["modules"])  # every A and B matrix at every step
+    assert str(df["step"].dtype) == "int32" and str(df["grad_norm"].dtype) == "float32"
+    step1 = df[df.step == 1]
+    assert (step1[step1.matrix == "A"]["grad_norm"] == 0).all()  # B starts at zero
+    later = df[df.step >= 2]
+    assert (later.groupby("step")["grad_norm"].sum() > 0).all()
+    assert (later[later.matrix == "A"]["grad_norm"] > 0).mean() > 0.9
+    ranks = {(m["layer"], m["module"]): m["r"] for m in lora["modules"]}
+    assert all(ranks[(l, m)] == r for l, m, r in df[["layer", "module", "rank"]].drop_duplicates().itertuples(index=False))
+
+
+def test_logged_norms_are_pre_clip(plain_run):
+    """The Trainer logs the total pre-clip norm; ours must combine to it at every step."""
+    df = pd.read_parquet(plain_run / "grad_norms.parquet")
+    ours = df.assign(sq=df.grad_norm.astype(float) ** 2).groupby("step")["sq"].sum() ** 0.5
+    log = [json.loads(l) for l in (plain_run / "trainer_log.jsonl").read_text().splitlines()]
+    theirs = {r["step"] if "step" in r else i + 1: r["grad_norm"] for i, r in enumerate(x for x in log if "grad_norm" in x)}
+    np.testing.assert_allclose([ours[s] for s in sorted(theirs)], [theirs[s] for s in sorted(theirs)], rtol=1e-4)
+
+
+def test_outputs_and_run_record(plain_run, lora_json):
+    assert (plain_run / "final" / "adapter_model.safetensors").is_file()
+    assert not list((plain_run / "final").glob("*.bin"))
+    run = json.loads((plain_run / "run.json").read_text())
+    assert run["kind"] == "grpo" and run["seed"] == 7 and run["steps"] == 4
+    assert run["trainable_params"] == run["expected_trainable_params"] == json.loads(lora_json.read_text())["expected_trainable_params"]
+    assert run["lora"]["sha256"] and run["data"]["sha256"] and run["versions"]["trl"].startswith("1.")
+    log = [json.loads(l) for l in (plain_run / "trainer_log.jsonl").read_text().splitlines()]
+    step_logs = [r for r in log if "loss" in r]
+    assert len(step_logs) == 4
+    for key in ("rewards/format/mean", "rewards/correctness/mean", "reward_std", "grad_norm"):
+        assert all(key in r for r in step_logs), key
+
+
+def test_same_seed_is_bit_identical(plain_run, warm_model, lora_json, synth_data, tmp_path):
+    grpo(warm_model / "final", lora_json, synth_data / "train.parquet", tmp_path / "again")
+    assert digest(tmp_path / "again" / "final" / "adapter_model.safetensors") == digest(plain_run / "final" / "adapter_model.safetensors")
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "again" / "grad_norms.parquet"),
+                                  pd.read_parquet(plain_run / "grad_norms.parquet"))
+
+
+def test_clipping_does_not_change_logged_norms(plain_run, warm_model, lora_json, synth_data, tmp_path):
+    grpo(warm_model / "final", lora_json, synth_data / "train.parquet", tmp_path / "clip", "--max-grad-norm", "1e-4", steps=2)
+    grpo(warm_model / "final", lora_json, synth_data / "train.parquet", tmp_path / "noclip", "--max-grad-norm", 0, steps=2)
+    clip = pd.read_parquet(tmp_path / "clip" / "grad_norms.parquet")
+    noclip = pd.read_parquet(tmp_path / "noclip" / "grad_norms.parquet")
+    first = lambda d: d[d.step == 1].reset_index(drop=True)  # the runs diverge once clipping changed an update
+    pd.testing.assert_frame_equal(first(clip), first(noclip))
+    total = float(np.sqrt((first(clip).grad_norm.astype(float) ** 2).sum()))
+    assert total > 1e-4 * 10  # clipping really bit: the logged norm is far above the clip threshold
+
+
+def test_deepspeed_zero2_agrees_with_plain(plain_run, warm_model, lora_json, synth_data, tmp_path):
+    env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29613"}
+    grpo(warm_model / "final", lora_json, synth_data / "train.parquet", tmp_path / "ds",
+         "--deepspeed", os.path.join(ROOT, "config/deepspeed/zero2.json"), env=env)
+    ds = pd.read_parquet(tmp_path / "ds" / "grad_norms.parquet")
+    plain = pd.read_parquet(plain_run / "grad_norms.parquet")
+    assert len(ds) == len(plain)
+    keys = ["step", "layer", "module", "matrix"]
+    merged = plain.merge(ds, on=keys, suffixes=("_plain", "_ds"))
+    assert len(merged) == len(plain) and (merged.grad_norm_ds[merged.step >= 2] > 0).any()
+    np.testing.assert_allclose(merged.grad_norm_ds, merged.grad_norm_plain, rtol=1e-5, atol=1e-9)
+
+
+def test_sigterm_then_rerun_resumes_bit_identically(plain_run, warm_model, lora_json, synth_data, tmp_path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "lorarank", "train", "--model", str(warm_model / "final"), "--lora", str(lora_json),
+           "--data", str(synth_data / "train.parquet"), "--out", str(out), "--steps", "4", "--prompts-per-step", "4",
+           "--generations", "4", "--max-completion-length", "40", "--save-steps", "2", "--seed", "7"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONHASHSEED": "0"})
+    marker = out / "checkpoints" / "checkpoint-2" / "lorarank.json"
+    deadline = time.time() + 600
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), "no checkpoint appeared before the run ended"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert not (out / "final").exists() and not (out / "grad_norms.parquet").exists()
+    grpo(warm_model / "final", lora_json, synth_data / "train.parquet", out)
+    run = json.loads((out / "run.json").read_text())
+    assert run["resumed_from"].endswith("checkpoint-2")
+    df = pd.read_parquet(out / "grad_norms.parquet")
+    assert df.groupby("step").size().tolist() == [len(df) // 4] * 4  # each step exactly once
+    assert digest(out / "final" / "adapter_model.safetensors") == digest(plain_run / "final" / "adapter_model.safetensors")
+    pd.testing.assert_frame_equal(df, pd.read_parquet(plain_run / "grad_norms.parquet"))
+
+
+def _write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("case,expected", [
+    ("lora for another layer count", "is for 28 layers"),
+    ("lora module not in the model", "got no LoRA adapter"),
+    ("generations do not divide", "do not divide over 3 processes"),
+    ("missing data columns", "lacks column(s) question, answer"),
+    ("deepspeed json does not parse", "is not valid JSON"),
+])
+def test_bad_input_trains_nothing(case, expected, warm_model, lora_json, synth_data, tmp_path):
+    lora, data, extra, env = lora_json, synth_data / "train.parquet", [], None
+    doc = json.loads(lora_json.read_text())
+    if case.startswith("lora for"):
+        doc["model"]["num_layers"] = 28
+        lora = _write(tmp_path, "l.json", json.dumps(doc))
+    elif case.startswith("lora module"):
+        for m in doc["modules"]:
+            m["name"] = m["name"].replace("q_proj", "qkv_proj")
+        lora = _write(tmp_path, "l.json", json.dumps(doc))
+    elif case.startswith("generations"):
+        env = {"WORLD_SIZE": "3"}
+    elif case.startswith("missing"):
+        pd.DataFrame({"text": ["x"]}).to_parquet(tmp_path / "bad.parquet")
+        data = tmp_path / "bad.parquet"
+    else:
+        extra = ["--deepspeed", _write(tmp_path, "ds.json", "{stage: 2")]
+    out = tmp_path / "out"
+    r = grpo(warm_model / "final", lora, data, out, *extra, env=env, check=False)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert expected in r.stderr.strip().splitlines()[-1]
+    assert not (out / "final").exists() and not list(out.glob("checkpoints/*"))
