@@ -120,13 +120,16 @@ def generate(model, tokenizer, questions: list[str], layout: str, batch_size: in
 def grade(df: pd.DataFrame, completions: list[str]) -> pd.DataFrame:
     from lorarank.gsm8k import extract_answer, is_correct
 
-    out = pd.DataFrame({"idx": df["idx"].astype("int64"), "question": df["question"], "gold": df["gold"],
-                        "completion": completions})
-    out["pred_strict"] = [extract_answer(c, "strict") for c in completions]
-    out["pred_flexible"] = [extract_answer(c, "flexible") for c in completions]
-    out["correct_strict"] = [is_correct(p, g) for p, g in zip(out["pred_strict"], out["gold"])]
-    out["correct_flexible"] = [is_correct(p, g) for p, g in zip(out["pred_flexible"], out["gold"])]
-    return out[PRED_COLUMNS]
+    golds = df["gold"].tolist()
+    strict = [extract_answer(c, "strict") for c in completions]
+    flexible = [extract_answer(c, "flexible") for c in completions]
+    # grade from the Python lists: a DataFrame column would turn a missing answer (None) into NaN
+    return pd.DataFrame({
+        "idx": df["idx"].astype("int64").to_numpy(), "question": df["question"].tolist(), "gold": golds,
+        "completion": completions, "pred_strict": strict, "pred_flexible": flexible,
+        "correct_strict": [is_correct(p, g) for p, g in zip(strict, golds)],
+        "correct_flexible": [is_correct(p, g) for p, g in zip(flexible, golds)],
+    })
 
 
 def load_model(spec: str, adapter: str | None):

@@ -55,7 +55,7 @@ HASH_MARK = re.compile(r"####\s*")
 
 def to_number(text: str | None) -> Fraction | None:
     """Exact value of a normalised (or raw) number string, or None."""
-    if text is None:
+    if not isinstance(text, str):  # None, or NaN from a DataFrame column
         return None
     m = NUMBER.fullmatch(text.strip()) or NUMBER.search(text)
     if not m:

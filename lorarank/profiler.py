@@ -26,7 +26,8 @@ import torch
 
 from lorarank.gradlog import SCHEMA
 
-PARAM = re.compile(r"(?:^|\.)layers\.(\d+)\.(?:.*\.)?(\w+)\.(?:lora_(A|B)\.[^.]+\.)?weight$")
+# layers.<i>.<path>.<module>[.lora_A|B.<adapter>].weight; the lazy path keeps <module> the projection.
+PARAM = re.compile(r"(?:^|\.)layers\.(\d+)\.(?:\w+\.)*?(\w+)\.(?:lora_(A|B)\.\w+\.)?weight$")
 
 
 class GradProfiler:

@@ -18,13 +18,11 @@ from lorarank.cli import positive_int
 from lorarank.errors import UserError
 
 
-def dataset(data: str, layout: str):
+def dataset(df, layout: str):
     from datasets import Dataset
 
-    from lorarank.data import load_split
     from lorarank.prompts import messages, target
 
-    df = load_split(data)
     return Dataset.from_list([
         {"prompt": messages(q, layout), "completion": [{"role": "assistant", "content": target(a, layout)}]}
         for q, a in zip(df["question"], df["answer"])
@@ -32,23 +30,26 @@ def dataset(data: str, layout: str):
 
 
 def run_sft(args) -> dict:
+    from lorarank import runs
+    from lorarank.data import load_split
+
+    ds_cfg = runs.deepspeed_config(args.deepspeed)
+    df = load_split(args.data)
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
-    from lorarank import runs
     from lorarank.allocation import DEFAULT_MODULES
     from lorarank.profiler import GradProfiler, ProfiledTrainerMixin
     from lorarank.train import load_model_and_lora
 
     out = Path(args.out)
-    ds_cfg = runs.deepspeed_config(args.deepspeed)
     if ds_cfg:
         runs.ensure_distributed_env()
     set_seed(args.seed)
     model, tokenizer, lora_doc = load_model_and_lora(args.model, args.lora, args.seed)
     modules = [m["module"] for m in lora_doc["modules"]] if lora_doc else list(DEFAULT_MODULES)
     profiler = GradProfiler(model, sorted(set(modules)))
-    train = dataset(args.data, args.layout)
+    train = dataset(df, args.layout)
 
     class Trainer(ProfiledTrainerMixin, SFTTrainer):
         pass

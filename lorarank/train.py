@@ -47,13 +47,11 @@ def load_model_and_lora(spec: str, lora_path: str | None, seed: int):
     return model, tokenizer, doc
 
 
-def dataset(data: str, layout: str):
+def dataset(df, layout: str):
     from datasets import Dataset
 
-    from lorarank.data import load_split
     from lorarank.prompts import messages
 
-    df = load_split(data)
     return Dataset.from_list([{"prompt": messages(q, layout), "gold": g} for q, g in zip(df["question"], df["gold"])])
 
 
@@ -83,18 +81,22 @@ def check(args) -> None:
 
 
 def run_grpo(args) -> dict:
+    from lorarank import runs
+    from lorarank.data import load_split
+
+    # cheap checks first: bad input fails in a second, before TRL is even imported
+    check(args)
+    ds_cfg = runs.deepspeed_config(args.deepspeed)
+    df = load_split(args.data)
     from transformers import set_seed
     from trl import GRPOConfig, GRPOTrainer
 
-    from lorarank import runs
     from lorarank.profiler import GradProfiler, ProfiledTrainerMixin
 
-    check(args)
     out = Path(args.out)
-    ds_cfg = runs.deepspeed_config(args.deepspeed)
     if ds_cfg:
         runs.ensure_distributed_env()
-    train = dataset(args.data, args.layout)
+    train = dataset(df, args.layout)
     set_seed(args.seed)
     model, tokenizer, doc = load_model_and_lora(args.model, args.lora, args.seed)
     modules = sorted({m["module"] for m in doc["modules"]})
@@ -110,6 +112,7 @@ def run_grpo(args) -> dict:
         gradient_accumulation_steps=1, num_generations=args.generations,
         max_completion_length=args.max_completion_length, temperature=args.temperature,
         beta=args.beta, loss_type=args.loss_type, log_completions=False, shuffle_dataset=True,
+        gradient_checkpointing=args.gradient_checkpointing,
     )
     trainer = Trainer(model=model, reward_funcs=reward_functions(args.layout, args.partial_credit), args=cfg,
                       train_dataset=train, processing_class=tokenizer, callbacks=[runs.CheckpointGradLog(profiler)])
@@ -147,6 +150,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-partial-credit", dest="partial_credit", action="store_false",
                    help="binary correctness reward (the study's); default gives 0.5 for a right last number")
     p.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPU only; ignored on CPU)")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="trade compute for memory (TRL turns it on by default; off here: small models)")
     p.add_argument("--deepspeed", help="DeepSpeed JSON (config/deepspeed/zero2.json)")
 
 

@@ -171,3 +171,17 @@ def test_bad_input_trains_nothing(case, expected, warm_model, lora_json, synth_d
     assert r.returncode == 2, r.stderr[-2000:]
     assert expected in r.stderr.strip().splitlines()[-1]
     assert not (out / "final").exists() and not list(out.glob("checkpoints/*"))
+
+
+def test_sft_warmup_is_profiled_with_the_same_profiler(warm_model):
+    df = pd.read_parquet(warm_model / "grad_norms.parquet")
+    assert sorted(df["step"].unique()) == list(range(1, 81))
+    assert set(df["matrix"]) == {"W"} and df.groupby("step").size().eq(4 * 7).all()  # 4 layers x 7 projections
+    assert (df["grad_norm"] > 0).all()
+    from lorarank import gradlog
+
+    shares = gradlog.shares(gradlog.validate(df))
+    assert shares.sum() == pytest.approx(1.0) and len(shares) == 4
+    run = json.loads((warm_model / "run.json").read_text())
+    assert run["kind"] == "sft" and run["trainable_params"] > 100_000
+    assert (warm_model / "final" / "model.safetensors").is_file()
