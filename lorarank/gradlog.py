@@ -2,6 +2,8 @@
 
 Long format, one row per (step, layer, module, matrix): step int32, layer int16, module str,
 matrix 'A'|'B', rank int16, grad_norm float32 (pre-clip L2 norm of that LoRA matrix's gradient).
+Full-parameter runs (the tiny model's SFT warm-up) log the projection's whole weight as matrix 'W'
+with rank 0, so the same share statistics apply to them.
 
 Importance of a unit (a layer, or a (layer, module) pair) at a step is
 sqrt(sum of squared grad_norm over the unit's matrices); its share is importance divided by the
@@ -19,6 +21,7 @@ import pandas as pd
 
 from lorarank.errors import UserError
 
+MATRICES = ("A", "B", "W")
 SCHEMA = {
     "step": "int32",
     "layer": "int16",
@@ -46,9 +49,9 @@ def validate(df: pd.DataFrame, name: str = "gradient log") -> pd.DataFrame:
         raise UserError(f"gradient log {name!r} lacks column(s) {', '.join(missing)} (required: {', '.join(SCHEMA)})")
     if df.empty:
         raise UserError(f"gradient log {name!r} has no rows")
-    bad = set(df["matrix"].unique()) - {"A", "B"}
+    bad = set(df["matrix"].unique()) - set(MATRICES)
     if bad:
-        raise UserError(f"gradient log {name!r} has matrix value(s) {sorted(map(str, bad))} (allowed: 'A', 'B')")
+        raise UserError(f"gradient log {name!r} has matrix value(s) {sorted(map(str, bad))} (allowed: 'A', 'B', 'W')")
     norms = df["grad_norm"].to_numpy(dtype=np.float64)
     if not np.isfinite(norms).all():
         row = df.iloc[int(np.flatnonzero(~np.isfinite(norms))[0])]
