@@ -10,11 +10,29 @@ configfile: "config/config.yaml"
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    experiment=config["experiment"],
+    seed=r"\d+",
+
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/model.smk"
 include: "workflow/rules/allocation.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/summary.smk"
 
 
 rule all:
     input:
-        lora_configs(),
+        expand("results/{experiment}/summary/results.csv", experiment=config["experiment"]),
+        expand("results/{experiment}/summary/results.md", experiment=config["experiment"]),
+        expand("results/{experiment}/summary/gradient_stats.json", experiment=config["experiment"]),
     default_target: True

@@ -22,6 +22,8 @@ COMMANDS = {
     "sft": ("lorarank.sft", "supervised warm-up (full or LoRA) with the gradient profiler"),
     "train": ("lorarank.train", "GRPO with a verified LoRA allocation and per-layer gradient profiling"),
     "evaluate": ("lorarank.evaluate", "greedy GSM8K evaluation graded strict and flexible"),
+    "analyze": ("lorarank.analysis", "gradient statistics (shares, amplification, SFT vs GRPO) and figures"),
+    "summarize": ("lorarank.summary", "results table: accuracies with CIs and paired tests against uniform"),
     "prepare-data": ("lorarank.data", "GSM8K (hub, local jsonl or synthetic) as parquet splits + manifest"),
 }
 

@@ -1,4 +1,4 @@
-"""Statistics for accuracies: Wilson score intervals (more to come with the analysis stage)."""
+"""Statistics for accuracies: Wilson intervals, exact McNemar, paired bootstrap, t intervals across seeds."""
 
 from __future__ import annotations
 
@@ -18,3 +18,58 @@ def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def mcnemar_exact(a_correct, b_correct) -> tuple[int, int, float]:
+    """Exact McNemar test on paired outcomes: (b, c, two-sided p), b = only A right, c = only B right.
+
+    >>> mcnemar_exact([1, 1, 1, 0, 1, 1], [0, 0, 0, 0, 1, 1])
+    (3, 0, 0.25)
+    """
+    from scipy.stats import binomtest
+
+    b = sum(1 for x, y in zip(a_correct, b_correct) if x and not y)
+    c = sum(1 for x, y in zip(a_correct, b_correct) if y and not x)
+    p = 1.0 if b + c == 0 else binomtest(min(b, c), b + c, 0.5).pvalue
+    return b, c, float(min(1.0, p))
+
+
+def paired_bootstrap_ci(a_correct, b_correct, reps: int = 10000, seed: int = 0, level: float = 0.95):
+    """Percentile CI of mean(B) - mean(A) over questions resampled in pairs (seeded)."""
+    import numpy as np
+
+    diff = np.asarray(b_correct, dtype=float) - np.asarray(a_correct, dtype=float)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(diff), size=(reps, len(diff)))
+    means = diff[idx].mean(axis=1)
+    tail = (1 - level) / 2
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+
+
+def mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): Student t interval across seeds; the interval is the mean itself for one value."""
+    import numpy as np
+    from scipy.stats import t
+
+    v = np.asarray(values, dtype=float)
+    m = float(v.mean())
+    if len(v) < 2:
+        return m, m, m
+    half = float(t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return m, m - half, m + half
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm step-down adjusted p-values (family-wise error control over several comparisons).
+
+    >>> [round(p, 3) for p in holm([0.01, 0.04, 0.03, 0.5])]
+    [0.04, 0.09, 0.09, 0.5]
+    """
+    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
+    m = len(pvalues)
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted

@@ -1,12 +1,15 @@
-# Allocation stage: spec -> per-layer ranks -> verified PEFT LoraConfig.
+# Allocation stage: spec -> per-layer ranks -> verified PEFT LoraConfig. The profiled strategies
+# read the uniform run's gradient log (the uniform arm is also the profiling run).
 
 
 rule allocate_ranks:
+    input:
+        unpack(allocate_inputs),
     output:
         "results/{experiment}/allocations/{strategy}.json",
     params:
+        model=shape_spec,
         args=allocate_args,
-        model=config["model"]["name_or_path"],
     log:
         "logs/{experiment}/allocate_ranks/{strategy}.log",
     shell:
@@ -16,13 +19,15 @@ rule allocate_ranks:
 
 rule write_lora_config:
     input:
+        unpack(shape_inputs),
         allocation="results/{experiment}/allocations/{strategy}.json",
     output:
         "results/{experiment}/lora/{strategy}.json",
     params:
-        model=config["model"]["name_or_path"],
+        model=shape_spec,
+        dropout=ALLOC["dropout"],
     log:
         "logs/{experiment}/write_lora_config/{strategy}.log",
     shell:
         "(python -m lorarank lora-config --allocation {input.allocation} --model {params.model}"
-        " --out {output} --verify) > {log} 2>&1"
+        " --dropout {params.dropout} --out {output} --verify) > {log} 2>&1"

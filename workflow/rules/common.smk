@@ -1,35 +1,146 @@
-# Helpers shared by the rule files: config lookups only, no paths built from strings here.
+# Helpers shared by the stage files: config lookups and input functions. Rules spell out their paths.
 
-EXPERIMENT = config["experiment"]
 ALLOC = config["allocation"]
-# Strategies whose ranks need no gradient log; the profiled ones arrive with the training stage.
-STATIC_STRATEGIES = ("uniform", "random", "manual")
+GRPO = config["grpo"]
+EVAL = config["evaluation"]
+TINY = config["model"]["source"] == "tiny"
+# uniform always runs: it is the arm the others are compared with and the profiling run
+STRATEGIES = list(dict.fromkeys(["uniform"] + ALLOC["strategies"]))
+PROFILED = ("proportional", "reduced", "inverse")
+SEEDS = config["seeds"]
+PROFILE_SEED = SEEDS[0]
+HEATMAPS = STRATEGIES + (["sft"] if TINY else [])
 
 
-def lora_configs():
-    return expand(
-        "results/{experiment}/lora/{strategy}.json",
-        experiment=EXPERIMENT,
-        strategy=[s for s in ALLOC["strategies"] if s in STATIC_STRATEGIES],
-    )
+def flag(name, value):
+    return "" if value is None else f"--{name} {value}"
+
+
+def prepare_data_args(wildcards):
+    d = config["data"]
+    if d["source"] == "local":
+        return f"--source local --path {d['path']}"
+    if d["source"] == "hub":
+        return f"--source hub --hub-id {d['hub_id']} --hub-config {d['hub_config']}"
+    s = d["synthetic"]
+    levels = ",".join(map(str, s["levels"]))
+    return f"--source synthetic --n-train {s['n_train']} --n-test {s['n_test']} --levels {levels} --seed {s['seed']}"
+
+
+def prepare_data_inputs(wildcards):
+    d = config["data"]
+    if d["source"] != "local":
+        return {}
+    return {"train": f"{d['path']}/train.jsonl", "test": f"{d['path']}/test.jsonl"}
+
+
+def build_model_args(wildcards):
+    t = config["model"]["tiny"]
+    return (f"--layers {t['layers']} --hidden {t['hidden']} --heads {t['heads']} --kv-heads {t['kv_heads']} "
+            f"--intermediate {t['intermediate']} --vocab-size {t['vocab_size']} --seed {t['seed']}")
+
+
+def sft_args(wildcards):
+    s = config["sft"]
+    return (f"--steps {s['steps']} --batch-size {s['batch_size']} --lr {s['lr']} "
+            f"--warmup-steps {s['warmup_steps']} --layout {config['layout']}")
+
+
+# The architecture (for allocation and LoRA configs) and the weights GRPO starts from.
+def shape_inputs(wildcards):
+    return {"model": f"results/{wildcards.experiment}/model/base"} if TINY else {}
+
+
+def shape_spec(wildcards):
+    return f"results/{wildcards.experiment}/model/base" if TINY else config["model"]["name_or_path"]
+
+
+def start_inputs(wildcards):
+    return {"model": f"results/{wildcards.experiment}/sft/final"} if TINY else {}
+
+
+def start_spec(wildcards):
+    return f"results/{wildcards.experiment}/sft/final" if TINY else config["model"]["name_or_path"]
+
+
+def allocate_inputs(wildcards):
+    inputs = shape_inputs(wildcards)
+    if wildcards.strategy in PROFILED:
+        inputs["grad_log"] = f"results/{wildcards.experiment}/runs/uniform/seed{PROFILE_SEED}/grad_norms.parquet"
+    return inputs
 
 
 def allocate_args(wildcards):
-    """CLI flags for `lorarank allocate` from the config's allocation section."""
+    """Flags for `lorarank allocate`: only what this strategy reads, so that changing another
+    strategy's setting (the random seed, say) reruns nothing here."""
     s = wildcards.strategy
-    args = [
-        f"--budget {ALLOC['budget']}",
-        f"--alpha-policy {ALLOC['alpha_policy']}",
-        f"--granularity {ALLOC['granularity']}",
-        f"--target-modules {','.join(ALLOC['target_modules'])}",
-        f"--min-rank {ALLOC['min_rank']}",
-    ]
-    if ALLOC.get("alpha") is not None:
-        args.append(f"--alpha {ALLOC['alpha']}")
-    if s == "random":
-        rnd = ALLOC["random"]
-        args.append(f"--low {rnd['low']} --high {rnd['high']} --seed {rnd['seed']}")
+    args = [f"--granularity {ALLOC['granularity']}", f"--target-modules {','.join(ALLOC['target_modules'])}",
+            f"--alpha-policy {ALLOC['alpha_policy']}", flag("alpha", ALLOC["alpha"])]
     if s == "manual":
-        args = [a for a in args if not a.startswith("--budget")]
-        args.append(f"--ranks {','.join(str(r) for r in ALLOC['manual_ranks'])}")
-    return " ".join(args)
+        return " ".join(args + [f"--ranks {','.join(map(str, ALLOC['manual_ranks']))}"])
+    args += [f"--budget {ALLOC['budget']}", f"--min-rank {ALLOC['min_rank']}", flag("max-rank", ALLOC["max_rank"])]
+    if s in PROFILED:
+        args.append(f"--grad-log results/{wildcards.experiment}/runs/uniform/seed{PROFILE_SEED}/grad_norms.parquet")
+    if s == "reduced":
+        args.append(f"--fraction {ALLOC['fraction']}")
+    if s == "random":
+        r = ALLOC["random"]
+        args.append(f"--low {r['low']} --high {r['high']} --seed {r['seed']}")
+    return " ".join(a for a in args if a)
+
+
+def train_args(wildcards):
+    g = GRPO
+    args = [f"--layout {config['layout']}", f"--steps {g['steps']}", f"--prompts-per-step {g['prompts_per_step']}",
+            f"--generations {g['generations']}", f"--max-completion-length {g['max_completion_length']}",
+            f"--lr {g['lr']}", f"--beta {g['beta']}", f"--loss-type {g['loss_type']}",
+            f"--temperature {g['temperature']}", f"--max-grad-norm {g['max_grad_norm']}",
+            f"--save-steps {g['save_steps']}", flag("deepspeed", g["deepspeed"])]
+    if not g["partial_credit"]:
+        args.append("--no-partial-credit")
+    if g["bf16"]:
+        args.append("--bf16")
+    return " ".join(a for a in args if a)
+
+
+def evaluate_inputs(wildcards):
+    inputs = {"test": f"results/{wildcards.experiment}/data/test.parquet", **start_inputs(wildcards)}
+    if wildcards.strategy != "base":
+        inputs["adapter"] = f"results/{wildcards.experiment}/runs/{wildcards.strategy}/seed{wildcards.seed}/final"
+    return inputs
+
+
+def adapter_flag(wildcards):
+    if wildcards.strategy == "base":
+        return ""
+    return f"--adapter results/{wildcards.experiment}/runs/{wildcards.strategy}/seed{wildcards.seed}/final"
+
+
+def evaluate_args(wildcards):
+    e = EVAL
+    return (f"--n {e['n']} --seed {e['seed']} --batch-size {e['batch_size']} "
+            f"--max-new-tokens {e['max_new_tokens']} --layout {config['layout']} --quiet")
+
+
+def summary_inputs(wildcards):
+    runs = expand("results/{experiment}/eval/{strategy}/seed{seed}/metrics.json",
+                  experiment=wildcards.experiment, strategy=STRATEGIES, seed=SEEDS)
+    base = [f"results/{wildcards.experiment}/eval/base/seed{EVAL['seed']}/metrics.json"]
+    lora = expand("results/{experiment}/lora/{strategy}.json", experiment=wildcards.experiment, strategy=STRATEGIES)
+    return {"metrics": base + runs, "lora": lora}
+
+
+def analysis_inputs(wildcards):
+    inputs = {
+        "grad_logs": expand("results/{experiment}/runs/{strategy}/seed{seed}/grad_norms.parquet",
+                            experiment=wildcards.experiment, strategy=STRATEGIES, seed=SEEDS),
+        "allocations": expand("results/{experiment}/allocations/{strategy}.json",
+                              experiment=wildcards.experiment, strategy=STRATEGIES),
+    }
+    if TINY:
+        inputs["sft"] = f"results/{wildcards.experiment}/sft/grad_norms.parquet"
+    return inputs
+
+
+def sft_flag(wildcards):
+    return f"--sft results/{wildcards.experiment}/sft/grad_norms.parquet" if TINY else ""

@@ -1,0 +1,98 @@
+"""Accuracy statistics on synthetic prediction tables, checked against scipy/statsmodels."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from statsmodels.stats.contingency_tables import mcnemar
+from statsmodels.stats.proportion import proportion_confint
+
+from lorarank.stats import mcnemar_exact, mean_ci, paired_bootstrap_ci, wilson
+
+
+def test_wilson_matches_statsmodels():
+    for k, n in [(0, 10), (3, 10), (132, 200), (200, 200), (1, 1)]:
+        assert wilson(k, n) == pytest.approx(proportion_confint(k, n, method="wilson"), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_mcnemar_matches_statsmodels(seed):
+    rng = np.random.default_rng(seed)
+    a = rng.random(200) < 0.6
+    b = np.where(rng.random(200) < 0.15, ~a, a)
+    nb, nc, p = mcnemar_exact(a, b)
+    table = [[np.sum(a & b), np.sum(a & ~b)], [np.sum(~a & b), np.sum(~a & ~b)]]
+    assert (nb, nc) == (table[0][1], table[1][0])
+    assert p == pytest.approx(mcnemar(table, exact=True).pvalue, rel=1e-9)
+
+
+def test_bootstrap_ci_is_seeded_and_covers_the_difference():
+    rng = np.random.default_rng(0)
+    a, b = rng.random(200) < 0.5, rng.random(200) < 0.6
+    lo, hi = paired_bootstrap_ci(a, b)
+    assert (lo, hi) == paired_bootstrap_ci(a, b)
+    assert lo < b.mean() - a.mean() < hi and hi - lo < 0.25
+
+
+def test_mean_ci_across_seeds():
+    from scipy import stats
+
+    m, lo, hi = mean_ci([0.60, 0.64, 0.62])
+    want = stats.t.interval(0.95, 2, loc=0.62, scale=stats.sem([0.60, 0.64, 0.62]))
+    assert m == pytest.approx(0.62) and (lo, hi) == pytest.approx(want)
+    assert mean_ci([0.5]) == (0.5, 0.5, 0.5)
+
+
+def write_eval(root, strategy, seed, correct, idx=None):
+    d = root / "eval" / strategy / f"seed{seed}"
+    d.mkdir(parents=True)
+    n = len(correct)
+    idx = list(range(n)) if idx is None else idx
+    pd.DataFrame({"idx": idx, "question": ["q"] * n, "gold": ["1"] * n, "completion": ["#### 1"] * n,
+                  "pred_strict": ["1"] * n, "pred_flexible": ["1"] * n, "correct_strict": correct,
+                  "correct_flexible": correct}).to_parquet(d / "predictions.parquet")
+    (d / "metrics.json").write_text(json.dumps({"n": n}))
+    return d / "metrics.json"
+
+
+def test_summary_table_and_verdict(cli, tmp_path):
+    rng = np.random.default_rng(3)
+    uni = rng.random(200) < 0.5
+    same = np.where(rng.random(200) < 0.05, ~uni, uni)  # a few flips: not significant
+    better = uni | (rng.random(200) < 0.5)  # many more right: significant
+    m = [write_eval(tmp_path, "uniform", 0, uni), write_eval(tmp_path, "random", 0, same),
+         write_eval(tmp_path, "proportional", 0, better)]
+    code, _, err = cli("summarize", "--metrics", *m, "--out", tmp_path / "summary")
+    assert code == 0, err
+    df = pd.read_csv(tmp_path / "summary/results.csv").set_index("strategy")
+    assert df.loc["uniform", "acc_strict"] == uni.mean()
+    assert df.loc["random", "p_mcnemar_strict"] == pytest.approx(mcnemar_exact(uni, same)[2])
+    assert df.loc["proportional", "p_mcnemar_strict"] < 0.05 <= df.loc["random", "p_mcnemar_strict"]
+    md = (tmp_path / "summary/results.md").read_text()
+    assert "Significantly different from uniform" in md and "proportional" in md.split("Significantly")[1]
+    assert "One training seed per arm" in md
+
+
+def test_not_significant_is_said_in_words(cli, tmp_path):
+    uni = np.array([True, False] * 50)
+    m = [write_eval(tmp_path, "uniform", 0, uni), write_eval(tmp_path, "random", 0, np.roll(uni, 2))]
+    assert cli("summarize", "--metrics", *m, "--out", tmp_path / "s")[0] == 0
+    assert "No arm differs significantly from uniform" in (tmp_path / "s/results.md").read_text()
+
+
+def test_several_seeds(cli, tmp_path):
+    rng = np.random.default_rng(5)
+    m = [write_eval(tmp_path, s, seed, rng.random(50) < 0.5) for s in ("uniform", "random") for seed in (0, 1, 2)]
+    assert cli("summarize", "--metrics", *m, "--out", tmp_path / "s")[0] == 0
+    df = pd.read_csv(tmp_path / "s/results.csv").set_index("strategy")
+    assert df.loc["random", "seeds"] == 3 and df.loc["random", "ci_low_strict"] < df.loc["random", "acc_strict"]
+    assert "3 seeds per arm" in (tmp_path / "s/results.md").read_text()
+
+
+def test_different_questions_are_refused(cli, tmp_path):
+    m = [write_eval(tmp_path, "uniform", 0, [True, False, True]),
+         write_eval(tmp_path, "random", 0, [True, True, False], idx=[0, 1, 5])]
+    code, _, err = cli("summarize", "--metrics", *m, "--out", tmp_path / "s")
+    assert code == 2 and "paired tests need the same questions" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()

@@ -1,0 +1,106 @@
+"""The whole DAG with real Snakemake on the test config, then what a change reruns."""
+
+import re
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import ROOT
+
+TEST_CONFIG = Path(ROOT) / "tests/workflow/config.test.yaml"
+
+
+def snakemake(workdir, *args, configfile=TEST_CONFIG, timeout=1500):
+    cmd = ["snakemake", "-s", f"{ROOT}/Snakefile", "--configfile", str(configfile), "--cores", "2", *args]
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+
+
+def planned(workdir, configfile=TEST_CONFIG) -> dict[str, int]:
+    """Jobs a dry run would run, per rule (from Snakemake's job stats table)."""
+    r = snakemake(workdir, "-n", configfile=configfile)
+    assert r.returncode == 0, r.stderr[-3000:]
+    text = r.stdout + r.stderr
+    if "Nothing to be done" in text:
+        return {}
+    stats = text.split("Job stats:")[1].split("total")[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
+
+
+def changed(tmp_path, edit) -> Path:
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    edit(cfg)
+    path = tmp_path / "changed.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    work = tmp_path_factory.mktemp("workflow")
+    r = snakemake(work)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
+    return work
+
+
+def test_whole_dag_produces_the_summary(finished):
+    res = pd.read_csv(finished / "results/test/summary/results.csv")
+    assert set(res["strategy"]) == {"base", "uniform", "proportional", "reduced", "inverse", "random", "manual"}
+    assert (res["n"] == 16).all() and res["acc_strict"].between(0, 1).all()
+    uni = res.set_index("strategy").loc["uniform"]
+    assert (uni["rank_min"], uni["rank_max"]) == (8, 8)
+    red = res.set_index("strategy").loc["reduced"]
+    assert red["trainable_params"] < uni["trainable_params"]  # 70% budget
+    assert res.set_index("strategy").loc["manual", "rank_max"] == 12
+    md = (finished / "results/test/summary/results.md").read_text()
+    assert "| uniform |" in md and ("within noise" in md or "Significantly" in md)
+    # contracts between stages
+    g = pd.read_parquet(finished / "results/test/runs/proportional/seed0/grad_norms.parquet")
+    assert sorted(g["step"].unique()) == [1, 2, 3] and set(g["matrix"]) == {"A", "B"}
+    alloc = yaml.safe_load((finished / "results/test/allocations/proportional.json").read_text())
+    assert alloc["profile"]["path"].endswith("runs/uniform/seed0/grad_norms.parquet") and sum(alloc["ranks"]) == 16
+    preds = pd.read_parquet(finished / "results/test/eval/base/seed0/predictions.parquet")
+    assert len(preds) == 16
+    assert list((finished / "logs/test/train_grpo/uniform").glob("seed0.log"))
+    assert list((finished / "benchmarks/test/train_grpo/uniform").glob("seed0.tsv"))
+
+
+def test_complete_run_schedules_nothing(finished):
+    assert planned(finished) == {}
+
+
+def test_evaluation_setting_reruns_only_evaluation_and_summary(finished, tmp_path):
+    cfg = changed(tmp_path, lambda c: c["evaluation"].update(max_new_tokens=24))
+    jobs = planned(finished, cfg)
+    assert jobs == {"evaluate_model": 7, "summarize_results": 1, "all": 1}
+
+
+def test_random_seed_reruns_only_the_random_chain(finished, tmp_path):
+    cfg = changed(tmp_path, lambda c: c["allocation"]["random"].update(seed=5))
+    jobs = planned(finished, cfg)
+    assert jobs == {"allocate_ranks": 1, "write_lora_config": 1, "train_grpo": 1, "evaluate_model": 1,
+                    "summarize_results": 1, "all": 1}
+
+
+def test_budget_reruns_everything_downstream_of_allocation(finished, tmp_path):
+    cfg = changed(tmp_path, lambda c: c["allocation"].update(budget=20, manual_ranks=[8, 12]))
+    jobs = planned(finished, cfg)
+    # every arm's allocation, config, training and evaluation; not data, model, SFT or the base evaluation
+    assert jobs == {"allocate_ranks": 6, "write_lora_config": 6, "train_grpo": 6, "evaluate_model": 6,
+                    "summarize_results": 1, "all": 1}
+
+
+def test_real_gsm8k_runs_the_same_dag_dry(tmp_path):
+    from conftest import GSM8K_DIR
+
+    cfg = changed(tmp_path, lambda c: c["data"].update(source="local", path=GSM8K_DIR))
+    jobs = planned(tmp_path, cfg)
+    assert jobs["prepare_data"] == 1 and jobs["train_grpo"] == 6
+
+
+def test_a_bad_config_fails_at_parse_time_naming_the_key(tmp_path):
+    cfg = changed(tmp_path, lambda c: c["grpo"].update(generations=1))
+    r = snakemake(tmp_path, "-n", configfile=cfg)
+    assert r.returncode != 0 and "generations" in (r.stdout + r.stderr)

@@ -1,0 +1,16 @@
+# Data stage: GSM8K (hub, local jsonl) or the synthetic stand-in, as parquet splits + manifest.
+
+
+rule prepare_data:
+    input:
+        unpack(prepare_data_inputs),
+    output:
+        train="results/{experiment}/data/train.parquet",
+        test="results/{experiment}/data/test.parquet",
+        manifest="results/{experiment}/data/manifest.json",
+    params:
+        args=prepare_data_args,
+    log:
+        "logs/{experiment}/prepare_data.log",
+    shell:
+        "(python -m lorarank prepare-data {params.args} --out results/{wildcards.experiment}/data) > {log} 2>&1"

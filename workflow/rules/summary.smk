@@ -1,0 +1,39 @@
+# Summary stage: gradient statistics and figures, and one table of every arm (rank range,
+# trainable parameters, accuracies with CIs, paired tests against uniform), for the HTML report
+# (`snakemake --report report.html`).
+
+
+rule analyze_gradients:
+    input:
+        unpack(analysis_inputs),
+    output:
+        stats=report("results/{experiment}/summary/gradient_stats.json", caption="../report/gradient_stats.rst",
+                     category="Gradients"),
+        heatmaps=report(expand("results/{{experiment}}/summary/figures/heatmap_{run}.png", run=HEATMAPS),
+                        caption="../report/heatmap.rst", category="Gradients"),
+        amplification=report("results/{experiment}/summary/figures/amplification.png",
+                             caption="../report/amplification.rst", category="Gradients"),
+        shares=report("results/{experiment}/summary/figures/shares.png", caption="../report/shares.rst",
+                      category="Gradients"),
+    params:
+        sft=sft_flag,
+    log:
+        "logs/{experiment}/analyze_gradients.log",
+    shell:
+        "(python -m lorarank analyze --grad-logs {input.grad_logs} --allocations {input.allocations}"
+        " {params.sft} --out results/{wildcards.experiment}/summary) > {log} 2>&1"
+
+
+rule summarize_results:
+    input:
+        unpack(summary_inputs),
+    output:
+        csv=report("results/{experiment}/summary/results.csv", caption="../report/results.rst", category="Accuracy"),
+        md="results/{experiment}/summary/results.md",
+        figure=report("results/{experiment}/summary/figures/accuracy.png", caption="../report/accuracy.rst",
+                      category="Accuracy"),
+    log:
+        "logs/{experiment}/summarize_results.log",
+    shell:
+        "(python -m lorarank summarize --metrics {input.metrics} --lora {input.lora}"
+        " --out results/{wildcards.experiment}/summary) > {log} 2>&1"

@@ -1,0 +1,25 @@
+# Training stage: one GRPO run per (strategy, seed), profiled. A rerun after preemption resumes
+# from the run directory's newest checkpoint (checkpoints are not outputs, so they survive).
+
+
+rule train_grpo:
+    input:
+        unpack(start_inputs),
+        lora="results/{experiment}/lora/{strategy}.json",
+        train="results/{experiment}/data/train.parquet",
+    output:
+        adapter=directory("results/{experiment}/runs/{strategy}/seed{seed}/final"),
+        grad_log="results/{experiment}/runs/{strategy}/seed{seed}/grad_norms.parquet",
+        trainer_log="results/{experiment}/runs/{strategy}/seed{seed}/trainer_log.jsonl",
+        run="results/{experiment}/runs/{strategy}/seed{seed}/run.json",
+    params:
+        model=start_spec,
+        args=train_args,
+    log:
+        "logs/{experiment}/train_grpo/{strategy}/seed{seed}.log",
+    benchmark:
+        "benchmarks/{experiment}/train_grpo/{strategy}/seed{seed}.tsv"
+    shell:
+        "(python -m lorarank train --model {params.model} --lora {input.lora} --data {input.train}"
+        " --seed {wildcards.seed} {params.args}"
+        " --out results/{wildcards.experiment}/runs/{wildcards.strategy}/seed{wildcards.seed}) > {log} 2>&1"
