@@ -29,7 +29,6 @@ import argparse
 import math
 import re
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 
@@ -37,11 +36,8 @@ from lorarank import __version__, gradlog
 from lorarank.cli import csv_list, positive_int
 from lorarank.errors import UserError
 from lorarank.io import sha256_file, write_json
+from lorarank.spec import ALPHA_POLICIES, DEFAULT_MODULES, PROFILE_STRATEGIES, STRATEGIES
 
-STRATEGIES = ("uniform", "proportional", "reduced", "inverse", "random", "manual")
-PROFILE_STRATEGIES = ("proportional", "reduced", "inverse")
-DEFAULT_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-ALPHA_POLICIES = ("ratio", "constant", "rslora")
 MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -303,17 +299,4 @@ def run(args) -> int:
     flat = [v for r in doc["ranks"] for v in (r.values() if isinstance(r, dict) else [r])]
     print(f"{doc['strategy']}: {len(flat)} units, ranks {min(flat)}-{max(flat)}, budget {doc['budget']} -> {args.out}")
     return 0
-
-
-def load(path: str | Path) -> dict:
-    """Read an allocation document back, checking the fields later stages rely on."""
-    from lorarank.io import read_json
-
-    doc = read_json(path, "allocation")
-    for key in ("strategy", "num_layers", "ranks", "modules", "alpha_policy"):
-        if key not in doc:
-            raise UserError(f"allocation {str(path)!r} lacks field {key!r}")
-    if len(doc["ranks"]) != doc["num_layers"]:
-        raise UserError(f"allocation {str(path)!r} has {len(doc['ranks'])} rank entries for {doc['num_layers']} layers")
-    return doc
 

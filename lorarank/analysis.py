@@ -97,7 +97,7 @@ def layer_ranks(alloc: dict) -> list[float]:
 
 def analyze(grad_logs: list[str], allocations: list[str], sft: str | None, window: float) -> tuple[dict, dict]:
     """(gradient_stats document, per-step shares per run for the heatmaps)."""
-    from lorarank.allocation import load as load_allocation
+    from lorarank.spec import load_allocation
     from lorarank.errors import UserError
 
     runs, per_step = {}, {}

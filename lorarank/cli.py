@@ -24,6 +24,7 @@ COMMANDS = {
     "evaluate": ("lorarank.evaluate", "greedy GSM8K evaluation graded strict and flexible"),
     "analyze": ("lorarank.analysis", "gradient statistics (shares, amplification, SFT vs GRPO) and figures"),
     "summarize": ("lorarank.summary", "results table: accuracies with CIs and paired tests against uniform"),
+    "fingerprint": ("lorarank.fingerprint", "what each command's code fingerprint (its rerun trigger) is made of"),
     "prepare-data": ("lorarank.data", "GSM8K (hub, local jsonl or synthetic) as parquet splits + manifest"),
 }
 

@@ -5,7 +5,8 @@
     python -m lorarank prepare-data --source synthetic --n-train 4000 --n-test 500 --seed 0 --out data/synth
 
 Columns: idx (int32, position in the split), question, answer (the full solution, ending in
-`#### N`), gold (the normalised final number, from the grader). `manifest.json` records the source,
+`#### N`), gold (the final answer as written after `####`; the grader normalises it when comparing,
+so data preparation does not depend on grading rules). `manifest.json` records the source,
 the sha256 of every input file (or the hub revision), counts and the seed.
 
 The synthetic source writes GSM8K-format arithmetic word problems (add, subtract, multiply; level
@@ -18,17 +19,18 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 from pathlib import Path
 
 import pandas as pd
 
 from lorarank.cli import csv_list, positive_int
 from lorarank.errors import UserError
-from lorarank.gsm8k import gold_answer
 from lorarank.io import atomic_path, sha256_file, write_json
 
 SPLITS = ("train", "test")
 COLUMNS = ("idx", "question", "answer", "gold")
+FINAL = re.compile(r"####\s*(.+?)\s*$", re.DOTALL)
 
 NAMES = [("Ava", "she"), ("Ben", "he"), ("Cara", "she"), ("Dan", "he"), ("Eli", "he"), ("Fay", "she"),
          ("Gus", "he"), ("Hana", "she"), ("Ivan", "he"), ("Jade", "she"), ("Kofi", "he"), ("Lena", "she")]
@@ -117,10 +119,10 @@ def finish(frame: pd.DataFrame, split: str) -> pd.DataFrame:
     frame = frame.reset_index(drop=True)
     golds = []
     for i, sol in enumerate(frame["answer"]):
-        try:
-            golds.append(gold_answer(sol))
-        except ValueError:
-            raise UserError(f"{split} row {i} has no '#### <number>' final answer") from None
+        m = FINAL.search(sol.rsplit("\n", 1)[-1])
+        if not m:
+            raise UserError(f"{split} row {i} has no '#### <number>' final answer line")
+        golds.append(m.group(1))  # as written; the grader (lorarank.gsm8k) normalises when it compares
     frame.insert(0, "idx", pd.Series(range(len(frame)), dtype="int32"))
     frame["gold"] = golds
     return frame[list(COLUMNS)]

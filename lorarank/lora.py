@@ -23,11 +23,11 @@ import math
 import re
 from collections import Counter
 
-from lorarank import allocation
 from lorarank.cli import csv_list
 from lorarank.errors import UserError
 from lorarank.io import read_json, sha256_file, write_json
 from lorarank.models import Target
+from lorarank.spec import ALPHA_POLICIES, load_allocation
 
 
 def pattern_key(name: str) -> str:
@@ -66,8 +66,8 @@ def build(alloc: dict, targets: list[Target], dropout: float) -> dict:
                 f"{min(t.in_features, t.out_features)}"
             )
     policy = alloc["alpha_policy"]
-    if policy["name"] not in allocation.ALPHA_POLICIES:
-        raise UserError(f"alpha policy {policy['name']!r} is unknown (allowed: {', '.join(allocation.ALPHA_POLICIES)})")
+    if policy["name"] not in ALPHA_POLICIES:
+        raise UserError(f"alpha policy {policy['name']!r} is unknown (allowed: {', '.join(ALPHA_POLICIES)})")
     default_r = Counter(ranks).most_common(1)[0][0]
     kwargs = {
         "task_type": "CAUSAL_LM",
@@ -139,7 +139,7 @@ def lora_config(alloc_path: str, model_spec: str, dropout: float = 0.05, target_
     """Allocation file + model spec -> lora.json document (verified when `check`)."""
     from lorarank.models import meta_model, targets as find_targets
 
-    alloc = allocation.load(alloc_path)
+    alloc = load_allocation(alloc_path)
     modules = list(target_modules or alloc["modules"])
     if target_modules and alloc.get("granularity") == "module" and modules != alloc["modules"]:
         raise UserError(f"--target-modules {modules} differs from the module-granularity allocation's {alloc['modules']}")
@@ -164,6 +164,28 @@ def load(path: str) -> dict:
         if key not in doc:
             raise UserError(f"LoRA config {path!r} lacks field {key!r} (write it with `lorarank lora-config`)")
     return doc
+
+
+def load_model_and_lora(spec: str, lora_path: str | None, seed: int):
+    """(model, tokenizer, lora doc or None): the LoRA config verified on the real model first."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+
+    from lorarank.models import load_config
+
+    config = load_config(spec)  # clear errors for a bad path before loading weights
+    doc = load(lora_path) if lora_path else None
+    if doc and doc.get("model", {}).get("num_layers") not in (None, config.num_hidden_layers):
+        raise UserError(f"LoRA config {lora_path!r} is for {doc['model']['num_layers']} layers, "
+                        f"but model {spec!r} has {config.num_hidden_layers}")
+    tokenizer = AutoTokenizer.from_pretrained(spec, trust_remote_code=False)
+    tokenizer.padding_side = "left"
+    dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, trust_remote_code=False)
+    if doc:
+        set_seed(seed)  # LoRA A init is random: seed it so adapters are reproducible
+        model = verify(doc, model)
+    return model, tokenizer, doc
 
 
 def configure(p: argparse.ArgumentParser) -> None:

@@ -24,7 +24,7 @@ import argparse
 import re
 from dataclasses import dataclass
 
-from lorarank.allocation import DEFAULT_MODULES
+from lorarank.spec import DEFAULT_MODULES
 from lorarank.cli import csv_list
 from lorarank.errors import UserError
 from lorarank.io import read_json

@@ -38,9 +38,9 @@ def run_sft(args) -> dict:
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
-    from lorarank.allocation import DEFAULT_MODULES
     from lorarank.profiler import GradProfiler, ProfiledTrainerMixin
-    from lorarank.train import load_model_and_lora
+    from lorarank.lora import load_model_and_lora
+    from lorarank.spec import DEFAULT_MODULES
 
     out = Path(args.out)
     if ds_cfg:

@@ -20,31 +20,9 @@ from pathlib import Path
 
 from lorarank.cli import positive_int
 from lorarank.errors import UserError
+from lorarank.lora import load_model_and_lora
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")
-
-
-def load_model_and_lora(spec: str, lora_path: str | None, seed: int):
-    """(model, tokenizer, lora doc or None): the LoRA config verified on the real model first."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
-
-    from lorarank import lora
-    from lorarank.models import load_config
-
-    config = load_config(spec)  # clear errors for a bad path before loading weights
-    doc = lora.load(lora_path) if lora_path else None
-    if doc and doc.get("model", {}).get("num_layers") not in (None, config.num_hidden_layers):
-        raise UserError(f"LoRA config {lora_path!r} is for {doc['model']['num_layers']} layers, "
-                        f"but model {spec!r} has {config.num_hidden_layers}")
-    tokenizer = AutoTokenizer.from_pretrained(spec, trust_remote_code=False)
-    tokenizer.padding_side = "left"
-    dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, trust_remote_code=False)
-    if doc:
-        set_seed(seed)  # LoRA A init is random: seed it so adapters are reproducible
-        model = lora.verify(doc, model)
-    return model, tokenizer, doc
 
 
 def dataset(df, layout: str):

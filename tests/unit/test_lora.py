@@ -7,7 +7,7 @@ import pytest
 
 from conftest import SHAPES, projection_dims
 from lorarank import lora, models
-from lorarank.allocation import DEFAULT_MODULES
+from lorarank.spec import DEFAULT_MODULES
 from lorarank.errors import UserError
 
 

@@ -1,6 +1,8 @@
 """The whole DAG with real Snakemake on the test config, then what a change reruns."""
 
+import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,14 +15,15 @@ from conftest import ROOT
 TEST_CONFIG = Path(ROOT) / "tests/workflow/config.test.yaml"
 
 
-def snakemake(workdir, *args, configfile=TEST_CONFIG, timeout=1500):
-    cmd = ["snakemake", "-s", f"{ROOT}/Snakefile", "--configfile", str(configfile), "--cores", "2", *args]
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+def snakemake(workdir, *args, configfile=TEST_CONFIG, timeout=1500, repo=ROOT, env=None):
+    cmd = ["snakemake", "-s", f"{repo}/Snakefile", "--configfile", str(configfile), "--cores", "2", *args]
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
 
 
-def planned(workdir, configfile=TEST_CONFIG) -> dict[str, int]:
+def planned(workdir, configfile=TEST_CONFIG, repo=ROOT, env=None) -> dict[str, int]:
     """Jobs a dry run would run, per rule (from Snakemake's job stats table)."""
-    r = snakemake(workdir, "-n", configfile=configfile)
+    r = snakemake(workdir, "-n", configfile=configfile, repo=repo, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     text = r.stdout + r.stderr
     if "Nothing to be done" in text:
@@ -81,7 +84,7 @@ def test_random_seed_reruns_only_the_random_chain(finished, tmp_path):
     cfg = changed(tmp_path, lambda c: c["allocation"]["random"].update(seed=5))
     jobs = planned(finished, cfg)
     assert jobs == {"allocate_ranks": 1, "write_lora_config": 1, "train_grpo": 1, "evaluate_model": 1,
-                    "summarize_results": 1, "all": 1}
+                    "analyze_gradients": 1, "summarize_results": 1, "all": 1}
 
 
 def test_budget_reruns_everything_downstream_of_allocation(finished, tmp_path):
@@ -89,7 +92,7 @@ def test_budget_reruns_everything_downstream_of_allocation(finished, tmp_path):
     jobs = planned(finished, cfg)
     # every arm's allocation, config, training and evaluation; not data, model, SFT or the base evaluation
     assert jobs == {"allocate_ranks": 6, "write_lora_config": 6, "train_grpo": 6, "evaluate_model": 6,
-                    "summarize_results": 1, "all": 1}
+                    "analyze_gradients": 1, "summarize_results": 1, "all": 1}
 
 
 def test_real_gsm8k_runs_the_same_dag_dry(tmp_path):
@@ -104,3 +107,74 @@ def test_a_bad_config_fails_at_parse_time_naming_the_key(tmp_path):
     cfg = changed(tmp_path, lambda c: c["grpo"].update(generations=1))
     r = snakemake(tmp_path, "-n", configfile=cfg)
     assert r.returncode != 0 and "generations" in (r.stdout + r.stderr)
+
+
+# --- code changes (issue: code changes rerun exactly the stages they affect) -----------------------
+def repo_copy(tmp_path) -> Path:
+    """The repository as a fresh clone would have it: the same files, new paths, new mtimes."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    dest = tmp_path / "clone"
+    for f in files:
+        if (Path(ROOT) / f).is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(Path(ROOT) / f, dest / f)
+    return dest
+
+
+DOWNSTREAM_OF_TRAINING = {"allocate_ranks": 3, "write_lora_config": 3, "train_grpo": 6, "evaluate_model": 7,
+                          "analyze_gradients": 1, "summarize_results": 1, "all": 1}
+
+
+def test_fresh_clone_and_touch_rerun_nothing(finished, tmp_path):
+    clone = repo_copy(tmp_path)
+    for f in clone.rglob("*.py"):
+        f.touch()
+    assert planned(finished, repo=clone) == {}
+
+
+def test_comments_docstrings_and_layout_are_not_changes(finished, tmp_path):
+    clone = repo_copy(tmp_path)
+    f = clone / "lorarank/gsm8k.py"
+    src = f.read_text().replace('"""The GSM8K grader', '"""The (reworded) GSM8K grader', 1)
+    f.write_text("# a new comment\n" + src.replace("def is_correct(pred: str | None, gold: str) -> bool:",
+                                                    "def is_correct(pred: str | None,\n               gold: str) -> bool:  # why"))
+    assert planned(finished, repo=clone) == {}
+
+
+def test_grader_edit_reruns_what_grades(finished, tmp_path):
+    """The grader scores evaluation and the GRPO correctness reward: both rerun, and what follows the
+    uniform run's new gradient log; data, model build and SFT do not."""
+    clone = repo_copy(tmp_path)
+    f = clone / "lorarank/gsm8k.py"
+    f.write_text(f.read_text().replace("return p is not None and g is not None and p == g",
+                                       "return p is not None and g is not None and abs(p - g) < 1e-9"))
+    assert planned(finished, repo=clone) == DOWNSTREAM_OF_TRAINING
+
+
+def test_evaluation_code_edit_reruns_evaluation_and_summary(finished, tmp_path):
+    clone = repo_copy(tmp_path)
+    f = clone / "lorarank/evaluate.py"
+    f.write_text(f.read_text().replace("torch.manual_seed(args.seed)", "torch.manual_seed(args.seed + 0)"))
+    assert planned(finished, repo=clone) == {"evaluate_model": 7, "summarize_results": 1, "all": 1}
+
+
+def test_allocation_code_edit_reruns_the_allocated_chain(finished, tmp_path):
+    clone = repo_copy(tmp_path)
+    f = clone / "lorarank/allocation.py"
+    f.write_text(f.read_text().replace("missing = total - sum(floors)", "missing = int(total - sum(floors))"))
+    jobs = planned(finished, repo=clone)
+    assert jobs == {"allocate_ranks": 6, "write_lora_config": 6, "train_grpo": 6, "evaluate_model": 6,
+                    "analyze_gradients": 1, "summarize_results": 1, "all": 1}
+    assert not {"prepare_data", "build_model", "run_sft"} & set(jobs)
+
+
+def test_upgraded_trl_reruns_training_not_data(finished, tmp_path):
+    """A TRL upgrade, as importlib.metadata sees it: a newer dist-info first on the path."""
+    fake = tmp_path / "site" / "trl-99.0.dist-info"
+    fake.mkdir(parents=True)
+    (fake / "METADATA").write_text("Metadata-Version: 2.1\nName: trl\nVersion: 99.0\n")
+    (fake / "top_level.txt").write_text("trl\n")
+    jobs = planned(finished, env={"PYTHONPATH": str(tmp_path / "site")})
+    assert jobs["run_sft"] == 1 and jobs["train_grpo"] == 6 and jobs["evaluate_model"] == 7
+    assert "prepare_data" not in jobs and "build_model" not in jobs

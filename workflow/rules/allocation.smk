@@ -8,6 +8,7 @@ rule allocate_ranks:
     output:
         "results/{experiment}/allocations/{strategy}.json",
     params:
+        code=CODE["allocate"],
         model=shape_spec,
         args=allocate_args,
     log:
@@ -24,6 +25,7 @@ rule write_lora_config:
     output:
         "results/{experiment}/lora/{strategy}.json",
     params:
+        code=CODE["lora-config"],
         model=shape_spec,
         dropout=ALLOC["dropout"],
     log:

@@ -1,5 +1,15 @@
 # Helpers shared by the stage files: config lookups and input functions. Rules spell out their paths.
 
+import sys
+
+sys.path.insert(0, workflow.basedir)  # lorarank.fingerprint is standard library only
+from lorarank.fingerprint import fingerprints
+
+# Each rule's params carry its command's code fingerprint (import closure, code without comments
+# or docstrings, versions of the packages it imports): Snakemake's params trigger then reruns a
+# stage when, and only when, what it executes changed. See lorarank/fingerprint.py.
+CODE = fingerprints(workflow.basedir)
+
 ALLOC = config["allocation"]
 GRPO = config["grpo"]
 EVAL = config["evaluation"]

@@ -9,6 +9,7 @@ rule prepare_data:
         test="results/{experiment}/data/test.parquet",
         manifest="results/{experiment}/data/manifest.json",
     params:
+        code=CODE["prepare-data"],
         args=prepare_data_args,
     log:
         "logs/{experiment}/prepare_data.log",

@@ -9,6 +9,7 @@ rule evaluate_model:
         predictions="results/{experiment}/eval/{strategy}/seed{seed}/predictions.parquet",
         metrics="results/{experiment}/eval/{strategy}/seed{seed}/metrics.json",
     params:
+        code=CODE["evaluate"],
         model=start_spec,
         adapter=adapter_flag,
         args=evaluate_args,

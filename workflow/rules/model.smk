@@ -8,6 +8,7 @@ rule build_model:
     output:
         directory("results/{experiment}/model/base"),
     params:
+        code=CODE["build-model"],
         args=build_model_args,
     log:
         "logs/{experiment}/build_model.log",
@@ -25,6 +26,7 @@ rule run_sft:
         trainer_log="results/{experiment}/sft/trainer_log.jsonl",
         run="results/{experiment}/sft/run.json",
     params:
+        code=CODE["sft"],
         args=sft_args,
     log:
         "logs/{experiment}/run_sft.log",

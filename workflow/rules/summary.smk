@@ -16,6 +16,7 @@ rule analyze_gradients:
         shares=report("results/{experiment}/summary/figures/shares.png", caption="../report/shares.rst",
                       category="Gradients"),
     params:
+        code=CODE["analyze"],
         sft=sft_flag,
     log:
         "logs/{experiment}/analyze_gradients.log",
@@ -32,6 +33,8 @@ rule summarize_results:
         md="results/{experiment}/summary/results.md",
         figure=report("results/{experiment}/summary/figures/accuracy.png", caption="../report/accuracy.rst",
                       category="Accuracy"),
+    params:
+        code=CODE["summarize"],
     log:
         "logs/{experiment}/summarize_results.log",
     shell:

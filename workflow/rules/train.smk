@@ -13,6 +13,7 @@ rule train_grpo:
         trainer_log="results/{experiment}/runs/{strategy}/seed{seed}/trainer_log.jsonl",
         run="results/{experiment}/runs/{strategy}/seed{seed}/run.json",
     params:
+        code=CODE["train"],
         model=start_spec,
         args=train_args,
     log:

@@ -1,0 +1,45 @@
+"""Code fingerprints: what counts as a change, and which modules and packages each command runs."""
+
+from pathlib import Path
+
+from conftest import ROOT
+from lorarank import fingerprint as fp
+
+
+def test_rule_for_a_change(tmp_path):
+    a = tmp_path / "a.py"
+    a.write_text('"""Doc."""\nimport os\n\n\ndef f(x):\n    """Doc."""\n    return x + 1  # note\n')
+    base = fp.normalized(a)
+    a.write_text('"""Other doc."""\n# comment\nimport os\ndef f( x ):\n    return (x + 1)\n')
+    assert fp.normalized(a) == base  # comments, docstrings, layout: not a change
+    a.write_text('import os\ndef f(x):\n    return x + 2\n')
+    assert fp.normalized(a) != base  # code: a change
+
+
+def test_closures_follow_function_level_imports():
+    mods, ext = fp.closure(Path(ROOT), "lorarank.train")
+    assert {"lorarank.rewards", "lorarank.gsm8k", "lorarank.lora", "lorarank.profiler"} <= set(mods)
+    assert "lorarank.allocation" not in mods and "lorarank.evaluate" not in mods
+    assert {"trl", "peft", "torch", "transformers", "deepspeed"} <= set(ext)
+    mods, ext = fp.closure(Path(ROOT), "lorarank.data")
+    assert "lorarank.gsm8k" not in mods and "trl" not in ext and "torch" not in ext
+
+
+def test_every_command_has_a_stable_fingerprint():
+    a, b = fp.fingerprints(Path(ROOT)), fp.fingerprints(Path(ROOT))
+    assert a == b and set(a) >= {"prepare-data", "build-model", "sft", "allocate", "lora-config", "train",
+                                 "evaluate", "analyze", "summarize"}
+    assert len(set(a.values())) == len(a)
+
+
+def test_container_digest_replaces_package_versions():
+    with_versions = fp.describe(Path(ROOT), "train")
+    pinned = fp.describe(Path(ROOT), "train", container="docker://x@sha256:" + "0" * 64)
+    assert "trl" in with_versions["environment"] and pinned["environment"] == {"container": "docker://x@sha256:" + "0" * 64}
+    assert pinned["fingerprint"] != with_versions["fingerprint"]
+
+
+def test_cli(cli):
+    code, out, _ = cli("fingerprint", "evaluate", "-v")
+    assert code == 0 and "module  lorarank.gsm8k" in out and "package transformers==" in out
+    assert cli("fingerprint", "fly")[0] == 2
