@@ -16,6 +16,17 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 
 
+# Seconds of CPU on the submit host: not worth a place in a cluster queue.
+localrules:
+    all,
+    prepare_data,
+    build_model,
+    allocate_ranks,
+    write_lora_config,
+    analyze_gradients,
+    summarize_results,
+
+
 wildcard_constraints:
     experiment=config["experiment"],
     seed=r"\d+",

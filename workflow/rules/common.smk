@@ -154,3 +154,28 @@ def analysis_inputs(wildcards):
 
 def sft_flag(wildcards):
     return f"--sft results/{wildcards.experiment}/sft/grad_norms.parquet" if TINY else ""
+
+
+# Cluster resources (Slurm). The tiny model runs on CPUs; a pretrained model gets GPUs. GPU count is
+# an experiment fact (`grpo.gpus`, it sets the per-device batch), memory and runtime are site
+# defaults sized for a 1.5B model, overridable with --set-resources.
+GPUS = 0 if TINY else GRPO["gpus"]
+
+
+def train_resources():
+    if TINY:
+        return {"cpus_per_task": 2, "mem_mb": 4000, "runtime": 60}
+    return {"gpu": GPUS, "cpus_per_task": 8 * GPUS, "mem_mb": 32000 * GPUS, "runtime": 24 * 60}
+
+
+def eval_resources():
+    if TINY:
+        return {"cpus_per_task": 2, "mem_mb": 4000, "runtime": 30}
+    return {"gpu": 1, "cpus_per_task": 8, "mem_mb": 48000, "runtime": 4 * 60}
+
+
+def launcher(wildcards):
+    """One process per GPU through accelerate (DeepSpeed config from grpo.deepspeed), else plain python."""
+    if GPUS > 1:
+        return f"accelerate launch --num_processes {GPUS} --num_machines 1 -m"
+    return "python -m"

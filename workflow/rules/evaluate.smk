@@ -17,6 +17,8 @@ rule evaluate_model:
         "logs/{experiment}/evaluate_model/{strategy}/seed{seed}.log",
     benchmark:
         "benchmarks/{experiment}/evaluate_model/{strategy}/seed{seed}.tsv"
+    resources:
+        **eval_resources(),
     shell:
         "(python -m lorarank evaluate --model {params.model} {params.adapter} --data {input.test}"
         " {params.args} --out results/{wildcards.experiment}/eval/{wildcards.strategy}/seed{wildcards.seed})"

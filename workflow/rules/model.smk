@@ -32,6 +32,8 @@ rule run_sft:
         "logs/{experiment}/run_sft.log",
     benchmark:
         "benchmarks/{experiment}/run_sft.tsv"
+    resources:
+        **train_resources(),
     shell:
         "(python -m lorarank sft --model {input.model} --data {input.train} {params.args}"
         " --out results/{wildcards.experiment}/sft) > {log} 2>&1"

@@ -16,11 +16,14 @@ rule train_grpo:
         code=CODE["train"],
         model=start_spec,
         args=train_args,
+        launcher=launcher,
     log:
         "logs/{experiment}/train_grpo/{strategy}/seed{seed}.log",
     benchmark:
         "benchmarks/{experiment}/train_grpo/{strategy}/seed{seed}.tsv"
+    resources:
+        **train_resources(),
     shell:
-        "(python -m lorarank train --model {params.model} --lora {input.lora} --data {input.train}"
+        "({params.launcher} lorarank train --model {params.model} --lora {input.lora} --data {input.train}"
         " --seed {wildcards.seed} {params.args}"
         " --out results/{wildcards.experiment}/runs/{wildcards.strategy}/seed{wildcards.seed}) > {log} 2>&1"

@@ -1,0 +1,129 @@
+"""The workflow on a real one-node Slurm cluster (Debian slurm-wlm + munge, started by
+scripts/slurm-up.sh), through `snakemake --profile slurm` as a user runs it. Every run is bounded
+by `timeout`: without a status command that works, Snakemake would wait forever."""
+
+import os
+import re
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+TEST_CONFIG = Path(ROOT) / "tests/workflow/config.test.yaml"
+CLUSTER_RULES = {"run_sft": 1, "train_grpo": 6, "evaluate_model": 7}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    r = subprocess.run(["bash", f"{ROOT}/scripts/slurm-up.sh"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    yield
+    subprocess.run(["scancel", "--user", "root"], capture_output=True)
+
+
+def slurm_snakemake(work, *args, configfile=TEST_CONFIG, limit=1200):
+    # from the repository root, as the README says, so that `--profile slurm` finds ./slurm
+    cmd = ["timeout", str(limit), "snakemake", "--profile", "slurm", "--directory", str(work),
+           "--configfile", str(configfile), *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+
+
+def submitted(text: str) -> dict[str, list[str]]:
+    """rule -> Slurm job ids, from Snakemake's log."""
+    jobs: dict[str, list[str]] = {}
+    for m in re.finditer(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: ([^)]+)\)", text):
+        rule = Path(m[2]).parts[Path(m[2]).parts.index("slurm") + 1] if "slurm" in Path(m[2]).parts else "?"
+        jobs.setdefault(rule.replace("rule_", ""), []).append(m[1])
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def slurm_run(cluster, tmp_path_factory):
+    work = tmp_path_factory.mktemp("slurm")
+    r = slurm_snakemake(work)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-6000:]
+    return work, r.stdout + r.stderr
+
+
+def test_every_heavy_rule_ran_as_a_slurm_job(slurm_run):
+    work, log = slurm_run
+    jobs = submitted(log)
+    assert {rule: len(ids) for rule, ids in jobs.items()} == CLUSTER_RULES
+    for rule, ids in jobs.items():
+        for jid in ids:  # Slurm's own job output file, kept by the profile
+            assert list((work / "logs" / "slurm").rglob(f"{jid}.log")), (rule, jid)
+    assert (work / "results/test/summary/results.csv").is_file()
+
+
+def test_local_rules_did_not_queue(slurm_run):
+    _, log = slurm_run
+    for rule in ("allocate_ranks", "write_lora_config", "summarize_results", "prepare_data"):
+        assert f"localrule {rule}:" in log
+
+
+def test_a_failing_rule_is_reported_and_fails_the_run(slurm_run, tmp_path):
+    work, _ = slurm_run
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    cfg["evaluation"]["n"] = 500  # more questions than the 64-question test split: evaluate exits 2
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    r = slurm_snakemake(work, "--retries", "0", configfile=bad, limit=600)
+    assert r.returncode != 0
+    text = r.stdout + r.stderr
+    assert "Error in rule evaluate_model" in text and "SLURM jobid" in text
+
+
+def test_scancel_mid_job_then_rerun_does_only_what_is_missing(slurm_run, tmp_path):
+    work, _ = slurm_run
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    cfg["allocation"]["random"]["seed"] = 9  # reruns the random chain only
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(cfg))
+    cancelled = []
+
+    def cancel_training():
+        deadline = time.time() + 600
+        while time.time() < deadline and not cancelled:
+            q = subprocess.run(["squeue", "-h", "-o", "%i %j %T"], capture_output=True, text=True).stdout
+            for line in q.splitlines():
+                jid, name, state = line.split()[:3]
+                if state == "RUNNING" and "train_grpo" in subprocess.run(
+                        ["scontrol", "show", "job", jid], capture_output=True, text=True).stdout:
+                    subprocess.run(["scancel", jid])
+                    cancelled.append(jid)
+                    return
+            time.sleep(0.2)
+
+    t = threading.Thread(target=cancel_training)
+    t.start()
+    r = slurm_snakemake(work, "--retries", "0", configfile=changed, limit=900)
+    t.join()
+    assert cancelled, "no training job was seen running"
+    assert r.returncode != 0
+    dry = subprocess.run(["timeout", "120", "snakemake", "-n", "--directory", str(work), "--configfile", str(changed)],
+                         cwd=ROOT, capture_output=True, text=True)
+    stats = dry.stdout.split("Job stats:")[1].split("total")[0]
+    planned = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
+    assert planned["train_grpo"] == 1 and "allocate_ranks" not in planned and "run_sft" not in planned
+    again = slurm_snakemake(work, configfile=changed, limit=900)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
+    assert {rule: len(ids) for rule, ids in submitted(again.stdout + again.stderr).items()} == \
+        {"train_grpo": 1, "evaluate_model": 1}
+
+
+def test_paper_sbatch_requests():
+    """What the paper config asks Slurm for, as a dry run prints it."""
+    r = subprocess.run(["timeout", "120", "snakemake", "-n", "--profile", "slurm", "--configfile", "config/paper.yaml",
+                        "--directory", "/tmp/lorarank-paper-dry"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    blocks = {m[1]: m[2] for m in re.finditer(r"rule (\w+):\n(?:    .*\n)*?    resources: ([^\n]*)", r.stdout)}
+    train = dict(kv.split("=", 1) for kv in blocks["train_grpo"].split(", "))
+    assert (train["gpu"], train["cpus_per_task"], train["mem_mb"], train["runtime"]) == ("4", "32", "128000", "1440")
+    ev = dict(kv.split("=", 1) for kv in blocks["evaluate_model"].split(", "))
+    assert (ev["gpu"], ev["runtime"]) == ("1", "240")
+    assert "localrule allocate_ranks" in r.stdout
