@@ -88,16 +88,6 @@ def positive_int(text: str) -> int:
     return value
 
 
-def nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer (0 or more is required)") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative (0 or more is required)")
-    return value
-
-
 def csv_list(text: str) -> list[str]:
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:

@@ -27,7 +27,7 @@ import pandas as pd
 
 from lorarank.cli import positive_int
 from lorarank.errors import UserError
-from lorarank.io import atomic_path, sha256_file, write_json
+from lorarank.io import atomic_path, sha256_file, weights_sha256, write_json
 
 PRED_COLUMNS = ["idx", "question", "gold", "completion", "pred_strict", "pred_flexible",
                 "correct_strict", "correct_flexible"]
@@ -38,18 +38,6 @@ def subset(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
         raise UserError(f"--n {n} is larger than the split ({len(df)} questions)")
     rows = np.sort(np.random.default_rng(seed).choice(len(df), size=n, replace=False))
     return df.iloc[rows].reset_index(drop=True)
-
-
-def dir_hash(path: str) -> dict:
-    """sha256 of a local model/adapter directory's weight files; the id for a hub model."""
-    p = Path(path)
-    if not p.is_dir():
-        return {"id": path}
-    files = sorted(p.glob("*.safetensors")) + sorted(p.glob("*.bin"))
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode() + b"\0" + sha256_file(f).encode())
-    return {"path": path, "sha256": h.hexdigest()}
 
 
 def attach_adapter(model, adapter: str):
@@ -170,7 +158,7 @@ def evaluate(args) -> dict:
     metrics = {"n": n, "seed": args.seed, "layout": args.layout, "batch_size": args.batch_size,
                "max_new_tokens": args.max_new_tokens, "tokens_generated": n_tokens,
                "seconds": round(seconds, 3), "questions_per_second": round(n / seconds, 3) if seconds else None,
-               "model": dir_hash(args.model), "adapter": dir_hash(args.adapter) if args.adapter else None,
+               "model": weights_sha256(args.model), "adapter": weights_sha256(args.adapter) if args.adapter else None,
                "data": {"path": str(args.data), "sha256": sha256_file(args.data)},
                "subset_sha256": hashlib.sha256(json.dumps(preds["idx"].tolist()).encode()).hexdigest()}
     for mode in ("strict", "flexible"):

@@ -58,3 +58,14 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def weights_sha256(path: str) -> dict:
+    """Identity of a model or adapter: sha256 over a local directory's weight files, or the hub id."""
+    p = Path(path)
+    if not p.is_dir():
+        return {"id": path}
+    h = hashlib.sha256()
+    for f in sorted(p.glob("*.safetensors")) + sorted(p.glob("*.bin")):
+        h.update(f.name.encode() + b"\0" + sha256_file(f).encode())
+    return {"path": path, "sha256": h.hexdigest()}

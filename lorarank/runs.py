@@ -7,23 +7,27 @@ A run directory holds:
   grad_norms.parquet          the gradient log (gradlog contract), every step exactly once
   trainer_log.jsonl           one JSON object per logged step (loss, rewards per function, KL, ...)
   run.json                    versions, seed, settings, input hashes, trainable parameters
-A rerun of the same command resumes from the newest complete checkpoint.
+A rerun of the same command resumes from the newest complete checkpoint whose run key (settings
+and input hashes) matches; checkpoints of another configuration are discarded, and a finished run
+removes its checkpoints.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
 
 from lorarank.errors import UserError
-from lorarank.io import atomic_path, sha256_file, write_json
+from lorarank.io import atomic_path, sha256_file, weights_sha256, write_json
 
 MARKER = "lorarank.json"
 PARTIAL = "grad_norms.partial.parquet"
@@ -74,8 +78,9 @@ def common_args(out: Path, steps: int, lr: float, seed: int, save_steps: int, ma
 class CheckpointGradLog(TrainerCallback):
     """Store the gradient log so far inside each checkpoint, then mark the checkpoint complete."""
 
-    def __init__(self, profiler):
+    def __init__(self, profiler, run_key: str):
         self.profiler = profiler
+        self.run_key = run_key
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
@@ -83,8 +88,17 @@ class CheckpointGradLog(TrainerCallback):
             self.profiler.truncate(state.global_step)
             with atomic_path(ckpt / PARTIAL) as tmp:
                 self.profiler.frame().to_parquet(tmp, index=False)
-            write_json(ckpt / MARKER, {"step": state.global_step})
+            write_json(ckpt / MARKER, {"step": state.global_step, "run_key": self.run_key})
         return control
+
+
+def run_key(args) -> str:
+    """What a checkpoint must match to be resumed: every setting that shapes the run, and the
+    content of its inputs. A rerun with another allocation, seed or data starts afresh."""
+    settings = {k: v for k, v in sorted(vars(args).items()) if not k.startswith("_") and k not in ("out", "save_steps")}
+    inputs = {k: (file_hash(getattr(args, k, None)) or {}).get("sha256") for k in ("lora", "data", "deepspeed")}
+    model = weights_sha256(args.model)  # the weights, not just the path: a rebuilt model starts afresh
+    return hashlib.sha256(json.dumps([settings, inputs, model], sort_keys=True, default=str).encode()).hexdigest()
 
 
 def newest_checkpoint(out: Path) -> Path | None:
@@ -96,12 +110,31 @@ def newest_checkpoint(out: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-def resume(out: Path, profiler) -> str | None:
+def resume(out: Path, profiler, key: str) -> str | None:
+    """The newest complete checkpoint of this same run, its gradient log restored; else None."""
     ckpt = newest_checkpoint(out)
     if ckpt is None:
         return None
+    if json.loads((ckpt / MARKER).read_text()).get("run_key") != key:
+        print(f"lorarank: {ckpt} belongs to another run configuration; starting afresh", file=sys.stderr)
+        shutil.rmtree(out / "checkpoints")
+        return None
     profiler.load(ckpt / PARTIAL)
     return str(ckpt)
+
+
+def train_and_record(trainer, profiler, out: Path, args, key: str, info: dict) -> dict:
+    """Train (resuming where this run left off), then write the outputs and run.json."""
+    trainer.profiler = profiler
+    ckpt = resume(out, profiler, key)
+    result = trainer.train(resume_from_checkpoint=ckpt)
+    info = {**info, "seed": args.seed, "model": weights_sha256(args.model),
+            "settings": {k: v for k, v in vars(args).items() if not k.startswith("_")},
+            "data": file_hash(args.data), "lora": file_hash(args.lora), "resumed_from": ckpt,
+            "train_seconds": result.metrics.get("train_runtime"), "profiler_seconds": profiler.seconds,
+            "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)}
+    finish(trainer, profiler, out, info)
+    return info
 
 
 def versions() -> dict:
@@ -142,6 +175,7 @@ def finish(trainer, profiler, out: Path, run_info: dict) -> None:
                 "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
                 "output_sha256": {weights.name: sha256_file(weights)}}
     write_json(out / "run.json", run_info)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # only needed to resume an unfinished run
 
 
 def file_hash(path: str | None) -> dict | None:

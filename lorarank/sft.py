@@ -60,18 +60,10 @@ def run_sft(args) -> dict:
         per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=1,
         max_length=args.max_length, packing=False, completion_only_loss=True,
     )
+    key = runs.run_key(args)
     trainer = Trainer(model=model, args=cfg, train_dataset=train, processing_class=tokenizer,
-                      callbacks=[runs.CheckpointGradLog(profiler)])
-    trainer.profiler = profiler
-    ckpt = runs.resume(out, profiler)
-    result = trainer.train(resume_from_checkpoint=ckpt)
-    info = {"kind": "sft", "seed": args.seed, "settings": {k: v for k, v in vars(args).items() if not k.startswith("_")},
-            "data": runs.file_hash(args.data), "lora": runs.file_hash(args.lora), "resumed_from": ckpt,
-            "train_seconds": result.metrics.get("train_runtime"), "profiler_seconds": profiler.seconds,
-            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
-    runs.finish(trainer, profiler, out, info)
-    return info
-
+                      callbacks=[runs.CheckpointGradLog(profiler, key)])
+    return runs.train_and_record(trainer, profiler, out, args, key, {"kind": "sft"})
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model directory or hub id")

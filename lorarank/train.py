@@ -92,21 +92,12 @@ def run_grpo(args) -> dict:
         beta=args.beta, loss_type=args.loss_type, log_completions=False, shuffle_dataset=True,
         gradient_checkpointing=args.gradient_checkpointing,
     )
+    key = runs.run_key(args)
     trainer = Trainer(model=model, reward_funcs=reward_functions(args.layout, args.partial_credit), args=cfg,
-                      train_dataset=train, processing_class=tokenizer, callbacks=[runs.CheckpointGradLog(profiler)])
-    trainer.profiler = profiler
-    ckpt = runs.resume(out, profiler)
-    result = trainer.train(resume_from_checkpoint=ckpt)
-    info = {"kind": "grpo", "seed": args.seed,
-            "settings": {k: v for k, v in vars(args).items() if not k.startswith("_")},
-            "data": runs.file_hash(args.data), "lora": runs.file_hash(args.lora),
-            "allocation": doc.get("allocation"), "resumed_from": ckpt,
-            "train_seconds": result.metrics.get("train_runtime"), "profiler_seconds": profiler.seconds,
-            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "expected_trainable_params": doc["expected_trainable_params"], "deepspeed": ds_cfg}
-    runs.finish(trainer, profiler, out, info)
-    return info
-
+                      train_dataset=train, processing_class=tokenizer, callbacks=[runs.CheckpointGradLog(profiler, key)])
+    extra = {"kind": "grpo", "allocation": doc.get("allocation"), "deepspeed": ds_cfg,
+             "expected_trainable_params": doc["expected_trainable_params"]}
+    return runs.train_and_record(trainer, profiler, out, args, key, extra)
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="base model: directory or hub id")

@@ -185,3 +185,24 @@ def test_sft_warmup_is_profiled_with_the_same_profiler(warm_model):
     run = json.loads((warm_model / "run.json").read_text())
     assert run["kind"] == "sft" and run["trainable_params"] > 100_000
     assert (warm_model / "final" / "model.safetensors").is_file()
+
+
+def test_checkpoints_of_another_configuration_are_not_resumed(plain_run, warm_model, lora_json, synth_data, tmp_path):
+    """A run killed under one seed, rerun under another (as after a config change): start afresh."""
+    out = tmp_path / "switched"
+    cmd = [sys.executable, "-m", "lorarank", "train", "--model", str(warm_model / "final"), "--lora", str(lora_json),
+           "--data", str(synth_data / "train.parquet"), "--out", str(out), "--steps", "4", "--prompts-per-step", "4",
+           "--generations", "4", "--max-completion-length", "40", "--save-steps", "2", "--seed", "8"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = out / "checkpoints" / "checkpoint-2" / "lorarank.json"
+    deadline = time.time() + 600
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert marker.exists()
+    r = grpo(warm_model / "final", lora_json, synth_data / "train.parquet", out)  # seed 7
+    assert "another run configuration" in r.stderr
+    assert json.loads((out / "run.json").read_text())["resumed_from"] is None
+    assert digest(out / "final" / "adapter_model.safetensors") == digest(plain_run / "final" / "adapter_model.safetensors")
+    assert not (out / "checkpoints").exists()  # a finished run keeps no checkpoints
