@@ -1,6 +1,6 @@
 """Batched vs one-at-a-time greedy evaluation on the tiny model: questions per second, same outputs.
 
-    python benchmarks/eval_batching.py [--n 64] [--batch-size 32] [--model DIR --data TEST.parquet]
+    python benchmarks/eval_batching.py [--n 200] [--batch-size 100] [--model DIR --data TEST.parquet]
 
 Without --model it prepares synthetic data, builds the tiny model and gives it a short SFT warm-up
 (so completions end at EOS, as real ones do) in a scratch directory.
@@ -20,8 +20,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model")
     ap.add_argument("--data")
-    ap.add_argument("--n", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     args = ap.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="lorarank-bench-"))
