@@ -126,4 +126,5 @@ def test_paper_sbatch_requests():
     assert (train["gpu"], train["cpus_per_task"], train["mem_mb"], train["runtime"]) == ("4", "32", "128000", "1440")
     ev = dict(kv.split("=", 1) for kv in blocks["evaluate_model"].split(", "))
     assert (ev["gpu"], ev["runtime"]) == ("1", "240")
-    assert "localrule allocate_ranks" in r.stdout
+    assert "gpu" not in blocks["allocate_ranks"]  # runs on the submit host (see test_local_rules_did_not_queue)
+    assert "accelerate launch --num_processes 4 --num_machines 1 -m lorarank train" in r.stdout
