@@ -36,11 +36,13 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> Parser:
+def build_parser(names=None) -> Parser:
+    """The parser with the given commands (all by default); only their modules get imported."""
     parser = Parser(prog="lorarank", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
-    for name, (module, help_) in COMMANDS.items():
+    for name in names or COMMANDS:
+        module, help_ = COMMANDS[name]
         p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(_module=module)
         importlib.import_module(module).configure(p)
@@ -54,27 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     # Snakemake log; users can turn it back on with the same variables.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    # Build only the parser of the requested command so that unrelated heavy imports stay out.
-    parser = _parser_for(argv)
-    args = parser.parse_args(argv)
+    # Build only the requested command's parser, so that unrelated heavy imports stay out.
+    name = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser([name] if name in COMMANDS else None).parse_args(argv)
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except UserError as e:
         print(f"lorarank {args.command}: error: {e}", file=sys.stderr)
         return 2
-
-
-def _parser_for(argv: list[str]) -> Parser:
-    name = next((a for a in argv if not a.startswith("-")), None)
-    if name not in COMMANDS:
-        return build_parser()
-    parser = Parser(prog="lorarank")
-    sub = parser.add_subparsers(dest="command", parser_class=Parser)
-    module, help_ = COMMANDS[name]
-    p = sub.add_parser(name, help=help_, description=help_)
-    p.set_defaults(_module=module)
-    importlib.import_module(module).configure(p)
-    return parser
 
 
 # argparse `type=` helpers: one clear message naming the value and what is allowed.
