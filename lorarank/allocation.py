@@ -147,8 +147,9 @@ def manual_ranks(text: str, units_: list, granularity: str, modules: list[str]) 
     return out
 
 
-def compute_ranks(args, units_: list) -> tuple[list[int], list[float] | None, dict, int]:
-    """Return (ranks per unit, shares or None, strategy params, budget in per-layer rank units)."""
+def compute_ranks(args, units_: list, profile_shares: list[float] | None):
+    """(ranks per unit, shares or None, strategy params, budget in per-layer rank units); the shares
+    come from the gradient log for the profiled strategies."""
     n_mod = len(args.target_modules) if args.granularity == "module" else 1
     lo, hi = args.min_rank, args.max_rank
     if hi is not None and hi < lo:
@@ -178,7 +179,7 @@ def compute_ranks(args, units_: list) -> tuple[list[int], list[float] | None, di
         weights: list = [1] * len(units_)
         params = {}
     elif s in PROFILE_STRATEGIES:
-        shares = args._shares
+        shares = profile_shares
         if s == "reduced":
             if not 0 < args.fraction <= 1:
                 raise UserError(f"--fraction {args.fraction} is outside (0, 1]")
@@ -232,7 +233,7 @@ def build(args) -> dict:
             raise UserError(f"module name {m!r} is not a plain module name (e.g. q_proj)")
     if len(set(args.target_modules)) != len(args.target_modules):
         raise UserError(f"--target-modules lists a module twice: {args.target_modules}")
-    profile, args._shares = None, None
+    profile, shares = None, None
     if args.strategy in PROFILE_STRATEGIES:
         if args.grad_log is None:
             raise UserError(f"strategy {args.strategy!r} needs --grad-log (a grad_norms.parquet)")
@@ -241,12 +242,12 @@ def build(args) -> dict:
             args.num_layers = gradlog.num_layers(df)
         num_layers = resolve_num_layers(args)
         us = units(num_layers, args.target_modules, args.granularity)
-        args._shares = profile_weights(df, us, args.granularity, num_layers, args.target_modules)
+        shares = profile_weights(df, us, args.granularity, num_layers, args.target_modules)
         profile = {"path": str(args.grad_log), "sha256": sha256_file(args.grad_log)}
     else:
         num_layers = resolve_num_layers(args)
         us = units(num_layers, args.target_modules, args.granularity)
-    ranks, shares, params, budget = compute_ranks(args, us)
+    ranks, shares, params, budget = compute_ranks(args, us, shares)
     alpha = args.alpha if args.alpha is not None else default_alpha(args.alpha_policy, budget, num_layers)
     if alpha <= 0:
         raise UserError(f"--alpha {alpha} must be > 0")

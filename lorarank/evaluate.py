@@ -117,7 +117,7 @@ def grade(df: pd.DataFrame, completions: list[str]) -> pd.DataFrame:
         "completion": completions, "pred_strict": strict, "pred_flexible": flexible,
         "correct_strict": [is_correct(p, g) for p, g in zip(strict, golds)],
         "correct_flexible": [is_correct(p, g) for p, g in zip(flexible, golds)],
-    })
+    })[PRED_COLUMNS]
 
 
 def load_model(spec: str, adapter: str | None):

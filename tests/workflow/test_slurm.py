@@ -2,7 +2,6 @@
 scripts/slurm-up.sh), through `snakemake --profile slurm` as a user runs it. Every run is bounded
 by `timeout`: without a status command that works, Snakemake would wait forever."""
 
-import os
 import re
 import subprocess
 import threading
