@@ -54,10 +54,12 @@ class GradProfiler:
         """Log the norms of `grads` (default: each tracked param's .grad) as optimizer step `step`."""
         t0 = time.perf_counter()
         grads = [p.grad for p in self.params] if grads is None else grads
-        zero = torch.zeros((), dtype=torch.float32)
-        present = [g for g in grads if g is not None]
-        norms = iter(torch._foreach_norm([g.detach().float() for g in present]) if present else [])
-        row = torch.stack([next(norms).cpu() if g is not None else zero for g in grads])
+        present = [g.detach().float() for g in grads if g is not None]
+        device = present[0].device if present else torch.device("cpu")
+        norms = iter(torch._foreach_norm(present) if present else [])
+        zero = torch.zeros((), dtype=torch.float32, device=device)
+        # stacked where the gradients live, then one transfer to the host for the whole step
+        row = torch.stack([next(norms).to(device) if g is not None else zero for g in grads]).cpu()
         if self.steps and self.steps[-1] == step:  # a retried step replaces its row: each step once
             self.norms[-1] = row.numpy()
         else:
