@@ -92,13 +92,21 @@ class CheckpointGradLog(TrainerCallback):
         return control
 
 
-def run_key(args) -> str:
-    """What a checkpoint must match to be resumed: every setting that shapes the run, and the
-    content of its inputs. A rerun with another allocation, seed or data starts afresh."""
-    settings = {k: v for k, v in sorted(vars(args).items()) if not k.startswith("_") and k not in ("out", "save_steps")}
-    inputs = {k: (file_hash(getattr(args, k, None)) or {}).get("sha256") for k in ("lora", "data", "deepspeed")}
-    model = weights_sha256(args.model)  # the weights, not just the path: a rebuilt model starts afresh
-    return hashlib.sha256(json.dumps([settings, inputs, model], sort_keys=True, default=str).encode()).hexdigest()
+def run_identity(args) -> dict:
+    """What makes a run this run: every setting that shapes it and the content of its inputs (hashed
+    once: run.json records it, and a checkpoint resumes only under the same key)."""
+    return {
+        "settings": {k: v for k, v in sorted(vars(args).items()) if not k.startswith("_")},
+        "model": weights_sha256(args.model),  # the weights, not just the path: a rebuilt model starts afresh
+        "inputs": {k: file_hash(getattr(args, k, None)) for k in ("data", "lora", "deepspeed")},
+    }
+
+
+def run_key(identity: dict) -> str:
+    """A rerun with another allocation, seed, data or model starts afresh; where it writes does not count."""
+    settings = {k: v for k, v in identity["settings"].items() if k not in ("out", "save_steps")}
+    content = [settings, {k: (v or {}).get("sha256") for k, v in identity["inputs"].items()}, identity["model"]]
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def newest_checkpoint(out: Path) -> Path | None:
@@ -123,14 +131,13 @@ def resume(out: Path, profiler, key: str) -> str | None:
     return str(ckpt)
 
 
-def train_and_record(trainer, profiler, out: Path, args, key: str, info: dict) -> dict:
+def train_and_record(trainer, profiler, out: Path, args, identity: dict, info: dict) -> dict:
     """Train (resuming where this run left off), then write the outputs and run.json."""
     trainer.profiler = profiler
-    ckpt = resume(out, profiler, key)
+    ckpt = resume(out, profiler, run_key(identity))
     result = trainer.train(resume_from_checkpoint=ckpt)
-    info = {**info, "seed": args.seed, "model": weights_sha256(args.model),
-            "settings": {k: v for k, v in vars(args).items() if not k.startswith("_")},
-            "data": file_hash(args.data), "lora": file_hash(args.lora), "resumed_from": ckpt,
+    info = {**info, "seed": args.seed, "model": identity["model"], "settings": identity["settings"],
+            "data": identity["inputs"]["data"], "lora": identity["inputs"]["lora"], "resumed_from": ckpt,
             "train_seconds": result.metrics.get("train_runtime"), "profiler_seconds": profiler.seconds,
             "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)}
     finish(trainer, profiler, out, info)

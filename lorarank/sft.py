@@ -60,10 +60,10 @@ def run_sft(args) -> dict:
         per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=1,
         max_length=args.max_length, packing=False, completion_only_loss=True,
     )
-    key = runs.run_key(args)
+    identity = runs.run_identity(args)  # hashes the inputs once
     trainer = Trainer(model=model, args=cfg, train_dataset=train, processing_class=tokenizer,
-                      callbacks=[runs.CheckpointGradLog(profiler, key)])
-    return runs.train_and_record(trainer, profiler, out, args, key, {"kind": "sft"})
+                      callbacks=[runs.CheckpointGradLog(profiler, runs.run_key(identity))])
+    return runs.train_and_record(trainer, profiler, out, args, identity, {"kind": "sft"})
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model directory or hub id")

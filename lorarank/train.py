@@ -92,12 +92,13 @@ def run_grpo(args) -> dict:
         beta=args.beta, loss_type=args.loss_type, log_completions=False, shuffle_dataset=True,
         gradient_checkpointing=args.gradient_checkpointing,
     )
-    key = runs.run_key(args)
+    identity = runs.run_identity(args)  # hashes the inputs once
     trainer = Trainer(model=model, reward_funcs=reward_functions(args.layout, args.partial_credit), args=cfg,
-                      train_dataset=train, processing_class=tokenizer, callbacks=[runs.CheckpointGradLog(profiler, key)])
+                      train_dataset=train, processing_class=tokenizer,
+                      callbacks=[runs.CheckpointGradLog(profiler, runs.run_key(identity))])
     extra = {"kind": "grpo", "allocation": doc.get("allocation"), "deepspeed": ds_cfg,
              "expected_trainable_params": doc["expected_trainable_params"]}
-    return runs.train_and_record(trainer, profiler, out, args, key, extra)
+    return runs.train_and_record(trainer, profiler, out, args, identity, extra)
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="base model: directory or hub id")
