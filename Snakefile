@@ -25,6 +25,7 @@ localrules:
     write_lora_config,
     analyze_gradients,
     summarize_results,
+    archive_results,
 
 
 wildcard_constraints:
@@ -39,6 +40,7 @@ include: "workflow/rules/allocation.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/summary.smk"
+include: "workflow/rules/archive.smk"
 
 
 rule all:
@@ -46,4 +48,5 @@ rule all:
         expand("results/{experiment}/summary/results.csv", experiment=config["experiment"]),
         expand("results/{experiment}/summary/results.md", experiment=config["experiment"]),
         expand("results/{experiment}/summary/gradient_stats.json", experiment=config["experiment"]),
+        expand("results/{experiment}/archive/MANIFEST.json", experiment=config["experiment"]),
     default_target: True

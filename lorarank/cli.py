@@ -26,6 +26,8 @@ COMMANDS = {
     "summarize": ("lorarank.summary", "results table: accuracies with CIs and paired tests against uniform"),
     "fingerprint": ("lorarank.fingerprint", "what each command's code fingerprint (its rerun trigger) is made of"),
     "prepare-data": ("lorarank.data", "GSM8K (hub, local jsonl or synthetic) as parquet splits + manifest"),
+    "archive": ("lorarank.archive", "deterministic tarball + MANIFEST.json of an experiment's results"),
+    "verify-archive": ("lorarank.archive", "recompute an archive's hashes; name every file that changed"),
 }
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from lorarank.cli import positive_int
+from lorarank.environment import describe
 from lorarank.errors import UserError
 from lorarank.io import atomic_path, sha256_file, weights_sha256, write_json
 
@@ -160,7 +161,8 @@ def evaluate(args) -> dict:
                "seconds": round(seconds, 3), "questions_per_second": round(n / seconds, 3) if seconds else None,
                "model": weights_sha256(args.model), "adapter": weights_sha256(args.adapter) if args.adapter else None,
                "data": {"path": str(args.data), "sha256": sha256_file(args.data)},
-               "subset_sha256": hashlib.sha256(json.dumps(preds["idx"].tolist()).encode()).hexdigest()}
+               "subset_sha256": hashlib.sha256(json.dumps(preds["idx"].tolist()).encode()).hexdigest(),
+               "environment": describe()}
     for mode in ("strict", "flexible"):
         k = int(preds[f"correct_{mode}"].sum())
         lo, hi = wilson(k, n)

@@ -6,7 +6,7 @@ A run directory holds:
                               checkpoint without it is incomplete (killed mid-save) and is ignored
   grad_norms.parquet          the gradient log (gradlog contract), every step exactly once
   trainer_log.jsonl           one JSON object per logged step (loss, rewards per function, KL, ...)
-  run.json                    versions, seed, settings, input hashes, trainable parameters
+  run.json                    environment (packages, hardware), seed, settings, input hashes, trainable parameters
 A rerun of the same command resumes from the newest complete checkpoint whose run key (settings
 and input hashes) matches; checkpoints of another configuration are discarded, and a finished run
 removes its checkpoints.
@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import re
 import shutil
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from lorarank.environment import describe
 from lorarank.errors import UserError
 from lorarank.io import atomic_path, sha256_file, weights_sha256, write_json
 
@@ -144,24 +144,6 @@ def train_and_record(trainer, profiler, out: Path, args, identity: dict, info: d
     return info
 
 
-def versions() -> dict:
-    import peft
-    import transformers
-    import trl
-
-    from lorarank import __version__
-
-    v = {"lorarank": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-         "peft": peft.__version__, "trl": trl.__version__, "python": platform.python_version()}
-    try:
-        import deepspeed
-
-        v["deepspeed"] = deepspeed.__version__
-    except ImportError:
-        pass
-    return v
-
-
 def finish(trainer, profiler, out: Path, run_info: dict) -> None:
     """Write the final outputs atomically; the checkpoints are no longer needed after this."""
     if not trainer.is_world_process_zero():
@@ -178,7 +160,7 @@ def finish(trainer, profiler, out: Path, run_info: dict) -> None:
     with atomic_path(out / "trainer_log.jsonl") as t:
         t.write_text("".join(json.dumps(r) + "\n" for r in trainer.state.log_history))
     weights = next(final.glob("*.safetensors"))
-    run_info = {**run_info, "versions": versions(), "steps": trainer.state.global_step,
+    run_info = {**run_info, "environment": describe(), "steps": trainer.state.global_step,
                 "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
                 "output_sha256": {weights.name: sha256_file(weights)}}
     write_json(out / "run.json", run_info)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -135,3 +139,23 @@ def warm_model(tiny_model, synth_data, tmp_path_factory):
     run_lorarank("sft", "--model", tiny_model, "--data", synth_data / "train.parquet", "--steps", 80,
                  "--batch-size", 16, "--lr", "3e-3", "--save-steps", 1000, "--out", out)
     return out
+
+
+def repo_copy(tmp_path) -> Path:
+    """The repository as a fresh clone would have it: the same files, new paths, new mtimes."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    dest = Path(tmp_path) / "clone"
+    for f in files:
+        if (Path(ROOT) / f).is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(Path(ROOT) / f, dest / f)
+    return dest
+
+
+def job_stats(text: str) -> dict[str, int]:
+    """rule -> jobs, from the job stats table Snakemake prints ({} when nothing is to be done)."""
+    if "Nothing to be done" in text or "Job stats:" not in text:
+        return {}
+    table = text.split("Job stats:")[1].split("total")[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}

@@ -73,7 +73,7 @@ def test_outputs_and_run_record(plain_run, lora_json):
     run = json.loads((plain_run / "run.json").read_text())
     assert run["kind"] == "grpo" and run["seed"] == 7 and run["steps"] == 4
     assert run["trainable_params"] == run["expected_trainable_params"] == json.loads(lora_json.read_text())["expected_trainable_params"]
-    assert run["lora"]["sha256"] and run["data"]["sha256"] and run["versions"]["trl"].startswith("1.")
+    assert run["lora"]["sha256"] and run["data"]["sha256"] and run["environment"]["packages"]["trl"].startswith("1.")
     log = [json.loads(l) for l in (plain_run / "trainer_log.jsonl").read_text().splitlines()]
     step_logs = [r for r in log if "loss" in r]
     assert len(step_logs) == 4

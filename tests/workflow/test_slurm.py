@@ -2,6 +2,8 @@
 scripts/slurm-up.sh), through `snakemake --profile slurm` as a user runs it. Every run is bounded
 by `timeout`: without a status command that works, Snakemake would wait forever."""
 
+import json
+import os
 import re
 import subprocess
 import threading
@@ -10,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ROOT, job_stats
 
-from conftest import ROOT
+from lorarank.containers import COMMAND_ENV
 
 TEST_CONFIG = Path(ROOT) / "tests/workflow/config.test.yaml"
 CLUSTER_RULES = {"run_sft": 1, "train_grpo": 6, "evaluate_model": 7}
@@ -25,11 +28,16 @@ def cluster():
     subprocess.run(["scancel", "--user", "root"], capture_output=True)
 
 
+STANDIN = Path(ROOT) / "tests/workflow/standin"  # stand-in `apptainer` (test double): the profile asks for it
+
+
 def slurm_snakemake(work, *args, configfile=TEST_CONFIG, limit=1200):
     # from the repository root, as the README says, so that `--profile slurm` finds ./slurm
     cmd = ["timeout", str(limit), "snakemake", "--profile", "slurm", "--directory", str(work),
            "--configfile", str(configfile), *args]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    env = {**os.environ, "PATH": f"{STANDIN}{os.pathsep}{os.environ['PATH']}",
+           "LORARANK_APPTAINER_LOG": str(Path(work) / "apptainer.jsonl")}
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
 
 
 def submitted(text: str) -> dict[str, list[str]]:
@@ -57,6 +65,20 @@ def test_every_heavy_rule_ran_as_a_slurm_job(slurm_run):
         for jid in ids:  # Slurm's own job output file, kept by the profile
             assert list((work / "logs" / "slurm").rglob(f"{jid}.log")), (rule, jid)
     assert (work / "results/test/summary/results.csv").is_file()
+
+
+def test_every_slurm_job_ran_its_rule_in_its_pinned_image_with_nv(slurm_run):
+    work, log = slurm_run
+    images = yaml.safe_load(TEST_CONFIG.read_text())["containers"]
+    execs = [json.loads(line) for line in (work / "apptainer.jsonl").read_text().splitlines()]
+    execs = [c for c in execs if c["call"] == "exec"]
+    by_job = {c["slurm_job"]: c for c in execs if c["slurm_job"]}
+    for rule, ids in submitted(log).items():
+        for jid in ids:
+            c = by_job[jid]
+            command = re.search(r"-m\s+lorarank\s+([\w-]+)", c["command"][-1])[1]
+            assert c["url"] == images[COMMAND_ENV[command]] and "--nv" in c["options"], (rule, c)
+    assert len(execs) == 31 and len(by_job) == sum(CLUSTER_RULES.values())  # local rules in images too
 
 
 def test_local_rules_did_not_queue(slurm_run):
@@ -104,10 +126,8 @@ def test_scancel_mid_job_then_rerun_does_only_what_is_missing(slurm_run, tmp_pat
     t.join()
     assert cancelled, "no training job was seen running"
     assert r.returncode != 0
-    dry = subprocess.run(["timeout", "120", "snakemake", "-n", "--directory", str(work), "--configfile", str(changed)],
-                         cwd=ROOT, capture_output=True, text=True)
-    stats = dry.stdout.split("Job stats:")[1].split("total")[0]
-    planned = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
+    dry = slurm_snakemake(work, "-n", configfile=changed, limit=120)  # the same images: the profile's
+    planned = job_stats(dry.stdout + dry.stderr)
     assert planned["train_grpo"] == 1 and "allocate_ranks" not in planned and "run_sft" not in planned
     again = slurm_snakemake(work, configfile=changed, limit=900)
     assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
@@ -117,8 +137,12 @@ def test_scancel_mid_job_then_rerun_does_only_what_is_missing(slurm_run, tmp_pat
 
 def test_paper_sbatch_requests():
     """What the paper config asks Slurm for, as a dry run prints it."""
+    images = {"containers": yaml.safe_load(TEST_CONFIG.read_text())["containers"]}
     r = subprocess.run(["timeout", "120", "snakemake", "-n", "--profile", "slurm", "--configfile", "config/paper.yaml",
-                        "--directory", "/tmp/lorarank-paper-dry"], cwd=ROOT, capture_output=True, text=True)
+                        "--config", f"containers={json.dumps(images['containers'])}",
+                        "--directory", "/tmp/lorarank-paper-dry"], cwd=ROOT, capture_output=True, text=True,
+                       env={**os.environ, "PATH": f"{STANDIN}{os.pathsep}{os.environ['PATH']}",
+                            "LORARANK_APPTAINER_LOG": "/dev/null"})
     assert r.returncode == 0, r.stderr[-3000:]
     blocks = {m[1]: m[2] for m in re.finditer(r"rule (\w+):\n(?:    .*\n)*?    resources: ([^\n]*)", r.stdout)}
     train = dict(kv.split("=", 1) for kv in blocks["train_grpo"].split(", "))

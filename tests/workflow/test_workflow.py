@@ -1,16 +1,14 @@
 """The whole DAG with real Snakemake on the test config, then what a change reruns."""
 
+import json
 import os
-import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-
-from conftest import ROOT
+from conftest import ROOT, job_stats, repo_copy
 
 TEST_CONFIG = Path(ROOT) / "tests/workflow/config.test.yaml"
 
@@ -25,11 +23,7 @@ def planned(workdir, configfile=TEST_CONFIG, repo=ROOT, env=None) -> dict[str, i
     """Jobs a dry run would run, per rule (from Snakemake's job stats table)."""
     r = snakemake(workdir, "-n", configfile=configfile, repo=repo, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
-    text = r.stdout + r.stderr
-    if "Nothing to be done" in text:
-        return {}
-    stats = text.split("Job stats:")[1].split("total")[0]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
+    return job_stats(r.stdout + r.stderr)
 
 
 def changed(tmp_path, edit) -> Path:
@@ -40,11 +34,17 @@ def changed(tmp_path, edit) -> Path:
     return path
 
 
+STANDIN = Path(ROOT) / "tests/workflow/standin"  # a stand-in `apptainer` (test double), see test_apptainer.py
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     work = tmp_path_factory.mktemp("workflow")
-    r = snakemake(work)
+    # the stand-in is on PATH, but without --sdm apptainer the `container:` images must be ignored
+    r = snakemake(work, env={"PATH": f"{STANDIN}{os.pathsep}{os.environ['PATH']}",
+                             "LORARANK_APPTAINER_LOG": str(work / "apptainer.jsonl")})
     assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
+    assert not (work / "apptainer.jsonl").exists()
     return work
 
 
@@ -74,17 +74,40 @@ def test_complete_run_schedules_nothing(finished):
     assert planned(finished) == {}
 
 
+def test_the_archive_of_a_real_run_verifies_and_rebuilds_byte_identical(finished):
+    archive = finished / "results/test/archive"
+    r = subprocess.run(["python", "-m", "lorarank", "verify-archive", str(archive)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((archive / "MANIFEST.json").read_text())
+    produced = {p.relative_to(finished / "results/test").as_posix() for p in (finished / "results/test").rglob("*")
+                if p.is_file() and p.name != ".snakemake_timestamp" and "archive" not in p.parts}
+    assert set(doc["files"]) == produced  # every result file, and nothing else
+    assert doc["code"]["git_commit"] and len(doc["code"]["tracked_files_sha256"]) == 64
+    assert doc["environments"]["train"][0]["environment"]["packages"]["trl"].startswith("1.")
+    assert len(doc["environments"]["train"][0]["recorded_by"]) == 14  # SFT, 6 GRPO runs, 7 evaluations
+    before = (archive / "test.tar.gz").read_bytes()
+    again = snakemake(finished, "--forcerun", "archive_results")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (archive / "test.tar.gz").read_bytes() == before
+
+
+def test_lint_is_clean_once_images_are_named(tmp_path):
+    r = snakemake(tmp_path, "--lint")
+    assert r.returncode == 0 and "Congratulations, your workflow is in a good condition!" in r.stdout + r.stderr, \
+        (r.stdout + r.stderr)[-3000:]
+
+
 def test_evaluation_setting_reruns_only_evaluation_and_summary(finished, tmp_path):
     cfg = changed(tmp_path, lambda c: c["evaluation"].update(max_new_tokens=24))
     jobs = planned(finished, cfg)
-    assert jobs == {"evaluate_model": 7, "summarize_results": 1, "all": 1}
+    assert jobs == {"evaluate_model": 7, "summarize_results": 1, "archive_results": 1, "all": 1}
 
 
 def test_random_seed_reruns_only_the_random_chain(finished, tmp_path):
     cfg = changed(tmp_path, lambda c: c["allocation"]["random"].update(seed=5))
     jobs = planned(finished, cfg)
     assert jobs == {"allocate_ranks": 1, "write_lora_config": 1, "train_grpo": 1, "evaluate_model": 1,
-                    "analyze_gradients": 1, "summarize_results": 1, "all": 1}
+                    "analyze_gradients": 1, "summarize_results": 1, "archive_results": 1, "all": 1}
 
 
 def test_budget_reruns_everything_downstream_of_allocation(finished, tmp_path):
@@ -92,7 +115,7 @@ def test_budget_reruns_everything_downstream_of_allocation(finished, tmp_path):
     jobs = planned(finished, cfg)
     # every arm's allocation, config, training and evaluation; not data, model, SFT or the base evaluation
     assert jobs == {"allocate_ranks": 6, "write_lora_config": 6, "train_grpo": 6, "evaluate_model": 6,
-                    "analyze_gradients": 1, "summarize_results": 1, "all": 1}
+                    "analyze_gradients": 1, "summarize_results": 1, "archive_results": 1, "all": 1}
 
 
 def test_real_gsm8k_runs_the_same_dag_dry(tmp_path):
@@ -110,20 +133,8 @@ def test_a_bad_config_fails_at_parse_time_naming_the_key(tmp_path):
 
 
 # --- code changes (issue: code changes rerun exactly the stages they affect) -----------------------
-def repo_copy(tmp_path) -> Path:
-    """The repository as a fresh clone would have it: the same files, new paths, new mtimes."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()
-    dest = tmp_path / "clone"
-    for f in files:
-        if (Path(ROOT) / f).is_file():
-            (dest / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(Path(ROOT) / f, dest / f)
-    return dest
-
-
 DOWNSTREAM_OF_TRAINING = {"allocate_ranks": 3, "write_lora_config": 3, "train_grpo": 6, "evaluate_model": 7,
-                          "analyze_gradients": 1, "summarize_results": 1, "all": 1}
+                          "analyze_gradients": 1, "summarize_results": 1, "archive_results": 1, "all": 1}
 
 
 def test_fresh_clone_and_touch_rerun_nothing(finished, tmp_path):
@@ -156,7 +167,7 @@ def test_evaluation_code_edit_reruns_evaluation_and_summary(finished, tmp_path):
     clone = repo_copy(tmp_path)
     f = clone / "lorarank/evaluate.py"
     f.write_text(f.read_text().replace("torch.manual_seed(args.seed)", "torch.manual_seed(args.seed + 0)"))
-    assert planned(finished, repo=clone) == {"evaluate_model": 7, "summarize_results": 1, "all": 1}
+    assert planned(finished, repo=clone) == {"evaluate_model": 7, "summarize_results": 1, "archive_results": 1, "all": 1}
 
 
 def test_allocation_code_edit_reruns_the_allocated_chain(finished, tmp_path):
@@ -165,7 +176,7 @@ def test_allocation_code_edit_reruns_the_allocated_chain(finished, tmp_path):
     f.write_text(f.read_text().replace("missing = total - sum(floors)", "missing = int(total - sum(floors))"))
     jobs = planned(finished, repo=clone)
     assert jobs == {"allocate_ranks": 6, "write_lora_config": 6, "train_grpo": 6, "evaluate_model": 6,
-                    "analyze_gradients": 1, "summarize_results": 1, "all": 1}
+                    "analyze_gradients": 1, "summarize_results": 1, "archive_results": 1, "all": 1}
     assert not {"prepare_data", "build_model", "run_sft"} & set(jobs)
 
 

@@ -13,6 +13,8 @@ rule allocate_ranks:
         args=allocate_args,
     log:
         "logs/{experiment}/allocate_ranks/{strategy}.log",
+    container:
+        image("allocate")
     shell:
         "(python -m lorarank allocate --strategy {wildcards.strategy} --model {params.model}"
         " {params.args} --out {output}) > {log} 2>&1"
@@ -30,6 +32,8 @@ rule write_lora_config:
         dropout=ALLOC["dropout"],
     log:
         "logs/{experiment}/write_lora_config/{strategy}.log",
+    container:
+        image("lora-config")
     shell:
         "(python -m lorarank lora-config --allocation {input.allocation} --model {params.model}"
         " --dropout {params.dropout} --out {output} --verify) > {log} 2>&1"

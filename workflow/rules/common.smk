@@ -1,14 +1,54 @@
 # Helpers shared by the stage files: config lookups and input functions. Rules spell out their paths.
 
+import json
+import os
 import sys
 
-sys.path.insert(0, workflow.basedir)  # lorarank.fingerprint is standard library only
+from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
+
+sys.path.insert(0, workflow.basedir)  # lorarank.fingerprint and .containers are standard library only
+from lorarank.containers import COMMAND_ENV, references, stale
 from lorarank.fingerprint import fingerprints
 
+# Container images by digest, one per environment (config `containers:`); used with --sdm apptainer
+# (the slurm profile sets it), and then required: an unset image would silently mean the host.
+APPTAINER = DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
+try:
+    CONTAINERS = references(config["containers"], required=APPTAINER)
+except ValueError as e:
+    raise WorkflowError(str(e)) from None
+if APPTAINER:
+    for warning in stale(workflow.basedir, CONTAINERS):
+        logger.warning(warning)
+
+
+def image(command):
+    """Pinned image that `lorarank <command>` runs in; None where unset (host only)."""
+    return CONTAINERS[COMMAND_ENV[command]]
+
+
+# Rules run `python -m lorarank` with this checkout's code, also in the images (which do not install
+# lorarank, so that a code edit needs no rebuild) and from another working directory: the code the
+# fingerprints below hash is the code that runs. Apptainer binds the working directory, not this one.
+def _prepend(var, path, sep):
+    parts = [p for p in os.environ.get(var, "").split(sep) if p]
+    os.environ[var] = sep.join([path] + [p for p in parts if p != path])
+
+
+_prepend("PYTHONPATH", workflow.basedir, os.pathsep)
+if APPTAINER:
+    _prepend("APPTAINER_BIND", workflow.basedir, ",")
+    # inside an image, this checkout alone: host entries would shadow the image's pinned packages
+    os.environ.update(APPTAINERENV_PYTHONPATH=workflow.basedir)
+
+
 # Each rule's params carry its command's code fingerprint (import closure, code without comments
-# or docstrings, versions of the packages it imports): Snakemake's params trigger then reruns a
-# stage when, and only when, what it executes changed. See lorarank/fingerprint.py.
-CODE = fingerprints(workflow.basedir)
+# or docstrings, versions of the packages it imports, or in a container the image digest instead):
+# Snakemake's params trigger then reruns a stage when, and only when, what it executes changed.
+# See lorarank/fingerprint.py.
+CODE = fingerprints(workflow.basedir, {c: image(c) for c in COMMAND_ENV if APPTAINER})
 
 ALLOC = config["allocation"]
 GRPO = config["grpo"]
@@ -179,3 +219,22 @@ def launcher(wildcards):
     if GPUS > 1:
         return f"accelerate launch --num_processes {GPUS} --num_machines 1 -m"
     return "python -m"
+
+
+def archive_inputs(wildcards):
+    """Every file the DAG produced for this experiment: the outputs of each rule, expanded."""
+    exp = wildcards.experiment
+    files = list(rules.prepare_data.output) + list(rules.analyze_gradients.output) + list(rules.summarize_results.output)
+    if TINY:
+        files += list(rules.build_model.output) + list(rules.run_sft.output)
+    files += expand(list(rules.allocate_ranks.output) + list(rules.write_lora_config.output), strategy=STRATEGIES,
+                    allow_missing=True)
+    files += expand(list(rules.train_grpo.output), strategy=STRATEGIES, seed=SEEDS, allow_missing=True)
+    evals = list(rules.evaluate_model.output)
+    files += expand(evals, strategy=STRATEGIES, seed=SEEDS, allow_missing=True)
+    files += expand(evals, strategy="base", seed=EVAL["seed"], allow_missing=True)
+    return sorted(set(expand(files, experiment=exp)))
+
+
+def config_json(wildcards):
+    return json.dumps(config, sort_keys=True)

@@ -13,5 +13,7 @@ rule prepare_data:
         args=prepare_data_args,
     log:
         "logs/{experiment}/prepare_data.log",
+    container:
+        image("prepare-data")
     shell:
         "(python -m lorarank prepare-data {params.args} --out results/{wildcards.experiment}/data) > {log} 2>&1"

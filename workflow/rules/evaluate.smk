@@ -19,6 +19,8 @@ rule evaluate_model:
         "benchmarks/{experiment}/evaluate_model/{strategy}/seed{seed}.tsv"
     resources:
         **eval_resources(),
+    container:
+        image("evaluate")
     shell:
         "(python -m lorarank evaluate --model {params.model} {params.adapter} --data {input.test}"
         " {params.args} --out results/{wildcards.experiment}/eval/{wildcards.strategy}/seed{wildcards.seed})"

@@ -12,6 +12,8 @@ rule build_model:
         args=build_model_args,
     log:
         "logs/{experiment}/build_model.log",
+    container:
+        image("build-model")
     shell:
         "(python -m lorarank build-model --data {input.train} {params.args} --out {output}) > {log} 2>&1"
 
@@ -34,6 +36,8 @@ rule run_sft:
         "benchmarks/{experiment}/run_sft.tsv"
     resources:
         **train_resources(),
+    container:
+        image("sft")
     shell:
         "(python -m lorarank sft --model {input.model} --data {input.train} {params.args}"
         " --out results/{wildcards.experiment}/sft) > {log} 2>&1"

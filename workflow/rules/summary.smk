@@ -20,6 +20,8 @@ rule analyze_gradients:
         sft=sft_flag,
     log:
         "logs/{experiment}/analyze_gradients.log",
+    container:
+        image("analyze")
     shell:
         "(python -m lorarank analyze --grad-logs {input.grad_logs} --allocations {input.allocations}"
         " {params.sft} --out results/{wildcards.experiment}/summary) > {log} 2>&1"
@@ -37,6 +39,8 @@ rule summarize_results:
         code=CODE["summarize"],
     log:
         "logs/{experiment}/summarize_results.log",
+    container:
+        image("summarize")
     shell:
         "(python -m lorarank summarize --metrics {input.metrics} --lora {input.lora}"
         " --out results/{wildcards.experiment}/summary) > {log} 2>&1"

@@ -23,6 +23,8 @@ rule train_grpo:
         "benchmarks/{experiment}/train_grpo/{strategy}/seed{seed}.tsv"
     resources:
         **train_resources(),
+    container:
+        image("train")
     shell:
         "({params.launcher} lorarank train --model {params.model} --lora {input.lora} --data {input.train}"
         " --seed {wildcards.seed} {params.args}"

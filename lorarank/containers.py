@@ -1,0 +1,91 @@
+"""Container images: which environment each command runs in, and which references are pinned.
+
+Every rule runs in one of two images (containers/train.def, containers/analysis.def), named in the
+config under `containers:` by an immutable reference. Snakemake's software-environment rerun
+trigger hashes the reference string, not the image: only a digest makes "same reference" mean
+"same image", so a mutable tag (`:latest`, `:v1`) is refused. Standard library only: the Snakefile
+imports this before anything is installed.
+
+>>> check_reference("train", "oras://ghcr.io/lab/lorarank-train@sha256:" + "0" * 64)[:8]
+'oras://g'
+>>> check_reference("train", "docker://python:3.11")
+Traceback (most recent call last):
+...
+ValueError: containers.train: 'docker://python:3.11' is not pinned by digest (allowed: docker://... or oras://...@sha256:<64 hex>, library://...:sha256.<64 hex>, or a local PATH.sha256-<64 hex>.sif written by scripts/build-containers.sh)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+ENVIRONMENTS = ("train", "analysis")
+
+# command -> the environment (image) it runs in; the rules and the code fingerprints both read this.
+COMMAND_ENV = {
+    "prepare-data": "train", "build-model": "train", "allocate": "train", "lora-config": "train",
+    "check-pattern": "train", "sft": "train", "train": "train", "evaluate": "train",
+    "analyze": "analysis", "summarize": "analysis", "archive": "analysis", "verify-archive": "analysis",
+    "fingerprint": "analysis",
+}
+
+_HEX = r"[0-9a-f]{64}"
+PINNED = (
+    re.compile(rf"^(docker|oras)://[^\s@]+@sha256:{_HEX}$"),
+    re.compile(rf"^library://[^\s@]+:sha256\.{_HEX}$"),
+    # a local image named by its own sha256 (scripts/build-containers.sh names it so; the archive
+    # checks that the name still matches the content)
+    re.compile(rf"^(?!\w+://)[^\s]*\.sha256-{_HEX}\.sif$"),
+)
+ALLOWED = ("docker://... or oras://...@sha256:<64 hex>, library://...:sha256.<64 hex>, "
+           "or a local PATH.sha256-<64 hex>.sif written by scripts/build-containers.sh")
+
+
+def check_reference(env: str, ref) -> str:
+    """`ref` if it names one immutable image, else ValueError naming the value and what is allowed."""
+    if not isinstance(ref, str) or not any(p.match(ref) for p in PINNED):
+        raise ValueError(f"containers.{env}: {ref!r} is not pinned by digest (allowed: {ALLOWED})")
+    return ref
+
+
+def digest(ref: str) -> str:
+    """The sha256 a pinned reference names."""
+    return re.search(_HEX + r"(?=(\.sif)?$)", ref).group(0)
+
+
+def references(containers: dict, required: bool) -> dict[str, str | None]:
+    """environment -> checked reference (None where unset). With `required` (Snakemake was asked
+    for --sdm apptainer) an unset environment is an error: running it on the host would be silent."""
+    unknown = sorted(set(containers) - set(ENVIRONMENTS))
+    if unknown:
+        raise ValueError(f"containers.{unknown[0]}: unknown environment (allowed: {', '.join(ENVIRONMENTS)})")
+    refs = {}
+    for env in ENVIRONMENTS:
+        ref = containers.get(env)
+        if ref is None and required:
+            raise ValueError(f"containers.{env} is not set, and --sdm apptainer needs an image for every "
+                             f"environment: build them (scripts/build-containers.sh) and set the references it prints")
+        refs[env] = None if ref is None else check_reference(env, ref)
+    return refs
+
+
+def stale(root: str | Path, refs: dict[str, str | None]) -> list[str]:
+    """Warnings for configured images that containers/images.lock.json says were built from a
+    different def file or lock than the checkout's: the digest still pins the old image."""
+    root = Path(root)
+    lock_file = root / "containers/images.lock.json"
+    if not lock_file.is_file():
+        return []
+    lock = json.loads(lock_file.read_text())
+    out = []
+    for env, ref in refs.items():
+        built = lock.get(env) or {}
+        if ref is None or built.get("reference") != ref:
+            continue
+        for key, path in (("def_sha256", f"containers/{env}.def"), ("lock_sha256", f"envs/{env}.lock")):
+            if (root / path).is_file() and hashlib.sha256((root / path).read_bytes()).hexdigest() != built.get(key):
+                out.append(f"{path} changed since the image in containers.{env} was built: it still runs the old "
+                           f"environment (rebuild: scripts/build-containers.sh {env})")
+    return out

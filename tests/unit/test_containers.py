@@ -1,0 +1,138 @@
+"""Container definitions, hash-pinned locks and pinned image references."""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT
+from spython.main.parse.parsers import SingularityParser
+
+from lorarank.containers import (
+    COMMAND_ENV,
+    ENVIRONMENTS,
+    check_reference,
+    digest,
+    references,
+)
+
+DEFS = sorted(Path(ROOT, "containers").glob("*.def"))
+REQ = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)")
+HEX = "ab" * 32
+
+
+def lock_entries(path: Path) -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, hashes) from a pip requirements lock (continuation lines joined)."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    out = {}
+    for line in text.splitlines():
+        line = line.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        m = REQ.match(line)
+        assert m, f"{path.name}: not pinned with ==: {line[:80]}"
+        out[m[1].lower()] = (m[2], re.findall(r"--hash=sha256:([0-9a-f]{64})\b", line))
+    return out
+
+
+def pins(path: Path) -> dict[str, str]:
+    return {m[1].lower(): m[2] for line in path.read_text().splitlines() if (m := REQ.match(line.strip()))}
+
+
+def test_there_is_one_def_per_environment():
+    assert sorted(d.stem for d in DEFS) == sorted(ENVIRONMENTS)
+    assert set(COMMAND_ENV.values()) == set(ENVIRONMENTS)
+    from lorarank.cli import COMMANDS
+
+    assert set(COMMAND_ENV) == set(COMMANDS)  # every command has an image
+
+
+@pytest.mark.parametrize("deffile", DEFS, ids=lambda p: p.name)
+def test_def_parses_and_installs_only_from_its_hashed_lock(deffile):
+    recipe = SingularityParser(str(deffile)).recipe
+    assert len(recipe) == 1, "one stage"
+    stage = next(iter(recipe.values()))
+    # the base image by digest, from Docker Hub
+    assert re.fullmatch(r"python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}", stage.fromHeader), stage.fromHeader
+    env = deffile.stem
+    src, dest = stage.files[0].split()
+    assert src == f"envs/{env}.lock" and Path(ROOT, src).is_file()
+    install = " ".join(stage.install).replace("\\ ", " ")
+    pips = list(re.finditer(r"pip install(.*?) -r (\S+)", install))
+    assert pips and len(pips) == install.count("pip install"), install  # every install reads a lock
+    for m in pips:
+        assert "--require-hashes" in m[1] and "--no-deps" in m[1] and m[2] == dest, m[0]
+    assert "pip check" in install
+    assert any(label.split()[:2] == ["org.lorarank.env", env] for label in stage.labels)
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_every_locked_package_is_pinned_with_hashes(env):
+    lock = lock_entries(Path(ROOT, f"envs/{env}.lock"))
+    assert len(lock) > 10
+    for name, (version, hashes) in lock.items():
+        assert hashes, f"{name}=={version} has no hash"
+    # the top-level requirements are in the lock at the versions asked for
+    for name, version in pins(Path(ROOT, f"envs/{env}.in")).items():
+        assert lock[name][0] == version, (name, lock[name][0], version)
+
+
+def test_locks_agree_with_what_ci_installs():
+    """The images and the CPU machines run the same versions of everything both install."""
+    ci = pins(Path(ROOT, "envs/constraints.txt"))
+    for env in ENVIRONMENTS:
+        for name, version in pins(Path(ROOT, f"envs/{env}.in")).items():
+            if name in ci:
+                assert ci[name] == version, (env, name, version, ci[name])
+    assert lock_entries(Path(ROOT, "envs/train.lock"))["torch"][0] == "2.13.0"
+    assert "torch" not in lock_entries(Path(ROOT, "envs/analysis.lock"))
+
+
+@pytest.mark.parametrize("ref", [
+    f"oras://ghcr.io/lab/lorarank-train@sha256:{HEX}",
+    f"docker://docker.io/library/python:3.11-slim@sha256:{HEX}",
+    f"library://lab/default/lorarank:sha256.{HEX}",
+    f"containers/sif/lorarank-train.sha256-{HEX}.sif",
+])
+def test_pinned_references_are_accepted(ref):
+    assert check_reference("train", ref) == ref
+    assert digest(ref) == HEX
+
+
+@pytest.mark.parametrize("ref", [
+    "docker://python:3.11", "oras://ghcr.io/lab/lorarank-train:latest", "containers/sif/train.sif",
+    f"oras://ghcr.io/lab/x@sha256:{HEX[:-1]}", f"oras://ghcr.io/lab/x@sha256:{HEX.upper()}",
+    f"https://example.org/x@sha256:{HEX}", f"docker://x@sha256:{HEX} --nv", "", 42,
+])
+def test_mutable_or_malformed_references_are_refused_naming_the_value(ref):
+    with pytest.raises(ValueError) as e:
+        check_reference("analysis", ref)
+    msg = str(e.value)
+    assert msg.startswith(f"containers.analysis: {ref!r} is not pinned by digest") and "\n" not in msg
+
+
+def test_unset_images_are_refused_only_when_apptainer_is_asked_for():
+    assert references({"train": None}, required=False) == {"train": None, "analysis": None}
+    with pytest.raises(ValueError, match=r"containers.train is not set, and --sdm apptainer"):
+        references({"train": None, "analysis": f"oras://r/a@sha256:{HEX}"}, required=True)
+    with pytest.raises(ValueError, match=r"containers.gpu: unknown environment"):
+        references({"gpu": f"oras://r/a@sha256:{HEX}"}, required=False)
+
+
+@pytest.mark.parametrize("cfg", ["config/config.yaml", "config/paper.yaml", "tests/workflow/config.test.yaml"])
+def test_shipped_configs_name_no_image_without_a_digest(cfg):
+    containers = yaml.safe_load(Path(ROOT, cfg).read_text())["containers"]
+    assert set(containers) == set(ENVIRONMENTS)
+    for env, ref in containers.items():
+        assert ref is None or check_reference(env, ref)
+
+
+def test_every_rule_names_its_container():
+    """Each rule (but `all`) has `container: image("<its command>")`, the command it runs."""
+    for smk in Path(ROOT, "workflow/rules").glob("*.smk"):
+        for block in re.split(r"(?m)^(?=rule )", smk.read_text())[1:]:
+            name = block.split(":", 1)[0].split()[1]
+            command = re.search(r'code=CODE\["([\w-]+)"\]', block)[1]
+            assert re.search(rf'container:\n\s+image\("{command}"\)', block), name
+            assert re.search(rf"python -m lorarank {command}\b|-m\"?\s*\"? lorarank {command}\b|"
+                             rf"\{{params.launcher\}} lorarank {command}\b", block), name

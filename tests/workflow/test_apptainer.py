@@ -1,0 +1,136 @@
+"""`--sdm apptainer` wiring, with a stand-in `apptainer` on PATH (tests/workflow/standin/apptainer:
+a test double, since Apptainer cannot be installed here) that records each call and runs the
+command on the host. Real Snakemake decides what to pull and how to launch every job."""
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, job_stats, repo_copy
+from lorarank.containers import COMMAND_ENV, ENVIRONMENTS, check_reference, digest
+
+TEST_CONFIG = Path(ROOT) / "tests/workflow/config.test.yaml"
+STANDIN = Path(ROOT) / "tests/workflow/standin"
+IMAGES = yaml.safe_load(TEST_CONFIG.read_text())["containers"]
+GPU_RULE_COMMANDS = {"sft", "train", "evaluate"}  # the rules that get GPUs on a cluster
+
+
+def run(work, *args, configfile=TEST_CONFIG, apptainer=True, timeout=1500, repo=ROOT):
+    sdm = ["--sdm", "apptainer", "--apptainer-args=--nv"] if apptainer else []
+    cmd = ["snakemake", "-s", f"{repo}/Snakefile", "--configfile", str(configfile), "--cores", "2", *sdm, *args]
+    env = {**os.environ, "PATH": f"{STANDIN}{os.pathsep}{os.environ['PATH']}",
+           "LORARANK_APPTAINER_LOG": str(work / "apptainer.jsonl")}
+    return subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def calls(work) -> list[dict]:
+    return [json.loads(line) for line in (work / "apptainer.jsonl").read_text().splitlines()]
+
+
+def planned(work, configfile, repo=ROOT) -> dict[str, int]:
+    r = run(work, "-n", configfile=configfile, repo=repo)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return job_stats(r.stdout + r.stderr)
+
+
+@pytest.fixture(scope="module")
+def contained(tmp_path_factory):
+    work = tmp_path_factory.mktemp("apptainer")
+    r = run(work)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
+    return work, r.stdout + r.stderr
+
+
+def test_every_job_ran_through_apptainer_in_its_pinned_image(contained):
+    work, log = contained
+    jobs = int(re.search(r"(\d+) of \1 steps \(100%\) done", log)[1]) - 1  # all but `all`
+    execs = [c for c in calls(work) if c["call"] == "exec"]
+    assert len(execs) == jobs == 31
+    commands = []
+    for c in execs:
+        script = c["command"][-1]
+        command = re.search(r"-m\s+lorarank\s+([\w-]+)", script)[1]
+        commands.append(command)
+        assert c["url"] == IMAGES[COMMAND_ENV[command]], (command, c["url"])
+        assert "--nv" in c["options"] or command not in GPU_RULE_COMMANDS, (command, c["options"])
+        # the checkout's code is bound and importable inside, and nothing else from the host's PYTHONPATH
+        assert c["env"] == {"PYTHONPATH": ROOT, "APPTAINER_BIND": ROOT}, c["env"]
+    assert sorted(set(commands)) == sorted({"prepare-data", "build-model", "sft", "allocate", "lora-config", "train",
+                                            "evaluate", "analyze", "summarize", "archive"})
+    pulls = sorted(c["url"] for c in calls(work) if c["call"] == "pull")
+    assert pulls == sorted(IMAGES.values())  # each image pulled once, by its digest
+
+
+def test_the_archive_records_images_and_what_ran_inside_them(contained):
+    work, _ = contained
+    archive = work / "results/test/archive"
+    r = subprocess.run(["python", "-m", "lorarank", "verify-archive", str(archive)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((archive / "MANIFEST.json").read_text())
+    assert {env: rec["reference"] for env, rec in doc["containers"].items()} == IMAGES
+    assert {env: rec["sha256"] for env, rec in doc["containers"].items()} == \
+        {env: ref.rsplit(":", 1)[1] for env, ref in IMAGES.items()}
+    pulled = {c["url"]: c for c in calls(work) if c["call"] == "exec"}
+    [train] = doc["environments"]["train"]  # every training/evaluation job saw the same software
+    assert train["environment"]["container"]["image"] == pulled[IMAGES["train"]]["image"]
+    [analysis] = doc["environments"]["analysis"]
+    assert analysis["environment"]["container"]["image"] == pulled[IMAGES["analysis"]]["image"]
+
+
+def test_a_new_image_digest_reruns_exactly_the_jobs_in_that_image(contained, tmp_path):
+    """The DESIGN trap: Snakemake hashes the reference string, so only a new digest can rerun."""
+    work, _ = contained
+    assert planned(work, TEST_CONFIG) == {}
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    ref = cfg["containers"]["analysis"]
+    cfg["containers"]["analysis"] = ref[:-1] + ("1" if ref[-1] == "0" else "0")  # another image
+    changed = tmp_path / "analysis.yaml"
+    changed.write_text(yaml.safe_dump(cfg))
+    assert planned(work, changed) == {"analyze_gradients": 1, "summarize_results": 1, "archive_results": 1, "all": 1}
+
+
+def test_apptainer_without_images_or_with_a_tag_is_refused_in_one_line(tmp_path):
+    for value, expected in ((None, "containers.train is not set, and --sdm apptainer needs an image"),
+                            ("docker://python:3.11-slim", "containers.train: 'docker://python:3.11-slim' is not pinned")):
+        cfg = yaml.safe_load(TEST_CONFIG.read_text())
+        cfg["containers"]["train"] = value
+        path = tmp_path / "cfg.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        r = run(tmp_path, "-n", configfile=path)
+        assert r.returncode != 0 and expected in r.stdout + r.stderr, (r.stdout + r.stderr)[-2000:]
+        assert not (tmp_path / "results").exists()
+
+
+def test_build_script_names_images_by_content_and_flags_a_changed_def(tmp_path):
+    """scripts/build-containers.sh with the stand-in's `build`: what it records and prints is usable
+    as is, and an image built from an older def file is reported, not silently run."""
+    clone = repo_copy(tmp_path)
+    env = {**os.environ, "PATH": f"{STANDIN}{os.pathsep}{os.environ['PATH']}",
+           "LORARANK_APPTAINER_LOG": str(tmp_path / "apptainer.jsonl")}
+    r = subprocess.run(["bash", "scripts/build-containers.sh"], cwd=clone, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    printed = yaml.safe_load(r.stdout.split("a copy):\n", 1)[1])["containers"]
+    lock = json.loads((clone / "containers/images.lock.json").read_text())
+    for name in ENVIRONMENTS:
+        ref = check_reference(name, printed[name])
+        assert hashlib.sha256(Path(ref).read_bytes()).hexdigest() == digest(ref) == lock[name]["sif_sha256"]
+        assert lock[name]["def_sha256"] == hashlib.sha256((clone / f"containers/{name}.def").read_bytes()).hexdigest()
+        assert lock[name]["reference"] == ref
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    cfg["containers"] = printed
+    path = tmp_path / "built.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    work = tmp_path / "work"
+    work.mkdir()
+    r = run(work, "-n", configfile=path, repo=clone)
+    assert r.returncode == 0 and "changed since" not in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]
+    (clone / "containers/train.def").write_text((clone / "containers/train.def").read_text() + "# edited\n")
+    r = run(work, "-n", configfile=path, repo=clone)
+    assert r.returncode == 0
+    assert "containers/train.def changed since the image in containers.train was built" in r.stdout + r.stderr

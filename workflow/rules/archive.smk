@@ -1,0 +1,23 @@
+# Archive stage: one deterministic tarball of every result the DAG produced, and MANIFEST.json
+# (file hashes, resolved config, code version, container digests, package versions seen at run
+# time, Snakemake version, hardware). `lorarank verify-archive results/<experiment>/archive` checks it.
+
+
+rule archive_results:
+    input:
+        archive_inputs,
+    output:
+        tarball="results/{experiment}/archive/{experiment}.tar.gz",
+        manifest="results/{experiment}/archive/MANIFEST.json",
+    params:
+        code=CODE["archive"],
+        config=config_json,
+        snakemake=snakemake.__version__,
+    log:
+        "logs/{experiment}/archive_results.log",
+    container:
+        image("archive")
+    shell:
+        "(python -m lorarank archive --results results/{wildcards.experiment} --inputs {input}"
+        " --config-json {params.config:q} --snakemake-version {params.snakemake}"
+        " --out results/{wildcards.experiment}/archive) > {log} 2>&1"
