@@ -29,10 +29,10 @@ import zlib
 from pathlib import Path
 
 from lorarank import __version__
-from lorarank.containers import check_reference, digest
+from lorarank.containers import digest, references
 from lorarank.environment import describe
 from lorarank.errors import UserError
-from lorarank.io import atomic_path, sha256_file
+from lorarank.io import atomic_path, read_json, sha256_file, sha256_stream
 
 FORMAT = "lorarank-archive/1"
 MANIFEST = "MANIFEST.json"
@@ -87,7 +87,7 @@ def run_environments(results: Path, names: list[str]) -> list[dict]:
     for rel in names:
         if rel.rsplit("/", 1)[-1] not in ("run.json", "metrics.json"):
             continue
-        env = json.loads((results / rel).read_text()).get("environment")
+        env = read_json(results / rel).get("environment")
         if env is None:
             continue
         key = json.dumps(env, sort_keys=True)
@@ -98,15 +98,15 @@ def run_environments(results: Path, names: list[str]) -> list[dict]:
 def container_records(config: dict) -> dict:
     """environment -> reference and digest (None: ran on the host). A local content-named image
     still present is re-hashed: its name must still be its content."""
+    try:
+        refs = references(config.get("containers") or {}, required=False)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     out = {}
-    for env, ref in sorted((config.get("containers") or {}).items()):
+    for env, ref in sorted(refs.items()):
         if ref is None:
             out[env] = None
             continue
-        try:
-            check_reference(env, ref)
-        except ValueError as e:
-            raise UserError(str(e)) from None
         rec = {"reference": ref, "sha256": digest(ref)}
         if "://" not in ref and Path(ref).is_file():
             actual = sha256_file(ref)
@@ -219,11 +219,7 @@ def verify_tarball(tarball: Path, sidecar: bytes | None) -> tuple[dict | None, l
                 if rel == MANIFEST:
                     inner = f.read()
                     continue
-                h, size = hashlib.sha256(), 0
-                for chunk in iter(lambda: f.read(1 << 20), b""):  # adapters can be GBs: stream them
-                    h.update(chunk)
-                    size += len(chunk)
-                seen[rel] = (h.hexdigest(), size)
+                seen[rel] = sha256_stream(f)
             while gz.read(1 << 20):  # to the end: gzip checks its CRC there, and only there
                 pass
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:

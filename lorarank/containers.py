@@ -3,8 +3,8 @@
 Every rule runs in one of two images (containers/train.def, containers/analysis.def), named in the
 config under `containers:` by an immutable reference. Snakemake's software-environment rerun
 trigger hashes the reference string, not the image: only a digest makes "same reference" mean
-"same image", so a mutable tag (`:latest`, `:v1`) is refused. Standard library only: the Snakefile
-imports this before anything is installed.
+"same image", so a mutable tag (`:latest`, `:v1`) is refused. Standard library only (with lorarank.io): the
+Snakefile imports this before anything is installed.
 
 >>> check_reference("train", "oras://ghcr.io/lab/lorarank-train@sha256:" + "0" * 64)[:8]
 'oras://g'
@@ -16,10 +16,11 @@ ValueError: containers.train: 'docker://python:3.11' is not pinned by digest (al
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
+
+from lorarank.io import sha256_file
 
 ENVIRONMENTS = ("train", "analysis")
 
@@ -85,7 +86,7 @@ def stale(root: str | Path, refs: dict[str, str | None]) -> list[str]:
         if ref is None or built.get("reference") != ref:
             continue
         for key, path in (("def_sha256", f"containers/{env}.def"), ("lock_sha256", f"envs/{env}.lock")):
-            if (root / path).is_file() and hashlib.sha256((root / path).read_bytes()).hexdigest() != built.get(key):
+            if (root / path).is_file() and sha256_file(root / path) != built.get(key):
                 out.append(f"{path} changed since the image in containers.{env} was built: it still runs the old "
                            f"environment (rebuild: scripts/build-containers.sh {env})")
     return out

@@ -52,12 +52,18 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
         raise UserError(f"{what} {str(path)!r} is not valid JSON: {e}") from None
 
 
+def sha256_stream(f) -> tuple[str, int]:
+    """(sha256, bytes) of a binary file object, read in 1 MiB chunks (weights can be GBs)."""
+    h, size = hashlib.sha256(), 0
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+        h.update(chunk)
+        size += len(chunk)
+    return h.hexdigest(), size
+
+
 def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return sha256_stream(f)[0]
 
 
 def weights_sha256(path: str) -> dict:

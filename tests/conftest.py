@@ -159,3 +159,13 @@ def job_stats(text: str) -> dict[str, int]:
         return {}
     table = text.split("Job stats:")[1].split("total")[0]
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+# A stand-in `apptainer` (a test double: Apptainer cannot be installed where the tests run), see
+# tests/workflow/standin/apptainer. It appends each call, as JSON, to `log`.
+STANDIN = Path(ROOT) / "tests/workflow/standin"
+
+
+def standin_env(log) -> dict[str, str]:
+    """os.environ with the stand-in first on PATH, logging to `log`."""
+    return {**os.environ, "PATH": f"{STANDIN}{os.pathsep}{os.environ['PATH']}", "LORARANK_APPTAINER_LOG": str(log)}

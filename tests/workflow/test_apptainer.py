@@ -4,7 +4,6 @@ command on the host. Real Snakemake decides what to pull and how to launch every
 
 import hashlib
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -12,11 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, job_stats, repo_copy
+from conftest import ROOT, job_stats, repo_copy, standin_env
 from lorarank.containers import COMMAND_ENV, ENVIRONMENTS, check_reference, digest
 
 TEST_CONFIG = Path(ROOT) / "tests/workflow/config.test.yaml"
-STANDIN = Path(ROOT) / "tests/workflow/standin"
 IMAGES = yaml.safe_load(TEST_CONFIG.read_text())["containers"]
 GPU_RULE_COMMANDS = {"sft", "train", "evaluate"}  # the rules that get GPUs on a cluster
 
@@ -24,8 +22,7 @@ GPU_RULE_COMMANDS = {"sft", "train", "evaluate"}  # the rules that get GPUs on a
 def run(work, *args, configfile=TEST_CONFIG, apptainer=True, timeout=1500, repo=ROOT):
     sdm = ["--sdm", "apptainer", "--apptainer-args=--nv"] if apptainer else []
     cmd = ["snakemake", "-s", f"{repo}/Snakefile", "--configfile", str(configfile), "--cores", "2", *sdm, *args]
-    env = {**os.environ, "PATH": f"{STANDIN}{os.pathsep}{os.environ['PATH']}",
-           "LORARANK_APPTAINER_LOG": str(work / "apptainer.jsonl")}
+    env = standin_env(work / "apptainer.jsonl")
     return subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -111,8 +108,7 @@ def test_build_script_names_images_by_content_and_flags_a_changed_def(tmp_path):
     """scripts/build-containers.sh with the stand-in's `build`: what it records and prints is usable
     as is, and an image built from an older def file is reported, not silently run."""
     clone = repo_copy(tmp_path)
-    env = {**os.environ, "PATH": f"{STANDIN}{os.pathsep}{os.environ['PATH']}",
-           "LORARANK_APPTAINER_LOG": str(tmp_path / "apptainer.jsonl")}
+    env = standin_env(tmp_path / "apptainer.jsonl")
     r = subprocess.run(["bash", "scripts/build-containers.sh"], cwd=clone, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     printed = yaml.safe_load(r.stdout.split("a copy):\n", 1)[1])["containers"]

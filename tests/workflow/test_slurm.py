@@ -3,7 +3,6 @@ scripts/slurm-up.sh), through `snakemake --profile slurm` as a user runs it. Eve
 by `timeout`: without a status command that works, Snakemake would wait forever."""
 
 import json
-import os
 import re
 import subprocess
 import threading
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, job_stats
+from conftest import ROOT, job_stats, standin_env
 
 from lorarank.containers import COMMAND_ENV
 
@@ -28,16 +27,12 @@ def cluster():
     subprocess.run(["scancel", "--user", "root"], capture_output=True)
 
 
-STANDIN = Path(ROOT) / "tests/workflow/standin"  # stand-in `apptainer` (test double): the profile asks for it
-
-
 def slurm_snakemake(work, *args, configfile=TEST_CONFIG, limit=1200):
     # from the repository root, as the README says, so that `--profile slurm` finds ./slurm
     cmd = ["timeout", str(limit), "snakemake", "--profile", "slurm", "--directory", str(work),
            "--configfile", str(configfile), *args]
-    env = {**os.environ, "PATH": f"{STANDIN}{os.pathsep}{os.environ['PATH']}",
-           "LORARANK_APPTAINER_LOG": str(Path(work) / "apptainer.jsonl")}
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
+    # the profile asks for Apptainer: the stand-in (test double) answers
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=standin_env(Path(work) / "apptainer.jsonl"))
 
 
 def submitted(text: str) -> dict[str, list[str]]:
@@ -137,12 +132,11 @@ def test_scancel_mid_job_then_rerun_does_only_what_is_missing(slurm_run, tmp_pat
 
 def test_paper_sbatch_requests():
     """What the paper config asks Slurm for, as a dry run prints it."""
-    images = {"containers": yaml.safe_load(TEST_CONFIG.read_text())["containers"]}
+    images = yaml.safe_load(TEST_CONFIG.read_text())["containers"]
     r = subprocess.run(["timeout", "120", "snakemake", "-n", "--profile", "slurm", "--configfile", "config/paper.yaml",
-                        "--config", f"containers={json.dumps(images['containers'])}",
+                        "--config", f"containers={json.dumps(images)}",
                         "--directory", "/tmp/lorarank-paper-dry"], cwd=ROOT, capture_output=True, text=True,
-                       env={**os.environ, "PATH": f"{STANDIN}{os.pathsep}{os.environ['PATH']}",
-                            "LORARANK_APPTAINER_LOG": "/dev/null"})
+                       env=standin_env("/dev/null"))
     assert r.returncode == 0, r.stderr[-3000:]
     blocks = {m[1]: m[2] for m in re.finditer(r"rule (\w+):\n(?:    .*\n)*?    resources: ([^\n]*)", r.stdout)}
     train = dict(kv.split("=", 1) for kv in blocks["train_grpo"].split(", "))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT, job_stats, repo_copy
+from conftest import ROOT, job_stats, repo_copy, standin_env
 
 TEST_CONFIG = Path(ROOT) / "tests/workflow/config.test.yaml"
 
@@ -34,15 +34,11 @@ def changed(tmp_path, edit) -> Path:
     return path
 
 
-STANDIN = Path(ROOT) / "tests/workflow/standin"  # a stand-in `apptainer` (test double), see test_apptainer.py
-
-
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     work = tmp_path_factory.mktemp("workflow")
     # the stand-in is on PATH, but without --sdm apptainer the `container:` images must be ignored
-    r = snakemake(work, env={"PATH": f"{STANDIN}{os.pathsep}{os.environ['PATH']}",
-                             "LORARANK_APPTAINER_LOG": str(work / "apptainer.jsonl")})
+    r = snakemake(work, env=standin_env(work / "apptainer.jsonl"))
     assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
     assert not (work / "apptainer.jsonl").exists()
     return work
