@@ -2,7 +2,7 @@
 PY ?= python3
 CORES ?= 2
 
-.PHONY: setup run test lint
+.PHONY: setup run test test-fast lint
 
 setup:
 	PYTHON=$(PY) bash scripts/setup.sh
@@ -12,6 +12,10 @@ run: setup
 
 test: setup
 	$(PY) -m pytest
+
+# the edit loop: everything that needs neither a training job nor a Snakemake run (about a minute)
+test-fast: setup
+	$(PY) -m pytest -m "not train and not dag and not slurm"
 
 lint: setup
 	snakemake --lint

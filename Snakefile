@@ -13,6 +13,7 @@ validate(config, "workflow/schemas/config.schema.yaml")
 report: "workflow/report/workflow.rst"
 
 
+include: "workflow/rules/setup.smk"
 include: "workflow/rules/common.smk"
 
 

@@ -28,17 +28,19 @@ from __future__ import annotations
 import argparse
 import math
 import re
+from dataclasses import dataclass
 from fractions import Fraction
+from typing import NamedTuple
 
-import numpy as np
-
-from lorarank import __version__, gradlog
-from lorarank.cli import csv_list, positive_int
+from lorarank import __version__
+from lorarank.argtypes import csv_list, positive_float, positive_int
 from lorarank.errors import UserError
-from lorarank.io import sha256_file, write_json
-from lorarank.spec import ALPHA_POLICIES, DEFAULT_MODULES, PROFILE_STRATEGIES, STRATEGIES
+from lorarank.io import read_json, sha256_file, write_json
+from lorarank.options import add_arguments, from_args, opt
+from lorarank.study import ALPHA_POLICIES, DEFAULT_MODULES, PROFILE_STRATEGIES, STRATEGIES
 
 MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+BUDGETED = tuple(s for s in STRATEGIES if s != "manual")  # a manual allocation's budget is its sum
 
 
 # ---------------------------------------------------------------- rounding
@@ -92,119 +94,182 @@ def apportion(weights, total: int, lo: int = 1, hi: int | None = None) -> list[i
     return largest_remainder(water_fill(fr, total, lo, hi), total)
 
 
+# ---------------------------------------------------------------- the spec
+@dataclass
+class AllocationSpec:
+    """An allocation spec: the flags of `lorarank allocate`, the `allocation:` keys of the config."""
+
+    strategy: str = opt(None, "allocation strategy", choices=STRATEGIES, required=True)
+    budget: int | None = opt(None, "sum of per-layer ranks (study: 896)", type=positive_int, when={"strategy": BUDGETED})
+    num_layers: int | None = opt(None, "layer count (or give --model, or the gradient log's)", type=positive_int)
+    model: str | None = opt(None, "hub id, model directory or config.json (gives the layer count)")
+    granularity: str = opt("layer", "one rank per layer, or per (layer, projection)", choices=("layer", "module"))
+    target_modules: list[str] = opt(list(DEFAULT_MODULES), "projections that get LoRA adapters", type=csv_list)
+    grad_log: str | None = opt(None, "grad_norms.parquet for proportional, reduced, inverse")
+    fraction: float = opt(0.7, "reduced: share of the budget (0, 1]", when={"strategy": ("reduced",)})
+    min_rank: int = opt(1, "smallest rank any unit may get", type=positive_int, when={"strategy": BUDGETED})
+    max_rank: int | None = opt(None, "largest rank any unit may get", type=positive_int, when={"strategy": BUDGETED})
+    low: int = opt(16, "random: lowest draw", type=positive_int, when={"strategy": ("random",)})
+    high: int = opt(48, "random: highest draw", type=positive_int, when={"strategy": ("random",)})
+    seed: int = opt(0, "random: seed of the draw", when={"strategy": ("random",)})
+    ranks: str | None = opt(None, "manual: comma list, or @file.json (a list; per-module dicts allowed)",
+                            when={"strategy": ("manual",)})
+    allow_remainder: bool = opt(False, "uniform: give a remainder to the lowest-indexed layers")
+    alpha_policy: str = opt("ratio", "ratio: alpha = k*r (scaling constant); constant: one alpha; rslora: alpha/sqrt(r)",
+                            choices=ALPHA_POLICIES)
+    alpha: float | None = opt(None, "k for ratio (default 2), alpha for constant/rslora (default 2 x budget/layers)",
+                              type=positive_float)
+
+    def unit_count(self, num_layers: int) -> int:
+        return num_layers * (len(self.target_modules) if self.granularity == "module" else 1)
+
+    def check(self, num_layers: int | None = None) -> None:
+        """Refuse cross-field mistakes in one line; with `num_layers`, those that need the layer count too.
+        The CLI calls this before reading any file, the workflow before planning any job."""
+        for m in self.target_modules:
+            if not MODULE_NAME.match(m):
+                raise UserError(f"module name {m!r} is not a plain module name (e.g. q_proj)")
+        if len(set(self.target_modules)) != len(self.target_modules):
+            raise UserError(f"--target-modules lists a module twice: {self.target_modules}")
+        if self.max_rank is not None and self.max_rank < self.min_rank:
+            raise UserError(f"--max-rank {self.max_rank} is below --min-rank {self.min_rank}")
+        s = self.strategy
+        if s == "manual":
+            if not self.ranks:
+                raise UserError("strategy 'manual' needs --ranks (a comma list or @file.json)")
+            if num_layers is not None:
+                self.manual_ranks(num_layers)
+            return
+        if self.budget is None:
+            raise UserError(f"--budget is required for strategy {s!r}")
+        if s == "reduced" and not 0 < self.fraction <= 1:
+            raise UserError(f"--fraction {self.fraction} is outside (0, 1]")
+        if s == "random" and self.low > self.high:
+            raise UserError(f"--low {self.low} is above --high {self.high}")
+        if num_layers is None:
+            return
+        n_mod = len(self.target_modules) if self.granularity == "module" else 1
+        units = self.unit_count(num_layers)
+        budgets = [("--budget", self.budget)]
+        if s == "reduced":
+            budgets.append(("reduced budget (--fraction x --budget)", self.effective_budget()))
+        for what, budget in budgets:
+            if budget * n_mod < units * self.min_rank:
+                raise UserError(f"{what} {budget} is below {num_layers} layers x --min-rank {self.min_rank}")
+            if self.max_rank is not None and budget * n_mod > units * self.max_rank:
+                raise UserError(f"{what} {budget} is above {num_layers} layers x --max-rank {self.max_rank}")
+        if s == "uniform" and (self.budget * n_mod) % units and not self.allow_remainder:
+            per = self.budget * n_mod // units
+            rem = self.budget * n_mod - per * units
+            raise UserError(
+                f"--budget {self.budget} does not divide over {units} units ({per} each, remainder {rem}); "
+                f"pass --allow-remainder to give the remainder to the lowest-indexed layers, or use a multiple of {units}"
+            )
+
+    def effective_budget(self) -> int:
+        """The budget the ranks sum to: floor(fraction x budget) for reduced (never above the fraction)."""
+        if self.strategy == "reduced":
+            return int(Fraction(str(self.fraction)) * self.budget)
+        return self.budget
+
+    def manual_ranks(self, num_layers: int) -> list[int]:
+        """The manual ranks, one per unit, each a positive integer; one entry per layer."""
+        text, modules = self.ranks, self.target_modules
+        raw = read_json(text[1:], "ranks file") if text.startswith("@") else [t.strip() for t in text.split(",")]
+        if not isinstance(raw, list):
+            raise UserError("--ranks must be a comma list or @file.json holding a JSON list")
+        if len(raw) != num_layers:
+            raise UserError(f"--ranks has {len(raw)} entries but the model has {num_layers} layers (one entry per layer)")
+        flat: list = []
+        for entry in raw:
+            if isinstance(entry, dict):
+                if self.granularity != "module" or sorted(entry) != sorted(modules):
+                    raise UserError(f"per-module rank entry {entry} needs --granularity module and exactly modules {modules}")
+                flat.extend(entry[m] for m in modules)
+            else:
+                flat.extend([entry] * (len(modules) if self.granularity == "module" else 1))
+        out = []
+        for pos, value in enumerate(flat):
+            try:
+                ok = float(value) == int(float(value)) and int(float(value)) > 0 and not isinstance(value, bool)
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise UserError(f"rank {value!r} at position {pos} is not a positive integer")
+            out.append(int(float(value)))
+        total = sum(out)
+        n_mod = len(modules) if self.granularity == "module" else 1
+        if total % n_mod:
+            raise UserError(f"manual module ranks sum to {total}, not a multiple of {n_mod} modules")
+        if self.budget is not None and self.budget * n_mod != total:
+            raise UserError(f"manual ranks sum to {total // n_mod} per-layer units but --budget is {self.budget}")
+        return out
+
+
 # ---------------------------------------------------------------- strategies
-def units(num_layers: int, modules: list[str], granularity: str) -> list[tuple[int, str | None]]:
+def allocation_units(num_layers: int, modules: list[str], granularity: str) -> list[tuple[int, str | None]]:
+    """What gets one rank: each layer, or each (layer, projection) pair."""
     if granularity == "layer":
         return [(layer, None) for layer in range(num_layers)]
     return [(layer, m) for layer in range(num_layers) for m in modules]
 
 
-def profile_weights(df, units_: list, granularity: str, num_layers: int, modules: list[str]) -> list[float]:
+def profile_weights(df, units: list, granularity: str, num_layers: int, modules: list[str]) -> list[float]:
     """Shares from a gradient log, one per unit, after checking the log fits the allocation."""
+    from lorarank import gradlog
+
     log_layers = gradlog.num_layers(df)
     if log_layers != num_layers:
         raise UserError(f"gradient log covers {log_layers} layers but the allocation has {num_layers} (--num-layers)")
     if granularity == "layer":
         s = gradlog.shares(df, "layer")
-        return [float(s.get(layer, 0.0)) for layer, _ in units_]
+        return [float(s.get(layer, 0.0)) for layer, _ in units]
     have = set(df["module"].unique())
     lacking = [m for m in modules if m not in have]
     if lacking:
         raise UserError(f"module(s) {', '.join(lacking)} are not in the gradient log (it has: {', '.join(sorted(have))})")
     s = gradlog.shares(df[df["module"].isin(modules)], "module")
-    return [float(s.get((layer, m), 0.0)) for layer, m in units_]
+    return [float(s.get((layer, m), 0.0)) for layer, m in units]
 
 
-def manual_ranks(text: str, units_: list, granularity: str, modules: list[str]) -> list[int]:
-    if text.startswith("@"):
-        from lorarank.io import read_json
-
-        raw = read_json(text[1:], "ranks file")
-    else:
-        raw = [t.strip() for t in text.split(",")]
-    if not isinstance(raw, list):
-        raise UserError("--ranks must be a comma list or @file.json holding a JSON list")
-    flat: list = []
-    for entry in raw:
-        if isinstance(entry, dict):
-            if granularity != "module" or sorted(entry) != sorted(modules):
-                raise UserError(f"per-module rank entry {entry} needs --granularity module and exactly modules {modules}")
-            flat.extend(entry[m] for m in modules)
-        else:
-            flat.extend([entry] * (len(modules) if granularity == "module" else 1))
-    expected = len(units_) // (len(modules) if granularity == "module" else 1)
-    if len(raw) != expected:
-        raise UserError(f"--ranks has {len(raw)} entries but the model has {expected} layers (one entry per layer)")
-    out = []
-    for pos, value in enumerate(flat):
-        try:
-            ok = float(value) == int(float(value)) and int(float(value)) > 0 and not isinstance(value, bool)
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise UserError(f"rank {value!r} at position {pos} is not a positive integer")
-        out.append(int(float(value)))
-    return out
+class Ranks(NamedTuple):
+    ranks: list[int]  # one per unit
+    shares: list[float] | None  # the profile's, for the profiled strategies
+    params: dict  # what the strategy drew or used (recorded in the allocation file)
+    budget: int  # in per-layer rank units
 
 
-def compute_ranks(args, units_: list, profile_shares: list[float] | None):
-    """(ranks per unit, shares or None, strategy params, budget in per-layer rank units); the shares
-    come from the gradient log for the profiled strategies."""
-    n_mod = len(args.target_modules) if args.granularity == "module" else 1
-    lo, hi = args.min_rank, args.max_rank
-    if hi is not None and hi < lo:
-        raise UserError(f"--max-rank {hi} is below --min-rank {lo}")
-    s = args.strategy
+def compute_ranks(spec: AllocationSpec, units: list, profile_shares: list[float] | None) -> Ranks:
+    """Integer ranks per unit for a checked spec (`spec.check(num_layers)` has passed)."""
+    n_mod = len(spec.target_modules) if spec.granularity == "module" else 1
+    s = spec.strategy
     if s == "manual":
-        ranks = manual_ranks(args.ranks, units_, args.granularity, args.target_modules)
-        total = sum(ranks)
-        if total % n_mod:
-            raise UserError(f"manual module ranks sum to {total}, not a multiple of {n_mod} modules")
-        if args.budget is not None and args.budget * n_mod != total:
-            raise UserError(f"manual ranks sum to {total // n_mod} per-layer units but --budget is {args.budget}")
-        return ranks, None, {}, total // n_mod
-    if args.budget is None:
-        raise UserError(f"--budget is required for strategy {s!r}")
-    budget = args.budget
-    params: dict = {"min_rank": lo, "max_rank": hi}
+        ranks = spec.manual_ranks(len(units) // n_mod)
+        return Ranks(ranks, None, {}, sum(ranks) // n_mod)
+    budget = spec.effective_budget()
+    params: dict = {"min_rank": spec.min_rank, "max_rank": spec.max_rank}
     shares = None
     if s == "uniform":
-        if (budget * n_mod) % len(units_) and not args.allow_remainder:
-            per = budget * n_mod // len(units_)
-            rem = budget * n_mod - per * len(units_)
-            raise UserError(
-                f"budget {budget} does not divide over {len(units_)} units ({per} each, remainder {rem}); "
-                f"pass --allow-remainder to give the remainder to the lowest-indexed layers, or use a multiple of {len(units_)}"
-            )
-        weights: list = [1] * len(units_)
+        weights: list = [1] * len(units)
         params = {}
     elif s in PROFILE_STRATEGIES:
         shares = profile_shares
         if s == "reduced":
-            if not 0 < args.fraction <= 1:
-                raise UserError(f"--fraction {args.fraction} is outside (0, 1]")
-            params["fraction"], params["base_budget"] = args.fraction, budget
-            budget = int(Fraction(str(args.fraction)) * budget)  # floor: never above the fraction
+            params["fraction"], params["base_budget"] = spec.fraction, spec.budget
         if s == "inverse":
             zero = [i for i, x in enumerate(shares) if x <= 0]
             if zero:
-                raise UserError(f"inverse needs every share > 0, but unit {units_[zero[0]]} has share 0")
+                raise UserError(f"inverse needs every share > 0, but unit {units[zero[0]]} has share 0")
             weights = [1 / x for x in shares]
         else:
             weights = shares
-    elif s == "random":
-        if args.low > args.high:
-            raise UserError(f"--low {args.low} is above --high {args.high}")
-        rng = np.random.Generator(np.random.PCG64(args.seed))
-        draws = rng.integers(args.low, args.high + 1, size=len(units_))
-        weights = [int(d) for d in draws]
-        params.update(low=args.low, high=args.high, draws=weights)
-    total = budget * n_mod
-    if total < len(units_) * lo:
-        raise UserError(f"budget {budget} is below {len(units_) // n_mod} layers x min rank {lo}")
-    if hi is not None and total > len(units_) * hi:
-        raise UserError(f"budget {budget} is above {len(units_) // n_mod} layers x max rank {hi}")
-    return apportion(weights, total, lo, hi), shares, params, budget
+    else:  # random
+        import numpy as np
+
+        rng = np.random.Generator(np.random.PCG64(spec.seed))
+        weights = [int(d) for d in rng.integers(spec.low, spec.high + 1, size=len(units))]
+        params.update(low=spec.low, high=spec.high, draws=weights)
+    return Ranks(apportion(weights, budget * n_mod, spec.min_rank, spec.max_rank), shares, params, budget)
 
 
 def default_alpha(policy: str, budget: int, num_layers: int) -> float:
@@ -213,91 +278,69 @@ def default_alpha(policy: str, budget: int, num_layers: int) -> float:
     return 2.0 if policy == "ratio" else 2.0 * budget / num_layers
 
 
-def resolve_num_layers(args) -> int:
-    if args.model is not None:
-        from lorarank.models import load_config
+def resolve_num_layers(spec: AllocationSpec, log_layers: int | None) -> int:
+    """The layer count from --model, else --num-layers, else the gradient log; they must agree."""
+    n = spec.num_layers
+    if spec.model is not None:
+        from lorarank.model import load_config
 
-        n = int(load_config(args.model).num_hidden_layers)
-        if args.num_layers is not None and args.num_layers != n:
-            raise UserError(f"--num-layers {args.num_layers} disagrees with model {args.model!r}, which has {n} layers")
-        return n
-    if args.num_layers is None:
+        n = int(load_config(spec.model).num_hidden_layers)
+        if spec.num_layers is not None and spec.num_layers != n:
+            raise UserError(f"--num-layers {spec.num_layers} disagrees with model {spec.model!r}, which has {n} layers")
+    if n is None:
+        n = log_layers
+    if n is None:
         raise UserError("--num-layers or --model is required (the allocation needs the layer count)")
-    return args.num_layers
+    return n
 
 
-def build(args) -> dict:
-    """The allocation document (DESIGN.md contract) for parsed arguments."""
-    for m in args.target_modules:
-        if not MODULE_NAME.match(m):
-            raise UserError(f"module name {m!r} is not a plain module name (e.g. q_proj)")
-    if len(set(args.target_modules)) != len(args.target_modules):
-        raise UserError(f"--target-modules lists a module twice: {args.target_modules}")
-    profile, shares = None, None
-    if args.strategy in PROFILE_STRATEGIES:
-        if args.grad_log is None:
-            raise UserError(f"strategy {args.strategy!r} needs --grad-log (a grad_norms.parquet)")
-        df = gradlog.read(args.grad_log)
-        if args.num_layers is None and args.model is None:
-            args.num_layers = gradlog.num_layers(df)
-        num_layers = resolve_num_layers(args)
-        us = units(num_layers, args.target_modules, args.granularity)
-        shares = profile_weights(df, us, args.granularity, num_layers, args.target_modules)
-        profile = {"path": str(args.grad_log), "sha256": sha256_file(args.grad_log)}
+def build(spec: AllocationSpec) -> dict:
+    """The allocation document (DESIGN.md contract) for a spec."""
+    spec.check()
+    df, profile, log_layers = None, None, None
+    if spec.strategy in PROFILE_STRATEGIES:
+        from lorarank import gradlog
+
+        if spec.grad_log is None:
+            raise UserError(f"strategy {spec.strategy!r} needs --grad-log (a grad_norms.parquet)")
+        df = gradlog.read(spec.grad_log)
+        log_layers = gradlog.num_layers(df)
+        profile = {"path": str(spec.grad_log), "sha256": sha256_file(spec.grad_log)}
+    num_layers = resolve_num_layers(spec, log_layers)
+    spec.check(num_layers)
+    units = allocation_units(num_layers, spec.target_modules, spec.granularity)
+    shares = profile_weights(df, units, spec.granularity, num_layers, spec.target_modules) if df is not None else None
+    result = compute_ranks(spec, units, shares)
+    alpha = spec.alpha if spec.alpha is not None else default_alpha(spec.alpha_policy, result.budget, num_layers)
+    if spec.granularity == "module":
+        k = len(spec.target_modules)
+        per_layer = [dict(zip(spec.target_modules, result.ranks[i * k:(i + 1) * k])) for i in range(num_layers)]
     else:
-        num_layers = resolve_num_layers(args)
-        us = units(num_layers, args.target_modules, args.granularity)
-    ranks, shares, params, budget = compute_ranks(args, us, shares)
-    alpha = args.alpha if args.alpha is not None else default_alpha(args.alpha_policy, budget, num_layers)
-    if alpha <= 0:
-        raise UserError(f"--alpha {alpha} must be > 0")
-    if args.granularity == "module":
-        k = len(args.target_modules)
-        per_layer = [dict(zip(args.target_modules, ranks[i * k:(i + 1) * k])) for i in range(num_layers)]
-    else:
-        per_layer = ranks
+        per_layer = result.ranks
     return {
-        "strategy": args.strategy,
-        "granularity": args.granularity,
-        "budget": budget,
+        "strategy": spec.strategy,
+        "granularity": spec.granularity,
+        "budget": result.budget,
         "num_layers": num_layers,
         "ranks": per_layer,
-        "modules": list(args.target_modules),
-        "alpha_policy": {"name": args.alpha_policy, "value": alpha},
-        "seed": args.seed,
+        "modules": list(spec.target_modules),
+        "alpha_policy": {"name": spec.alpha_policy, "value": alpha},
+        "seed": spec.seed,
         "profile": profile,
-        "shares": shares,
-        "params": params,
+        "shares": result.shares,
+        "params": result.params,
         "lorarank_version": __version__,
     }
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--strategy", required=True, choices=STRATEGIES)
-    p.add_argument("--budget", type=positive_int, help="sum of per-layer ranks (study: 896)")
-    p.add_argument("--num-layers", type=positive_int)
-    p.add_argument("--model", help="hub id, model directory or config.json (gives the layer count)")
-    p.add_argument("--granularity", choices=("layer", "module"), default="layer")
-    p.add_argument("--target-modules", type=csv_list, default=list(DEFAULT_MODULES))
-    p.add_argument("--grad-log", help="grad_norms.parquet for proportional, reduced, inverse")
-    p.add_argument("--fraction", type=float, default=0.7, help="reduced: share of the budget (0, 1]")
-    p.add_argument("--min-rank", type=positive_int, default=1)
-    p.add_argument("--max-rank", type=positive_int)
-    p.add_argument("--low", type=positive_int, default=16, help="random: lowest draw")
-    p.add_argument("--high", type=positive_int, default=48, help="random: highest draw")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ranks", help="manual: comma list, or @file.json (a list; per-module dicts allowed)")
-    p.add_argument("--allow-remainder", action="store_true")
-    p.add_argument("--alpha-policy", choices=ALPHA_POLICIES, default="ratio",
-                   help="ratio: alpha = k*r (scaling constant); constant: one alpha; rslora: alpha/sqrt(r)")
-    p.add_argument("--alpha", type=float, help="k for ratio (default 2), alpha for constant/rslora")
+    add_arguments(p, AllocationSpec)
     p.add_argument("--out", required=True)
 
 
 def run(args) -> int:
-    doc = build(args)
+    doc = build(from_args(AllocationSpec, args))
     write_json(args.out, doc)
     flat = [v for r in doc["ranks"] for v in (r.values() if isinstance(r, dict) else [r])]
     print(f"{doc['strategy']}: {len(flat)} units, ranks {min(flat)}-{max(flat)}, budget {doc['budget']} -> {args.out}")
     return 0
-

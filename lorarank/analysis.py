@@ -13,19 +13,14 @@ reason in `notes`, never a crash or a division by zero.
 from __future__ import annotations
 
 import math
-import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from lorarank import gradlog
-
-
-def step_shares(df: pd.DataFrame) -> pd.DataFrame:
-    """Share per layer (columns) at every informative step (rows)."""
-    imp = gradlog.importance(df, "layer")
-    totals = imp.sum(axis=1)
-    return imp[totals > 0].div(totals[totals > 0], axis=0)
+from lorarank.errors import UserError
+from lorarank.study import arm_of
 
 
 def _corr(x, y, notes: list, what: str, method: str = "pearson") -> float | None:
@@ -42,7 +37,7 @@ def _corr(x, y, notes: list, what: str, method: str = "pearson") -> float | None
 
 def run_stats(df: pd.DataFrame, window: float = 0.1, top: float = 0.3) -> dict:
     notes: list[str] = []
-    per_step = step_shares(df)
+    per_step = gradlog.step_shares(df)
     shares = per_step.mean(axis=0)
     layers = [int(l) for l in shares.index]
     s = shares.to_numpy()
@@ -87,32 +82,37 @@ def amplification(arm: dict, uniform: dict, ranks: list[int]) -> dict:
     return out
 
 
-RUN_PATH = re.compile(r"(?:^|/)runs/(?P<strategy>[^/]+)/seed(?P<seed>\d+)/grad_norms\.parquet$")
+def layer_ranks(df: pd.DataFrame) -> list[float]:
+    """Allocated rank per layer as the gradient log records it (mean over modules at module granularity)."""
+    lora = df[df["matrix"].isin(["A", "B"])]
+    return [float(r) for r in lora.groupby("layer")["rank"].mean().sort_index()]
 
 
-def layer_ranks(alloc: dict) -> list[float]:
-    """Rank per layer (mean over modules at module granularity)."""
-    return [float(np.mean(list(r.values()))) if isinstance(r, dict) else float(r) for r in alloc["ranks"]]
+def read_run(grad_log: str) -> tuple[dict, pd.DataFrame]:
+    """(identity, gradient log): the identity is what run.json beside the log says, never its path."""
+    from lorarank.io import read_json
+
+    record = read_json(Path(grad_log).with_name("run.json"), f"run record of {grad_log!r}")
+    if "identity" not in record:
+        raise UserError(f"run record beside {grad_log!r} has no identity (it predates lorarank 0.2: rerun it)")
+    return record["identity"], gradlog.read(grad_log)
 
 
-def analyze(grad_logs: list[str], allocations: list[str], sft: str | None, window: float) -> tuple[dict, dict]:
-    """(gradient_stats document, per-step shares per run for the heatmaps)."""
-    from lorarank.spec import load_allocation
-    from lorarank.errors import UserError
-
-    runs, per_step = {}, {}
+def analyze(grad_logs: list[str], window: float) -> tuple[dict, dict]:
+    """(gradient_stats document, per-step shares per run for the heatmaps). The warm-up's log (if
+    given) is the SFT side of the contrast; every LoRA run is compared with the uniform run of its seed."""
+    runs, per_step, ranks, warmup = {}, {}, {}, None
     for p in grad_logs:
-        m = RUN_PATH.search(str(p))
-        if not m:
-            raise UserError(f"gradient log {p!r} is not at runs/<strategy>/seed<N>/grad_norms.parquet")
-        df = gradlog.read(p)
-        key = (m["strategy"], int(m["seed"]))
+        ident, df = read_run(p)
+        if ident["kind"] == "warmup":
+            warmup = df
+            continue
+        key = (arm_of(ident), int(ident["seed"]))
+        if key in runs:
+            raise UserError(f"two gradient logs are {key[0]} seed {key[1]}: {p!r} and another")
         runs[key] = run_stats(df, window)
-        per_step[key] = step_shares(df)
-    allocs = {}
-    for p in allocations:
-        a = load_allocation(p)
-        allocs[a["strategy"]] = a
+        per_step[key] = gradlog.step_shares(df)
+        ranks[key[0]] = layer_ranks(df)
     doc = {"definition": "share = sqrt(sum of squared LoRA A/B grad norms of a layer) / sum over layers, "
                          "averaged over steps; amplification = correlation of allocated rank with share - uniform share",
            "window": window, "runs": {f"{s}/seed{seed}": v for (s, seed), v in runs.items()}, "arms": {}}
@@ -120,16 +120,14 @@ def analyze(grad_logs: list[str], allocations: list[str], sft: str | None, windo
         seeds = sorted(seed for s, seed in runs if s == strategy)
         arm = {"seeds": seeds, "per_seed": {}}
         for seed in seeds:
-            if strategy != "uniform" and ("uniform", seed) in runs and strategy in allocs:
-                arm["per_seed"][str(seed)] = amplification(runs[(strategy, seed)], runs[("uniform", seed)],
-                                                           layer_ranks(allocs[strategy]))
+            if strategy != "uniform" and ("uniform", seed) in runs:
+                arm["per_seed"][str(seed)] = amplification(runs[(strategy, seed)], runs[("uniform", seed)], ranks[strategy])
         vals = [v["rank_vs_shift_pearson"] for v in arm["per_seed"].values() if v["rank_vs_shift_pearson"] is not None]
         arm["rank_vs_shift_pearson_mean"] = float(np.mean(vals)) if vals else None
         doc["arms"][strategy] = arm
-    if sft:
-        sdf = gradlog.read(sft)
-        doc["sft"] = run_stats(sdf, window)
-        per_step[("sft", 0)] = step_shares(sdf)
+    if warmup is not None:
+        doc["sft"] = run_stats(warmup, window)
+        per_step[("warmup", 0)] = gradlog.step_shares(warmup)
         uni = [k for k in runs if k[0] == "uniform"]
         if uni:
             g = runs[uni[0]]
@@ -141,30 +139,26 @@ def analyze(grad_logs: list[str], allocations: list[str], sft: str | None, windo
 
 
 def configure(p) -> None:
-    p.add_argument("--grad-logs", nargs="+", required=True, help="runs/<strategy>/seed<N>/grad_norms.parquet")
-    p.add_argument("--allocations", nargs="*", default=[], help="allocations/<strategy>.json")
-    p.add_argument("--sft", help="the SFT warm-up's grad_norms.parquet (SFT-vs-GRPO contrast)")
+    p.add_argument("--grad-logs", nargs="+", required=True,
+                   help="grad_norms.parquet of every run (run.json beside each says what it is), the warm-up's included")
     p.add_argument("--window", type=float, default=0.1, help="early/late window, fraction of steps")
     p.add_argument("--out", required=True, help="summary directory (gradient_stats.json, figures/)")
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from lorarank import figures
-    from lorarank.errors import UserError
     from lorarank.io import write_json
 
     if not 0 < args.window <= 0.5:
         raise UserError(f"--window {args.window} is outside (0, 0.5]")
-    doc, per_step = analyze(args.grad_logs, args.allocations, args.sft, args.window)
+    doc, per_step = analyze(args.grad_logs, args.window)
     out = Path(args.out)
     figs = out / "figures"
     first = {}
     for (s, seed), table in per_step.items():
         if s not in first:
             first[s] = seed
-            label = "SFT warm-up" if s == "sft" else f"GRPO, {s} arm (seed {seed})"
+            label = "SFT warm-up" if s == "warmup" else f"GRPO, {s} arm (seed {seed})"
             figures.heatmap(table, f"Gradient share per layer over training: {label}", figs / f"heatmap_{s}.png")
     points = {}
     for s, arm in doc["arms"].items():

@@ -2,7 +2,7 @@
 
     python -m lorarank archive --results results/default --inputs <files and dirs> \
         --config-json '<resolved config>' --snakemake-version 9.27.1 --out results/default/archive
-    python -m lorarank verify-archive results/default/archive      # or the .tar.gz, or an extracted copy
+    python -m lorarank verify-archive results/default/archive      # see lorarank.verify_archive
 
 `archive/` holds `<experiment>.tar.gz` and `MANIFEST.json` (also inside the tarball, so an extracted
 copy verifies itself). The manifest records the sha256 and size of every result file, the resolved
@@ -23,16 +23,14 @@ import io
 import json
 import os
 import subprocess
-import sys
 import tarfile
-import zlib
 from pathlib import Path
 
 from lorarank import __version__
 from lorarank.containers import digest, references
 from lorarank.environment import describe
 from lorarank.errors import UserError
-from lorarank.io import atomic_path, read_json, sha256_file, sha256_stream
+from lorarank.io import atomic_path, read_json, sha256_file
 
 FORMAT = "lorarank-archive/1"
 MANIFEST = "MANIFEST.json"
@@ -161,18 +159,14 @@ def write_tarball(path: Path, prefix: str, files: dict[str, Path], manifest_byte
         tar.addfile(_member(f"{prefix}/{MANIFEST}", len(manifest_bytes), 0o644), io.BytesIO(manifest_bytes))
 
 
-def archive(args) -> dict:
-    results, out = Path(args.results), Path(args.out)
+def archive(results: str | Path, inputs: list[str], config: dict, out: str | Path,
+            snakemake_version: str | None = None, code_root: Path = CHECKOUT) -> dict:
+    """Write `out/<experiment>.tar.gz` and `out/MANIFEST.json` for the result files in `inputs`."""
+    results, out = Path(results), Path(out)
     if not results.is_dir():
-        raise UserError(f"results directory {args.results!r} does not exist")
-    try:
-        config = json.loads(args.config_json) if args.config_json else {}
-    except json.JSONDecodeError as e:
-        raise UserError(f"--config-json is not valid JSON: {e}") from None
-    if not isinstance(config, dict):
-        raise UserError("--config-json must hold a JSON object (the resolved config)")
-    files = result_files(results, args.inputs)
-    doc = manifest(results, files, config, args.snakemake_version, Path(args.code_root))
+        raise UserError(f"results directory {str(results)!r} does not exist")
+    files = result_files(results, inputs)
+    doc = manifest(results, files, config, snakemake_version, Path(code_root))
     body = dumps(doc)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / doc["tarball"]) as tmp:
@@ -182,93 +176,7 @@ def archive(args) -> dict:
     return doc
 
 
-# --- verification ---------------------------------------------------------------------------------
-
-def _check(expected: dict, rel: str, data_sha: str, size: int, problems: list[str]) -> None:
-    want = expected.get(rel)
-    if want is None:
-        problems.append(f"{rel}: not in the manifest")
-    elif want["sha256"] != data_sha or want["bytes"] != size:
-        problems.append(f"{rel}: changed (sha256 {data_sha[:16]}…, {size} bytes; manifest {want['sha256'][:16]}…, "
-                        f"{want['bytes']} bytes)")
-
-
-def _load_manifest(raw: bytes, where: str) -> dict:
-    try:
-        doc = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{where} is not valid JSON: {e}") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("files"), dict):
-        raise UserError(f"{where} is not a {FORMAT} manifest")
-    return doc
-
-
-def verify_tarball(tarball: Path, sidecar: bytes | None) -> tuple[dict | None, list[str], int]:
-    """(manifest, problems, files checked) for a tarball; `sidecar` is the MANIFEST.json beside it."""
-    seen: dict[str, tuple[str, int]] = {}
-    inner, problems, prefixes = None, [], set()
-    try:
-        with gzip.open(tarball, "rb") as gz, tarfile.open(fileobj=gz, mode="r:") as tar:
-            for m in tar:
-                if not m.isfile():
-                    problems.append(f"{m.name}: not a regular file")
-                    continue
-                prefix, _, rel = m.name.partition("/")
-                prefixes.add(prefix)
-                f = tar.extractfile(m)
-                if rel == MANIFEST:
-                    inner = f.read()
-                    continue
-                seen[rel] = sha256_stream(f)
-            while gz.read(1 << 20):  # to the end: gzip checks its CRC there, and only there
-                pass
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
-        return None, [f"{tarball.name}: corrupt ({e})"], 0
-    if inner is None:
-        return None, [f"{tarball.name}: holds no {MANIFEST}"], 0
-    if sidecar is not None and sidecar != inner:
-        problems.append(f"{MANIFEST}: differs from the copy inside {tarball.name}")
-    doc = _load_manifest(inner, f"{MANIFEST} inside {tarball.name}")
-    problems += [f"{p}/: outside the experiment directory {doc.get('experiment')}/" for p in sorted(prefixes)
-                 if p != doc.get("experiment")]
-    for rel, (sha, size) in sorted(seen.items()):
-        _check(doc["files"], rel, sha, size, problems)
-    problems += [f"{rel}: missing" for rel in sorted(set(doc["files"]) - set(seen))]
-    return doc, problems, len(seen)
-
-
-def verify_tree(root: Path, raw: bytes) -> tuple[dict, list[str], int]:
-    """An extracted archive: MANIFEST.json and the files beside it."""
-    doc = _load_manifest(raw, str(root / MANIFEST))
-    problems, n = [], 0
-    present = {f.relative_to(root).as_posix() for f in root.rglob("*") if f.is_file()} - {MANIFEST}
-    for rel in sorted(present):
-        f = root / rel
-        _check(doc["files"], rel, sha256_file(f), f.stat().st_size, problems)
-        n += 1
-    problems += [f"{rel}: missing" for rel in sorted(set(doc["files"]) - present)]
-    return doc, problems, n
-
-
-def verify(path: str) -> tuple[dict | None, list[str], int]:
-    p = Path(path)
-    if p.is_file() and p.name.endswith((".tar.gz", ".tgz")):
-        side = p.parent / MANIFEST
-        return verify_tarball(p, side.read_bytes() if side.is_file() else None)
-    if p.is_dir() and (p / MANIFEST).is_file():
-        raw = (p / MANIFEST).read_bytes()
-        tarball = p / str(_load_manifest(raw, str(p / MANIFEST)).get("tarball", ""))
-        if tarball.is_file() and tarball.name:
-            return verify_tarball(tarball, raw)
-        return verify_tree(p, raw)
-    raise UserError(f"{path!r} is not an archive (allowed: an archive directory or an extracted copy holding "
-                    f"{MANIFEST}, or a .tar.gz written by `lorarank archive`)")
-
-
 def configure(p) -> None:
-    if p.prog.endswith("verify-archive"):
-        p.add_argument("path", help="archive directory, .tar.gz, or an extracted copy (holds MANIFEST.json)")
-        return
     p.add_argument("--results", required=True, help="results/<experiment> directory")
     p.add_argument("--inputs", nargs="+", required=True, help="result files and directories to archive")
     p.add_argument("--config-json", default=None, help="the resolved config as JSON")
@@ -278,15 +186,12 @@ def configure(p) -> None:
 
 
 def run(args) -> int:
-    if args.command == "verify-archive":
-        doc, problems, n = verify(args.path)
-        for line in problems:
-            print(f"lorarank verify-archive: {line}", file=sys.stderr)
-        if problems:
-            return 1
-        print(f"{args.path}: {n} files match the manifest ({doc['experiment']}, code "
-              f"{doc['code'].get('git_commit') or 'not under git'}{' dirty' if doc['code'].get('dirty') else ''})")
-        return 0
-    doc = archive(args)
+    try:
+        config = json.loads(args.config_json) if args.config_json else {}
+    except json.JSONDecodeError as e:
+        raise UserError(f"--config-json is not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise UserError("--config-json must hold a JSON object (the resolved config)")
+    doc = archive(args.results, args.inputs, config, args.out, args.snakemake_version, Path(args.code_root))
     print(f"{args.out}: {len(doc['files'])} files, {doc['tarball']}")
     return 0

@@ -13,21 +13,21 @@ import sys
 
 from lorarank.errors import UserError
 
-# command -> (module, one-line help)
+# command -> (module, one-line help), in pipeline order (as `--help` lists them)
 COMMANDS = {
+    "prepare-data": ("lorarank.data", "GSM8K (hub, local jsonl or synthetic) as parquet splits + manifest"),
+    "build-model": ("lorarank.build_model", "a tiny Qwen2 with a locally trained tokenizer (offline runs, tests)"),
     "allocate": ("lorarank.allocation", "turn an allocation spec into per-layer ranks at an exact budget"),
     "lora-config": ("lorarank.lora", "write the exact, verified PEFT LoraConfig for an allocation"),
-    "check-pattern": ("lorarank.patterns", "lint a hand-written rank_pattern/alpha_pattern against a model"),
-    "build-model": ("lorarank.tinymodel", "a tiny Qwen2 with a locally trained tokenizer (offline runs, tests)"),
-    "sft": ("lorarank.sft", "supervised warm-up (full or LoRA) with the gradient profiler"),
+    "sft": ("lorarank.sft", "supervised fine-tuning (full warm-up or LoRA) with the gradient profiler"),
     "train": ("lorarank.train", "GRPO with a verified LoRA allocation and per-layer gradient profiling"),
     "evaluate": ("lorarank.evaluate", "greedy GSM8K evaluation graded strict and flexible"),
     "analyze": ("lorarank.analysis", "gradient statistics (shares, amplification, SFT vs GRPO) and figures"),
     "summarize": ("lorarank.summary", "results table: accuracies with CIs and paired tests against uniform"),
-    "fingerprint": ("lorarank.fingerprint", "what each command's code fingerprint (its rerun trigger) is made of"),
-    "prepare-data": ("lorarank.data", "GSM8K (hub, local jsonl or synthetic) as parquet splits + manifest"),
     "archive": ("lorarank.archive", "deterministic tarball + MANIFEST.json of an experiment's results"),
-    "verify-archive": ("lorarank.archive", "recompute an archive's hashes; name every file that changed"),
+    "verify-archive": ("lorarank.verify_archive", "recompute an archive's hashes; name every file that changed"),
+    "check-pattern": ("lorarank.patterns", "lint a hand-written rank_pattern/alpha_pattern against a model"),
+    "fingerprint": ("lorarank.fingerprint", "what each command's code fingerprint (its rerun trigger) is made of"),
 }
 
 
@@ -66,21 +66,3 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"lorarank {args.command}: error: {e}", file=sys.stderr)
         return 2
-
-
-# argparse `type=` helpers: one clear message naming the value and what is allowed.
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer (a positive integer is required)") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} is not positive (a positive integer is required)")
-    return value
-
-
-def csv_list(text: str) -> list[str]:
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError(f"{text!r} is empty (a comma-separated list is required)")
-    return items

@@ -20,13 +20,13 @@ import argparse
 import json
 import random
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
-from lorarank.cli import csv_list, positive_int
+from lorarank.argtypes import csv_list, positive_int
 from lorarank.errors import UserError
 from lorarank.io import atomic_path, sha256_file, write_json
+from lorarank.options import add_arguments, from_args, opt
 
 SPLITS = ("train", "test")
 COLUMNS = ("idx", "question", "answer", "gold")
@@ -71,7 +71,9 @@ def synthetic_problem(rng: random.Random, level: int) -> dict:
     return {"question": question, "answer": "\n".join(lines) + f"\n#### {value}"}
 
 
-def synthetic(n_train: int, n_test: int, levels: list[int], seed: int) -> dict[str, pd.DataFrame]:
+def synthetic(n_train: int, n_test: int, levels: list[int], seed: int) -> dict:
+    import pandas as pd
+
     rng = random.Random(seed)
     seen: set[str] = set()
     out = {}
@@ -86,7 +88,9 @@ def synthetic(n_train: int, n_test: int, levels: list[int], seed: int) -> dict[s
     return out
 
 
-def read_jsonl(path: Path) -> pd.DataFrame:
+def read_jsonl(path: Path):
+    import pandas as pd
+
     if not path.is_file():
         raise UserError(f"GSM8K file {str(path)!r} does not exist (a directory with train.jsonl and test.jsonl is needed)")
     rows = []
@@ -103,7 +107,7 @@ def read_jsonl(path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["question", "answer"])
 
 
-def from_hub(hub_id: str, hub_config: str) -> tuple[dict[str, pd.DataFrame], dict]:
+def from_hub(hub_id: str, hub_config: str) -> tuple[dict, dict]:
     try:
         from datasets import load_dataset
 
@@ -115,7 +119,10 @@ def from_hub(hub_id: str, hub_config: str) -> tuple[dict[str, pd.DataFrame], dic
     return frames, {s: ds[s]._fingerprint for s in SPLITS}
 
 
-def finish(frame: pd.DataFrame, split: str) -> pd.DataFrame:
+def with_gold(frame, split: str):
+    """The split in the contract's columns: idx (position), question, answer, gold (as written after '####')."""
+    import pandas as pd
+
     frame = frame.reset_index(drop=True)
     golds = []
     for i, sol in enumerate(frame["answer"]):
@@ -128,40 +135,77 @@ def finish(frame: pd.DataFrame, split: str) -> pd.DataFrame:
     return frame[list(COLUMNS)]
 
 
-def prepare(args) -> dict:
+def levels_list(text: str) -> list[int]:
+    try:
+        levels = [int(x) for x in csv_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of levels 1-4") from None
+    if not all(1 <= x <= 4 for x in levels):
+        raise argparse.ArgumentTypeError(f"levels {levels} must each be 1-4")
+    return levels
+
+
+@dataclass
+class DataSettings:
+    """Where the splits come from: the flags of `lorarank prepare-data`, config `data`."""
+
+    source: str = opt("synthetic", "synthetic problems, a local directory of GSM8K jsonl, or the hub dataset",
+                      choices=("synthetic", "local", "hub"))
+    path: str | None = opt(None, "local: directory with train.jsonl and test.jsonl", when={"source": ("local",)})
+    hub_id: str = opt("openai/gsm8k", "hub: dataset id", when={"source": ("hub",)})
+    hub_config: str = opt("main", "hub: dataset config", when={"source": ("hub",)})
+    n_train: int = opt(4000, "synthetic: training problems", type=positive_int, when={"source": ("synthetic",)})
+    n_test: int = opt(500, "synthetic: test problems", type=positive_int, when={"source": ("synthetic",)})
+    levels: list[int] = opt([1, 2], "synthetic: operations per problem, drawn from this list", type=levels_list,
+                            when={"source": ("synthetic",)})
+    seed: int = opt(0, "synthetic: generator seed", when={"source": ("synthetic",)})
+
+    def check(self) -> None:
+        if self.source == "local":
+            if not self.path:
+                raise UserError("--source local needs --path (a directory with train.jsonl and test.jsonl)")
+            for s in SPLITS:
+                if not (Path(self.path) / f"{s}.jsonl").is_file():
+                    raise UserError(f"--path {self.path!r} has no {s}.jsonl (local GSM8K needs train.jsonl and test.jsonl)")
+
+
+def prepare(settings: DataSettings, out: str | Path) -> dict:
+    """Write train/test parquet splits and manifest.json (last: its presence means the splits are complete)."""
+    settings.check()
     inputs: dict = {}
-    if args.source == "synthetic":
-        frames = synthetic(args.n_train, args.n_test, args.levels, args.seed)
-    elif args.source == "local":
-        if not args.path:
-            raise UserError("--source local needs --path DIR (with train.jsonl and test.jsonl)")
+    if settings.source == "synthetic":
+        frames = synthetic(settings.n_train, settings.n_test, settings.levels, settings.seed)
+    elif settings.source == "local":
         frames = {}
         for s in SPLITS:
-            f = Path(args.path) / f"{s}.jsonl"
+            f = Path(settings.path) / f"{s}.jsonl"
             frames[s] = read_jsonl(f)
             inputs[s] = {"path": str(f), "sha256": sha256_file(f)}
     else:
-        frames, fingerprints = from_hub(args.hub_id, args.hub_config)
-        inputs = {s: {"hub_id": args.hub_id, "config": args.hub_config, "fingerprint": fingerprints[s]} for s in SPLITS}
-    out = Path(args.out)
+        frames, fingerprints = from_hub(settings.hub_id, settings.hub_config)
+        inputs = {s: {"hub_id": settings.hub_id, "config": settings.hub_config, "fingerprint": fingerprints[s]}
+                  for s in SPLITS}
+    out = Path(out)
     counts = {}
     for s in SPLITS:
-        frame = finish(frames[s], s)
+        frame = with_gold(frames[s], s)
         counts[s] = len(frame)
         with atomic_path(out / f"{s}.parquet") as tmp:
             frame.to_parquet(tmp, index=False)
     manifest = {
-        "source": args.source, "inputs": inputs, "counts": counts, "seed": args.seed,
-        "levels": args.levels if args.source == "synthetic" else None,
+        "source": settings.source, "inputs": inputs, "counts": counts, "seed": settings.seed,
+        "levels": settings.levels if settings.source == "synthetic" else None,
         "columns": list(COLUMNS),
         "sha256": {s: sha256_file(out / f"{s}.parquet") for s in SPLITS},
     }
-    write_json(out / "manifest.json", manifest)  # last: its presence means the splits are complete
+    write_json(out / "manifest.json", manifest)
     return manifest
 
 
-def load_split(path: str | Path, need=("question", "answer")) -> pd.DataFrame:
-    """Read a prepared split (or any parquet with GSM8K columns), naming missing columns."""
+def load_split(path: str | Path, need=("question", "answer")):
+    """Read a prepared split (or any parquet with GSM8K columns) as a DataFrame, naming missing columns."""
+    import pandas as pd
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"data file {str(path)!r} does not exist")
@@ -173,35 +217,18 @@ def load_split(path: str | Path, need=("question", "answer")) -> pd.DataFrame:
     if missing:
         raise UserError(f"data file {str(path)!r} lacks column(s) {', '.join(missing)} (needs {', '.join(need)})")
     if "gold" not in df.columns:
-        df = finish(df[["question", "answer"]], path.name)
+        df = with_gold(df[["question", "answer"]], path.name)
     if "idx" not in df.columns:
         df.insert(0, "idx", range(len(df)))
     return df
 
 
-def levels_list(text: str) -> list[int]:
-    try:
-        levels = [int(x) for x in csv_list(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of levels 1-4") from None
-    if not all(1 <= x <= 4 for x in levels):
-        raise argparse.ArgumentTypeError(f"levels {levels} must each be 1-4")
-    return levels
-
-
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", choices=("synthetic", "local", "hub"), required=True)
-    p.add_argument("--path", help="local: directory with train.jsonl and test.jsonl")
-    p.add_argument("--hub-id", default="openai/gsm8k")
-    p.add_argument("--hub-config", default="main")
-    p.add_argument("--n-train", type=positive_int, default=4000, help="synthetic: training problems")
-    p.add_argument("--n-test", type=positive_int, default=500, help="synthetic: test problems")
-    p.add_argument("--levels", type=levels_list, default=[1, 2], help="synthetic: operations per problem")
-    p.add_argument("--seed", type=int, default=0)
+    add_arguments(p, DataSettings)
     p.add_argument("--out", required=True, help="output directory (train.parquet, test.parquet, manifest.json)")
 
 
 def run(args) -> int:
-    m = prepare(args)
+    m = prepare(from_args(DataSettings, args), args.out)
     print(f"{m['source']}: train {m['counts']['train']}, test {m['counts']['test']} -> {args.out}")
     return 0

@@ -1,6 +1,6 @@
 """`lorarank evaluate`: greedy GSM8K evaluation with per-question records, graded both ways.
 
-    python -m lorarank evaluate --model runs/sft/final --adapter runs/uniform/seed0/final \
+    python -m lorarank evaluate --model warmup/final --adapter runs/uniform/seed0/final \
         --data data/gsm8k/test.parquet --n 200 --seed 0 --out eval/uniform/seed0
     python -m lorarank evaluate --model Qwen/Qwen2.5-1.5B-Instruct --data data/gsm8k/test.parquet --n 200 --out eval/base/seed0
 
@@ -20,23 +20,43 @@ import hashlib
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from lorarank.cli import positive_int
+from lorarank.argtypes import positive_int
 from lorarank.environment import describe
 from lorarank.errors import UserError
-from lorarank.io import atomic_path, sha256_file, weights_sha256, write_json
+from lorarank.io import atomic_path, read_json, sha256_file, weights_sha256, write_json
+from lorarank.options import add_arguments, from_args, identity, opt
+from lorarank.prompts import LAYOUTS
+from lorarank.study import run_identity
 
 PRED_COLUMNS = ["idx", "question", "gold", "completion", "pred_strict", "pred_flexible",
                 "correct_strict", "correct_flexible"]
 
 
-def subset(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    if n > len(df):
-        raise UserError(f"--n {n} is larger than the split ({len(df)} questions)")
+@dataclass
+class EvalSettings:
+    """The flags of `lorarank evaluate`, config `evaluation` (and `layout`)."""
+
+    n: int = opt(200, "questions, drawn by --seed from the split", type=positive_int)
+    seed: int = opt(0, "seed of the question draw (the same for every arm: paired comparisons)")
+    layout: str = opt("hash", "answer layout the prompt asks for", choices=LAYOUTS)
+    max_new_tokens: int = opt(256, "completion tokens at most", type=positive_int)
+    batch_size: int = opt(32, "questions generated together (left padding; predictions do not depend on it)",
+                          type=positive_int, operational=True)
+
+    def check(self, split_size: int | None = None) -> None:
+        if split_size is not None and self.n > split_size:
+            raise UserError(f"--n {self.n} is larger than the split ({split_size} questions)")
+
+
+def subset(df, settings: EvalSettings):
+    """The questions every arm is evaluated on: n drawn by the seed, in split order."""
+    import numpy as np
+
+    settings.check(len(df))
+    n, seed = settings.n, settings.seed
     rows = np.sort(np.random.default_rng(seed).choice(len(df), size=n, replace=False))
     return df.iloc[rows].reset_index(drop=True)
 
@@ -106,7 +126,9 @@ def generate(model, tokenizer, questions: list[str], layout: str, batch_size: in
     return texts, n_tokens
 
 
-def grade(df: pd.DataFrame, completions: list[str]) -> pd.DataFrame:
+def grade(df, completions: list[str]):
+    import pandas as pd
+
     from lorarank.gsm8k import extract_answer, is_correct
 
     golds = df["gold"].tolist()
@@ -123,14 +145,10 @@ def grade(df: pd.DataFrame, completions: list[str]) -> pd.DataFrame:
 
 def load_model(spec: str, adapter: str | None):
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lorarank.models import load_config
+    from lorarank.model import load
 
-    load_config(spec)  # one clear line for a bad model spec
-    tokenizer = AutoTokenizer.from_pretrained(spec, trust_remote_code=False)
-    dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, trust_remote_code=False)
+    model, tokenizer = load(spec, bf16=True)
     if torch.cuda.is_available():
         model = model.to("cuda")
     if adapter:
@@ -139,28 +157,41 @@ def load_model(spec: str, adapter: str | None):
     return model, tokenizer
 
 
-def evaluate(args) -> dict:
+def evaluated(model: str, adapter: str | None) -> dict:
+    """What is evaluated: the training run's identity (run.json beside the adapter), or the base model."""
+    if adapter is None:
+        return run_identity("base", None, None, None, weights_sha256(model))
+    run = Path(adapter).parent / "run.json"
+    if not run.is_file():
+        return run_identity("adapter", None, None, None, weights_sha256(model))
+    return read_json(run, "run record")["identity"]
+
+
+def evaluate(model: str, adapter: str | None, data: str, out: str | Path, settings: EvalSettings,
+             progress: bool = False) -> dict:
+    """Generate, grade and write predictions.parquet and metrics.json; returns the metrics."""
     import torch
 
     from lorarank.data import load_split
     from lorarank.stats import wilson
 
-    torch.manual_seed(args.seed)
-    df = subset(load_split(args.data), args.n, args.seed)
-    if args.adapter and not Path(args.adapter).exists():
-        raise UserError(f"adapter {args.adapter!r} does not exist")
-    model, tokenizer = load_model(args.model, args.adapter)
+    torch.manual_seed(settings.seed)
+    df = subset(load_split(data), settings)
+    if adapter and not Path(adapter).exists():
+        raise UserError(f"adapter {adapter!r} does not exist")
+    what = evaluated(model, adapter)
+    lm, tokenizer = load_model(model, adapter)
     t0 = time.perf_counter()
-    completions, n_tokens = generate(model, tokenizer, list(df["question"]), args.layout, args.batch_size,
-                                     args.max_new_tokens, progress=not args.quiet)
+    completions, n_tokens = generate(lm, tokenizer, list(df["question"]), settings.layout, settings.batch_size,
+                                     settings.max_new_tokens, progress=progress)
     seconds = time.perf_counter() - t0
     preds = grade(df, completions)
     n = len(preds)
-    metrics = {"n": n, "seed": args.seed, "layout": args.layout, "batch_size": args.batch_size,
-               "max_new_tokens": args.max_new_tokens, "tokens_generated": n_tokens,
+    metrics = {"identity": what, "settings": identity(settings), "n": n, "seed": settings.seed,
+               "batch_size": settings.batch_size, "tokens_generated": n_tokens,
                "seconds": round(seconds, 3), "questions_per_second": round(n / seconds, 3) if seconds else None,
-               "model": weights_sha256(args.model), "adapter": weights_sha256(args.adapter) if args.adapter else None,
-               "data": {"path": str(args.data), "sha256": sha256_file(args.data)},
+               "model": weights_sha256(model), "adapter": weights_sha256(adapter) if adapter else None,
+               "data": {"path": str(data), "sha256": sha256_file(data)},
                "subset_sha256": hashlib.sha256(json.dumps(preds["idx"].tolist()).encode()).hexdigest(),
                "environment": describe()}
     for mode in ("strict", "flexible"):
@@ -168,7 +199,7 @@ def evaluate(args) -> dict:
         lo, hi = wilson(k, n)
         metrics[f"accuracy_{mode}"] = k / n
         metrics[f"ci95_{mode}"] = [lo, hi]
-    out = Path(args.out)
+    out = Path(out)
     with atomic_path(out / "predictions.parquet") as tmp:
         preds.to_parquet(tmp, index=False)
     write_json(out / "metrics.json", metrics)
@@ -179,17 +210,13 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="base model: directory or hub id")
     p.add_argument("--adapter", help="PEFT adapter directory (omit to evaluate the base model)")
     p.add_argument("--data", required=True, help="test split (parquet with question, answer)")
-    p.add_argument("--n", type=positive_int, default=200, help="questions, drawn by --seed")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--layout", choices=("hash", "tags"), default="hash")
-    p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--max-new-tokens", type=positive_int, default=256)
+    add_arguments(p, EvalSettings)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, help="directory for predictions.parquet and metrics.json")
 
 
 def run(args) -> int:
-    m = evaluate(args)
+    m = evaluate(args.model, args.adapter, args.data, args.out, from_args(EvalSettings, args), progress=not args.quiet)
     print(f"n={m['n']}: strict {m['accuracy_strict']:.1%} [{m['ci95_strict'][0]:.1%}, {m['ci95_strict'][1]:.1%}], "
           f"flexible {m['accuracy_flexible']:.1%}, {m['questions_per_second']} q/s -> {args.out}")
     return 0

@@ -80,12 +80,17 @@ def importance(df: pd.DataFrame, by: str = "layer") -> pd.DataFrame:
     return np.sqrt(table.sort_index(axis=0).sort_index(axis=1))
 
 
-def shares(df: pd.DataFrame, by: str = "layer") -> pd.Series:
-    """Per-unit share of importance, averaged over the steps that have any gradient at all."""
+def step_shares(df: pd.DataFrame, by: str = "layer") -> pd.DataFrame:
+    """Share per unit (columns) at every step that has any gradient at all (rows)."""
     imp = importance(df, by)
     totals = imp.sum(axis=1)
     informative = totals > 0
-    if not informative.any():
+    return imp[informative].div(totals[informative], axis=0)
+
+
+def shares(df: pd.DataFrame, by: str = "layer") -> pd.Series:
+    """Per-unit share of importance, averaged over the steps that have any gradient at all."""
+    per_step = step_shares(df, by)
+    if per_step.empty:
         raise UserError("gradient log has all-zero gradients at every step: no share can be computed")
-    per_step = imp[informative].div(totals[informative], axis=0)
     return per_step.mean(axis=0)

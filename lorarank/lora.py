@@ -22,12 +22,14 @@ import argparse
 import math
 import re
 from collections import Counter
+from dataclasses import dataclass
 
-from lorarank.cli import csv_list
+from lorarank.argtypes import csv_list
 from lorarank.errors import UserError
 from lorarank.io import read_json, sha256_file, write_json
-from lorarank.models import Target
-from lorarank.spec import ALPHA_POLICIES, load_allocation
+from lorarank.model import Target
+from lorarank.options import add_arguments, opt
+from lorarank.study import ALPHA_POLICIES, alpha_for, load_allocation, scaling
 
 
 def pattern_key(name: str) -> str:
@@ -41,15 +43,6 @@ def per_module_ranks(alloc: dict, targets: list[Target]) -> list[int]:
         entry = alloc["ranks"][t.layer]
         out.append(int(entry[t.module]) if isinstance(entry, dict) else int(entry))
     return out
-
-
-def alpha_for(policy: dict, r: int) -> float:
-    return policy["value"] * r if policy["name"] == "ratio" else policy["value"]
-
-
-def scaling(policy: dict, r: int) -> float:
-    a = alpha_for(policy, r)
-    return a / math.sqrt(r) if policy["name"] == "rslora" else a / r
 
 
 def _num(x: float) -> float | int:
@@ -137,7 +130,7 @@ def verify(doc: dict, model):
 
 def lora_config(alloc_path: str, model_spec: str, dropout: float = 0.05, target_modules=None, check: bool = False) -> dict:
     """Allocation file + model spec -> lora.json document (verified when `check`)."""
-    from lorarank.models import meta_model, targets as find_targets
+    from lorarank.model import meta_model, targets as find_targets
 
     alloc = load_allocation(alloc_path)
     modules = list(target_modules or alloc["modules"])
@@ -146,8 +139,7 @@ def lora_config(alloc_path: str, model_spec: str, dropout: float = 0.05, target_
     config, targets = find_targets(model_spec, modules)
     if int(config.num_hidden_layers) != alloc["num_layers"]:
         raise UserError(f"allocation has {alloc['num_layers']} layers but model {model_spec!r} has {config.num_hidden_layers}")
-    if not 0 <= dropout < 1:
-        raise UserError(f"--dropout {dropout} is outside [0, 1)")
+    LoraSettings(dropout).check()
     doc = build(alloc, targets, dropout)
     doc["model"] = {"spec": model_spec, "model_type": config.model_type, "num_layers": int(config.num_hidden_layers)}
     doc["allocation"] = {"path": str(alloc_path), "sha256": sha256_file(alloc_path), "strategy": alloc["strategy"]}
@@ -158,7 +150,8 @@ def lora_config(alloc_path: str, model_spec: str, dropout: float = 0.05, target_
     return doc
 
 
-def load(path: str) -> dict:
+def read_lora(path: str) -> dict:
+    """Read a lora.json (`lorarank lora-config`), checking the fields training relies on."""
     doc = read_json(path, "LoRA config")
     for key in ("lora_config", "expected_trainable_params", "modules"):
         if key not in doc:
@@ -166,33 +159,40 @@ def load(path: str) -> dict:
     return doc
 
 
-def load_model_and_lora(spec: str, lora_path: str | None, seed: int):
+def load_model_and_lora(spec: str, lora_path: str | None, seed: int, bf16: bool = False):
     """(model, tokenizer, lora doc or None): the LoRA config verified on the real model first."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from transformers import set_seed
 
-    from lorarank.models import load_config
+    from lorarank.model import load, load_config
 
     config = load_config(spec)  # clear errors for a bad path before loading weights
-    doc = load(lora_path) if lora_path else None
+    doc = read_lora(lora_path) if lora_path else None
     if doc and doc.get("model", {}).get("num_layers") not in (None, config.num_hidden_layers):
         raise UserError(f"LoRA config {lora_path!r} is for {doc['model']['num_layers']} layers, "
                         f"but model {spec!r} has {config.num_hidden_layers}")
-    tokenizer = AutoTokenizer.from_pretrained(spec, trust_remote_code=False)
-    tokenizer.padding_side = "left"
-    dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, trust_remote_code=False)
+    model, tokenizer = load(spec, bf16)
     if doc:
         set_seed(seed)  # LoRA A init is random: seed it so adapters are reproducible
         model = verify(doc, model)
     return model, tokenizer, doc
 
 
+@dataclass
+class LoraSettings:
+    """What `lorarank lora-config` adds to an allocation (config `allocation.dropout`)."""
+
+    dropout: float = opt(0.05, "LoRA dropout on each adapter's input, in [0, 1)")
+
+    def check(self) -> None:
+        if not 0 <= self.dropout < 1:
+            raise UserError(f"--dropout {self.dropout} is outside [0, 1)")
+
+
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allocation", required=True, help="allocation.json from `lorarank allocate`")
     p.add_argument("--model", required=True, help="hub id, model directory or config.json")
     p.add_argument("--out", required=True)
-    p.add_argument("--dropout", type=float, default=0.05)
+    add_arguments(p, LoraSettings)
     p.add_argument("--target-modules", type=csv_list, help="override the allocation's modules (layer granularity)")
     p.add_argument("--verify", action="store_true", help="build PEFT on the meta device and check every module")
 

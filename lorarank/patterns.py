@@ -24,8 +24,8 @@ import argparse
 import re
 from dataclasses import dataclass
 
-from lorarank.spec import DEFAULT_MODULES
-from lorarank.cli import csv_list
+from lorarank.study import DEFAULT_MODULES
+from lorarank.argtypes import csv_list
 from lorarank.errors import UserError
 from lorarank.io import read_json
 
@@ -125,7 +125,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from lorarank.models import targets
+    from lorarank.model import targets
 
     patterns = read_patterns(args.pattern)
     _, tg = targets(args.model, args.target_modules)

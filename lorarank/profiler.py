@@ -96,9 +96,12 @@ class GradProfiler:
 
 
 class ProfiledTrainerMixin:
-    """Mix into a transformers/TRL Trainer: `self.profiler` records pre-clip norms each optimizer step."""
+    """Mix into a transformers/TRL Trainer (`profiler=` at construction): records pre-clip norms each
+    optimizer step."""
 
-    profiler: GradProfiler
+    def __init__(self, *args, profiler: GradProfiler, **kwargs):
+        self.profiler = profiler
+        super().__init__(*args, **kwargs)
 
     def _clip_grad_norm(self, model):  # called before clipping when max_grad_norm > 0
         if not self.is_deepspeed_enabled:  # under DeepSpeed this runs after the engine's step

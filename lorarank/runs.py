@@ -6,10 +6,11 @@ A run directory holds:
                               checkpoint without it is incomplete (killed mid-save) and is ignored
   grad_norms.parquet          the gradient log (gradlog contract), every step exactly once
   trainer_log.jsonl           one JSON object per logged step (loss, rewards per function, KL, ...)
-  run.json                    environment (packages, hardware), seed, settings, input hashes, trainable parameters
+  run.json                    identity (regime, strategy, alpha policy, seed, model), settings, input
+                              hashes, environment (packages, hardware), trainable parameters
 A rerun of the same command resumes from the newest complete checkpoint whose run key (settings
-and input hashes) matches; checkpoints of another configuration are discarded, and a finished run
-removes its checkpoints.
+that change results, and input hashes) matches; checkpoints of another configuration are
+discarded, and a finished run removes its checkpoints.
 """
 
 from __future__ import annotations
@@ -28,14 +29,12 @@ from transformers import TrainerCallback
 from lorarank.environment import describe
 from lorarank.errors import UserError
 from lorarank.io import atomic_path, sha256_file, weights_sha256, write_json
+from lorarank.model import use_bf16
+from lorarank.options import identity
+from lorarank.study import run_identity
 
 MARKER = "lorarank.json"
 PARTIAL = "grad_norms.partial.parquet"
-
-
-def use_bf16(requested: bool) -> bool:
-    """bf16 only on a GPU that supports it (TRL 1.x defaults bf16=True even on a CPU)."""
-    return bool(requested and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 
 def deepspeed_config(path: str | None) -> dict | None:
@@ -92,20 +91,23 @@ class CheckpointGradLog(TrainerCallback):
         return control
 
 
-def run_identity(args) -> dict:
-    """What makes a run this run: every setting that shapes it and the content of its inputs (hashed
-    once: run.json records it, and a checkpoint resumes only under the same key)."""
-    return {
-        "settings": {k: v for k, v in sorted(vars(args).items()) if not k.startswith("_")},
-        "model": weights_sha256(args.model),  # the weights, not just the path: a rebuilt model starts afresh
-        "inputs": {k: file_hash(getattr(args, k, None)) for k in ("data", "lora", "deepspeed")},
-    }
+def run_record(kind: str, settings, model: str, inputs: dict[str, str | None], lora_doc: dict | None) -> dict:
+    """What makes a run this run: its identity, every setting that changes results, and the content of
+    its inputs and base weights (hashed once: run.json records it, and a checkpoint resumes only under
+    the same key)."""
+    weights = weights_sha256(model)  # the weights, not just the path: a rebuilt model starts afresh
+    strategy = lora_doc["allocation"]["strategy"] if lora_doc else None
+    policy = lora_doc["alpha_policy"] if lora_doc else None
+    return {"identity": run_identity(kind, strategy, policy, settings.seed, weights),
+            "settings": identity(settings),
+            "inputs": {k: file_hash(v) for k, v in inputs.items()}}
 
 
-def run_key(identity: dict) -> str:
-    """A rerun with another allocation, seed, data or model starts afresh; where it writes does not count."""
-    settings = {k: v for k, v in identity["settings"].items() if k not in ("out", "save_steps")}
-    content = [settings, {k: (v or {}).get("sha256") for k, v in identity["inputs"].items()}, identity["model"]]
+def run_key(record: dict) -> str:
+    """A rerun with another allocation, seed, data or model starts afresh; where it writes, and how
+    often it checkpoints, do not count."""
+    content = [record["settings"], {k: (v or {}).get("sha256") for k, v in record["inputs"].items()},
+               record["identity"]["model"]]
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -131,14 +133,13 @@ def resume(out: Path, profiler, key: str) -> str | None:
     return str(ckpt)
 
 
-def train_and_record(trainer, profiler, out: Path, args, identity: dict, info: dict) -> dict:
+def train_and_record(trainer, out: Path, record: dict, extra: dict) -> dict:
     """Train (resuming where this run left off), then write the outputs and run.json."""
-    trainer.profiler = profiler
-    ckpt = resume(out, profiler, run_key(identity))
+    profiler = trainer.profiler
+    ckpt = resume(out, profiler, run_key(record))
     result = trainer.train(resume_from_checkpoint=ckpt)
-    info = {**info, "seed": args.seed, "model": identity["model"], "settings": identity["settings"],
-            "data": identity["inputs"]["data"], "lora": identity["inputs"]["lora"], "resumed_from": ckpt,
-            "train_seconds": result.metrics.get("train_runtime"), "profiler_seconds": profiler.seconds,
+    info = {**record, **extra, "resumed_from": ckpt, "train_seconds": result.metrics.get("train_runtime"),
+            "profiler_seconds": profiler.seconds,
             "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)}
     finish(trainer, profiler, out, info)
     return info

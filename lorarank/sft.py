@@ -1,21 +1,48 @@
-"""`lorarank sft`: supervised warm-up on the training split, with the gradient profiler on.
+"""`lorarank sft`: supervised fine-tuning on the training split, with the gradient profiler on.
 
-    python -m lorarank sft --model model/base --data data/synth/train.parquet --steps 600 --out runs/sft
+    python -m lorarank sft --model model/base --data data/synth/train.parquet --steps 500 --out warmup
+    python -m lorarank sft --model warmup/final --lora lora/uniform.json --data ... --out runs/sft/uniform/seed0
 
-For the tiny local model this is what gives GRPO a signal (an untrained model earns equal rewards,
-hence zero advantages and zero gradients). Full-parameter by default (gradient log rows have
-matrix 'W'); with `--lora lora.json` it trains a verified LoRA adapter instead (rows 'A'/'B'),
-which is the SFT side of the study's SFT-vs-GRPO gradient contrast on a real model.
-The trained model (or adapter) is `OUT/final/`.
+Full-parameter by default: the tiny local model's warm-up, which gives GRPO a signal (an untrained
+model earns equal rewards, hence zero advantages and zero gradients); its gradient log rows have
+matrix 'W'. With `--lora lora.json` it trains a verified LoRA adapter instead (rows 'A'/'B'): the SFT
+arms of the study's SFT-vs-GRPO contrast. The loss covers the completion (the answer) only.
+Outputs as for `lorarank train` (see `lorarank.runs`); the trained model or adapter is `OUT/final/`.
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
-from lorarank.cli import positive_int
+from lorarank.argtypes import positive_float, positive_int
 from lorarank.errors import UserError
+from lorarank.options import add_arguments, from_args, opt
+from lorarank.prompts import LAYOUTS
+
+
+@dataclass
+class SFTSettings:
+    """The flags of `lorarank sft`; config `warmup` (the full-weight warm-up) and `sft` (the LoRA-SFT arms)."""
+
+    layout: str = opt("hash", "answer layout of the target completions", choices=LAYOUTS)
+    steps: int = opt(500, "optimizer steps", type=positive_int)
+    batch_size: int = opt(16, "examples per step", type=positive_int)
+    lr: float = opt(1e-3, "peak learning rate (cosine schedule)", type=positive_float)
+    warmup_steps: int = opt(30, "linear learning-rate warm-up steps")
+    max_length: int = opt(256, "tokens per example at most (prompt + completion)", type=positive_int)
+    max_grad_norm: float = opt(1.0, "gradient clipping (0 = off); gradients are profiled before it")
+    seed: int = opt(0, "training seed (shuffling, LoRA init)")
+    bf16: bool = opt(False, "bf16 mixed precision (GPU only; ignored on CPU)")
+    deepspeed: str | None = opt(None, "DeepSpeed JSON (e.g. config/deepspeed/zero2.json)")
+    save_steps: int = opt(200, "checkpoint interval: where a killed run resumes", type=positive_int, operational=True)
+
+    def check(self) -> None:
+        if self.warmup_steps < 0:
+            raise UserError(f"--warmup-steps {self.warmup_steps} must be >= 0")
+        if self.max_grad_norm < 0:
+            raise UserError(f"--max-grad-norm {self.max_grad_norm} must be >= 0 (0 turns clipping off)")
 
 
 def dataset(df, layout: str):
@@ -29,63 +56,58 @@ def dataset(df, layout: str):
     ])
 
 
-def run_sft(args) -> dict:
+def run_sft(model: str, data: str, out: str | Path, settings: SFTSettings, lora: str | None = None) -> dict:
+    """Train into `out` (resuming there if it was interrupted): all weights, or the adapter of `lora`."""
     from lorarank import runs
     from lorarank.data import load_split
 
-    ds_cfg = runs.deepspeed_config(args.deepspeed)
-    df = load_split(args.data)
+    settings.check()
+    ds_cfg = runs.deepspeed_config(settings.deepspeed)
+    df = load_split(data)
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
-    from lorarank.profiler import GradProfiler, ProfiledTrainerMixin
     from lorarank.lora import load_model_and_lora
-    from lorarank.spec import DEFAULT_MODULES
+    from lorarank.profiler import GradProfiler, ProfiledTrainerMixin
+    from lorarank.study import DEFAULT_MODULES
 
-    out = Path(args.out)
+    out = Path(out)
     if ds_cfg:
         runs.ensure_distributed_env()
-    set_seed(args.seed)
-    model, tokenizer, lora_doc = load_model_and_lora(args.model, args.lora, args.seed)
+    s = settings
+    set_seed(s.seed)
+    lm, tokenizer, lora_doc = load_model_and_lora(model, lora, s.seed, s.bf16)
     modules = [m["module"] for m in lora_doc["modules"]] if lora_doc else list(DEFAULT_MODULES)
-    profiler = GradProfiler(model, sorted(set(modules)))
-    train = dataset(df, args.layout)
+    profiler = GradProfiler(lm, sorted(set(modules)))
+    train = dataset(df, s.layout)
 
     class Trainer(ProfiledTrainerMixin, SFTTrainer):
         pass
 
     cfg = SFTConfig(
-        **runs.common_args(out, args.steps, args.lr, args.seed, args.save_steps, args.max_grad_norm, args.bf16, ds_cfg,
-                           args.warmup_steps),
-        per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=1,
-        max_length=args.max_length, packing=False, completion_only_loss=True,
+        **runs.common_args(out, s.steps, s.lr, s.seed, s.save_steps, s.max_grad_norm, s.bf16, ds_cfg, s.warmup_steps),
+        per_device_train_batch_size=s.batch_size, gradient_accumulation_steps=1,
+        max_length=s.max_length, packing=False, completion_only_loss=True,
     )
-    identity = runs.run_identity(args)  # hashes the inputs once
-    trainer = Trainer(model=model, args=cfg, train_dataset=train, processing_class=tokenizer,
-                      callbacks=[runs.CheckpointGradLog(profiler, runs.run_key(identity))])
-    return runs.train_and_record(trainer, profiler, out, args, identity, {"kind": "sft"})
+    kind = "sft" if lora else "warmup"
+    record = runs.run_record(kind, settings, model, {"data": data, "lora": lora, "deepspeed": s.deepspeed}, lora_doc)
+    trainer = Trainer(model=lm, args=cfg, train_dataset=train, processing_class=tokenizer, profiler=profiler,
+                      callbacks=[runs.CheckpointGradLog(profiler, runs.run_key(record))])
+    extra = {"allocation": lora_doc.get("allocation"),
+             "expected_trainable_params": lora_doc["expected_trainable_params"]} if lora_doc else {}
+    return runs.train_and_record(trainer, out, record, extra)
+
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model directory or hub id")
     p.add_argument("--data", required=True, help="training split (parquet)")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--lora", help="lora.json: train this adapter instead of all weights")
-    p.add_argument("--layout", choices=("hash", "tags"), default="hash")
-    p.add_argument("--steps", type=positive_int, default=600)
-    p.add_argument("--batch-size", type=positive_int, default=16)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--warmup-steps", type=int, default=30)
-    p.add_argument("--max-length", type=positive_int, default=256)
-    p.add_argument("--max-grad-norm", type=float, default=1.0)
-    p.add_argument("--save-steps", type=positive_int, default=200)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPU only; ignored on CPU)")
-    p.add_argument("--deepspeed", help="DeepSpeed JSON (e.g. config/deepspeed/zero2.json)")
+    add_arguments(p, SFTSettings)
 
 
 def run(args) -> int:
-    if args.lr <= 0:
-        raise UserError(f"--lr {args.lr} must be > 0")
-    info = run_sft(args)
-    print(f"sft: {info['trainable_params']:,} trainable params, {args.steps} steps -> {args.out}/final")
+    settings = from_args(SFTSettings, args)
+    info = run_sft(args.model, args.data, args.out, settings, args.lora)
+    print(f"sft: {info['trainable_params']:,} trainable params, {settings.steps} steps -> {args.out}/final")
     return 0

@@ -3,8 +3,8 @@
     python -m lorarank summarize --metrics results/x/eval/*/seed*/metrics.json --lora results/x/lora/*.json \
         --out results/x/summary
 
-Inputs follow the file contracts: `eval/{strategy}/seed{seed}/metrics.json` with
-`predictions.parquet` beside it, and `lora/{strategy}.json`. Per arm: rank range, trainable
+Inputs follow the file contracts: `metrics.json` with `predictions.parquet` beside it (what was
+evaluated is the identity metrics.json records, never its path), and the `lora.json` of each arm. Per arm: rank range, trainable
 parameters, accuracy (strict and flexible) with a Wilson 95% CI (one seed) or a t interval across
 seeds, and against uniform the paired difference on the same questions with an exact McNemar
 p-value (Holm-adjusted over the arms) and a paired-bootstrap 95% CI (seed by seed, pooled over
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -26,21 +25,26 @@ import pandas as pd
 from lorarank.errors import UserError
 from lorarank.io import atomic_path, read_json
 from lorarank.stats import holm, mcnemar_exact, mean_ci, paired_bootstrap_ci, wilson
+from lorarank.study import arm_of
 
-EVAL_PATH = re.compile(r"(?:^|/)eval/(?P<strategy>[^/]+)/seed(?P<seed>\d+)/metrics\.json$")
 MODES = ("strict", "flexible")
 
 
 def load_runs(metrics_paths: list[str]) -> dict[tuple[str, int], pd.DataFrame]:
+    """(arm, seed) -> predictions, for every metrics.json (the base model's seed is its question draw's)."""
     runs = {}
     for p in metrics_paths:
-        m = EVAL_PATH.search(str(p))
-        if not m:
-            raise UserError(f"metrics file {p!r} is not at eval/<strategy>/seed<N>/metrics.json")
+        metrics = read_json(p, "metrics file")
+        if "identity" not in metrics:
+            raise UserError(f"metrics file {p!r} has no identity (it predates lorarank 0.2: rerun the evaluation)")
+        ident = metrics["identity"]
         preds_path = Path(p).with_name("predictions.parquet")
         if not preds_path.is_file():
             raise UserError(f"{str(preds_path)!r} is missing (it belongs beside {p!r})")
-        runs[(m["strategy"], int(m["seed"]))] = pd.read_parquet(preds_path).sort_values("idx").reset_index(drop=True)
+        key = (arm_of(ident), int(ident["seed"] if ident["seed"] is not None else metrics["seed"]))
+        if key in runs:
+            raise UserError(f"two metrics files are {key[0]} seed {key[1]}: {p!r} and another")
+        runs[key] = pd.read_parquet(preds_path).sort_values("idx").reset_index(drop=True)
     questions = {k: tuple(v["idx"]) for k, v in runs.items()}
     ref_key, ref = next(iter(questions.items()))
     for k, q in questions.items():

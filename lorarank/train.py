@@ -1,6 +1,6 @@
 """`lorarank train`: GRPO (TRL `GRPOTrainer`) with a verified LoRA allocation and the gradient profiler.
 
-    python -m lorarank train --model runs/sft/final --lora lora/uniform.json \
+    python -m lorarank train --model warmup/final --lora lora/uniform.json \
         --data data/synth/train.parquet --steps 60 --prompts-per-step 8 --generations 8 --out runs/uniform/seed0
     # DeepSpeed ZeRO-2 (one process here; `accelerate launch` for several GPUs):
     python -m lorarank train ... --deepspeed config/deepspeed/zero2.json
@@ -16,13 +16,51 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from lorarank.cli import positive_int
+from lorarank.argtypes import positive_float, positive_int
 from lorarank.errors import UserError
-from lorarank.lora import load_model_and_lora
+from lorarank.options import add_arguments, from_args, opt
+from lorarank.prompts import LAYOUTS
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")
+
+
+@dataclass
+class GRPOSettings:
+    """The flags of `lorarank train`, config `grpo` (and `layout`)."""
+
+    layout: str = opt("hash", "answer layout the format reward wants", choices=LAYOUTS)
+    steps: int = opt(60, "optimizer steps", type=positive_int)
+    prompts_per_step: int = opt(8, "prompts per step", type=positive_int)
+    generations: int = opt(8, "completions per prompt", type=positive_int)
+    max_completion_length: int = opt(96, "completion tokens at most", type=positive_int)
+    lr: float = opt(5e-4, "learning rate", type=positive_float)
+    beta: float = opt(0.0, "KL coefficient (TRL 1.x default 0)")
+    loss_type: str = opt("dapo", "TRL loss aggregation", choices=LOSS_TYPES)
+    temperature: float = opt(1.0, "sampling temperature", type=positive_float)
+    max_grad_norm: float = opt(1.0, "gradient clipping (0 = off); gradients are profiled before it")
+    partial_credit: bool = opt(True, "0.5 correctness reward for a right last number (--no-partial-credit: "
+                                     "the study's binary reward)")
+    seed: int = opt(0, "training seed (sampling, shuffling, LoRA init)")
+    bf16: bool = opt(False, "bf16 mixed precision (GPU only; ignored on CPU)")
+    gradient_checkpointing: bool = opt(False, "trade compute for memory (TRL turns it on by default; off here)")
+    deepspeed: str | None = opt(None, "DeepSpeed JSON (config/deepspeed/zero2.json)")
+    save_steps: int = opt(20, "checkpoint interval: where a killed run resumes", type=positive_int, operational=True)
+
+    def check(self, world: int = 1) -> None:
+        """Cross-field mistakes, in one line, before anything is loaded (the workflow calls it too)."""
+        if self.generations < 2:
+            raise UserError(f"--generations {self.generations}: GRPO needs at least 2 completions per prompt")
+        if (self.prompts_per_step * self.generations) % world:
+            raise UserError(f"--prompts-per-step {self.prompts_per_step} x --generations {self.generations} = "
+                            f"{self.prompts_per_step * self.generations} completions per step do not divide "
+                            f"over {world} processes (one per GPU)")
+        if self.beta < 0:
+            raise UserError(f"--beta {self.beta} must be >= 0")
+        if self.max_grad_norm < 0:
+            raise UserError(f"--max-grad-norm {self.max_grad_norm} must be >= 0 (0 turns clipping off)")
 
 
 def dataset(df, layout: str):
@@ -45,87 +83,61 @@ def reward_functions(layout: str, partial_credit: bool):
     return [format, correctness]
 
 
-def check(args) -> None:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if args.generations < 2:
-        raise UserError(f"--generations {args.generations}: GRPO needs at least 2 completions per prompt")
-    if (args.prompts_per_step * args.generations) % world:
-        raise UserError(f"{args.prompts_per_step} prompts x {args.generations} generations = "
-                        f"{args.prompts_per_step * args.generations} completions per step do not divide over {world} processes")
-    if args.lr <= 0:
-        raise UserError(f"--lr {args.lr} must be > 0")
-    if args.beta < 0 or args.temperature <= 0:
-        raise UserError(f"--beta {args.beta} must be >= 0 and --temperature {args.temperature} > 0")
-
-
-def run_grpo(args) -> dict:
+def run_grpo(model: str, lora: str, data: str, out: str | Path, settings: GRPOSettings) -> dict:
+    """Train one GRPO run into `out` (resuming there if it was interrupted); returns run.json."""
     from lorarank import runs
     from lorarank.data import load_split
 
     # cheap checks first: bad input fails in a second, before TRL is even imported
-    check(args)
-    ds_cfg = runs.deepspeed_config(args.deepspeed)
-    df = load_split(args.data)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    settings.check(world)
+    ds_cfg = runs.deepspeed_config(settings.deepspeed)
+    df = load_split(data)
     from transformers import set_seed
     from trl import GRPOConfig, GRPOTrainer
 
+    from lorarank.lora import load_model_and_lora
     from lorarank.profiler import GradProfiler, ProfiledTrainerMixin
 
-    out = Path(args.out)
+    out = Path(out)
     if ds_cfg:
         runs.ensure_distributed_env()
-    train = dataset(df, args.layout)
-    set_seed(args.seed)
-    model, tokenizer, doc = load_model_and_lora(args.model, args.lora, args.seed)
-    modules = sorted({m["module"] for m in doc["modules"]})
-    profiler = GradProfiler(model, modules)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    train = dataset(df, settings.layout)
+    set_seed(settings.seed)
+    lm, tokenizer, doc = load_model_and_lora(model, lora, settings.seed, settings.bf16)
+    profiler = GradProfiler(lm, sorted({m["module"] for m in doc["modules"]}))
 
     class Trainer(ProfiledTrainerMixin, GRPOTrainer):
         pass
 
+    s = settings
     cfg = GRPOConfig(
-        **runs.common_args(out, args.steps, args.lr, args.seed, args.save_steps, args.max_grad_norm, args.bf16, ds_cfg),
-        per_device_train_batch_size=args.prompts_per_step * args.generations // world,
-        gradient_accumulation_steps=1, num_generations=args.generations,
-        max_completion_length=args.max_completion_length, temperature=args.temperature,
-        beta=args.beta, loss_type=args.loss_type, log_completions=False, shuffle_dataset=True,
-        gradient_checkpointing=args.gradient_checkpointing,
+        **runs.common_args(out, s.steps, s.lr, s.seed, s.save_steps, s.max_grad_norm, s.bf16, ds_cfg),
+        per_device_train_batch_size=s.prompts_per_step * s.generations // world,
+        gradient_accumulation_steps=1, num_generations=s.generations,
+        max_completion_length=s.max_completion_length, temperature=s.temperature,
+        beta=s.beta, loss_type=s.loss_type, log_completions=False, shuffle_dataset=True,
+        gradient_checkpointing=s.gradient_checkpointing,
     )
-    identity = runs.run_identity(args)  # hashes the inputs once
-    trainer = Trainer(model=model, reward_funcs=reward_functions(args.layout, args.partial_credit), args=cfg,
-                      train_dataset=train, processing_class=tokenizer,
-                      callbacks=[runs.CheckpointGradLog(profiler, runs.run_key(identity))])
-    extra = {"kind": "grpo", "allocation": doc.get("allocation"), "deepspeed": ds_cfg,
+    record = runs.run_record("grpo", settings, model, {"data": data, "lora": lora, "deepspeed": s.deepspeed}, doc)
+    trainer = Trainer(model=lm, reward_funcs=reward_functions(s.layout, s.partial_credit), args=cfg,
+                      train_dataset=train, processing_class=tokenizer, profiler=profiler,
+                      callbacks=[runs.CheckpointGradLog(profiler, runs.run_key(record))])
+    extra = {"allocation": doc.get("allocation"), "deepspeed": ds_cfg,
              "expected_trainable_params": doc["expected_trainable_params"]}
-    return runs.train_and_record(trainer, profiler, out, args, identity, extra)
+    return runs.train_and_record(trainer, out, record, extra)
+
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="base model: directory or hub id")
     p.add_argument("--lora", required=True, help="lora.json from `lorarank lora-config`")
     p.add_argument("--data", required=True, help="training split (parquet with question, answer)")
     p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--layout", choices=("hash", "tags"), default="hash", help="answer layout the format reward wants")
-    p.add_argument("--steps", type=positive_int, default=60)
-    p.add_argument("--prompts-per-step", type=positive_int, default=8)
-    p.add_argument("--generations", type=positive_int, default=8, help="completions per prompt")
-    p.add_argument("--max-completion-length", type=positive_int, default=96)
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--beta", type=float, default=0.0, help="KL coefficient (TRL 1.x default 0)")
-    p.add_argument("--loss-type", choices=LOSS_TYPES, default="dapo")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--max-grad-norm", type=float, default=1.0)
-    p.add_argument("--save-steps", type=positive_int, default=20)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-partial-credit", dest="partial_credit", action="store_false",
-                   help="binary correctness reward (the study's); default gives 0.5 for a right last number")
-    p.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPU only; ignored on CPU)")
-    p.add_argument("--gradient-checkpointing", action="store_true",
-                   help="trade compute for memory (TRL turns it on by default; off here: small models)")
-    p.add_argument("--deepspeed", help="DeepSpeed JSON (config/deepspeed/zero2.json)")
+    add_arguments(p, GRPOSettings)
 
 
 def run(args) -> int:
-    info = run_grpo(args)
-    print(f"grpo: {info['trainable_params']:,} trainable params, {args.steps} steps -> {args.out}")
+    settings = from_args(GRPOSettings, args)
+    info = run_grpo(args.model, args.lora, args.data, args.out, settings)
+    print(f"grpo: {info['trainable_params']:,} trainable params, {settings.steps} steps -> {args.out}")
     return 0

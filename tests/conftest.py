@@ -66,11 +66,24 @@ def cli(capsys):
     return run
 
 
-def write_grad_log(path, importance: np.ndarray, modules=("q_proj", "v_proj"), seed=0) -> str:
+def write_run(run_dir, kind="grpo", strategy="uniform", seed=0, policy=("ratio", 2.0)) -> Path:
+    """The run.json identity that training writes beside a gradient log (what the analyses read)."""
+    from lorarank.study import run_identity
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ident = run_identity(kind, strategy, {"name": policy[0], "value": policy[1]} if policy else None, seed,
+                         {"path": "model", "sha256": "0" * 64})
+    (run_dir / "run.json").write_text(json.dumps({"identity": ident}))
+    return run_dir / "grad_norms.parquet"
+
+
+def write_grad_log(path, importance: np.ndarray, modules=("q_proj", "v_proj"), seed=0, ranks=None) -> str:
     """A gradient log whose per-step layer importance is exactly `importance[step, layer]`.
 
     Each layer's importance is spread over its matrices with random weights (squared norms sum to
     importance**2), so a correct share computation must combine matrices by sqrt of sum of squares.
+    `ranks` (one per layer, default 8) fills the rank column.
     """
     rng = np.random.default_rng(seed)
     rows = []
@@ -82,7 +95,8 @@ def write_grad_log(path, importance: np.ndarray, modules=("q_proj", "v_proj"), s
             k = 0
             for m in modules:
                 for mat in ("A", "B"):
-                    rows.append((s + 1, layer, m, mat, 8, float(importance[s, layer] * np.sqrt(w[k]))))
+                    r = 8 if ranks is None else ranks[layer]
+                    rows.append((s + 1, layer, m, mat, r, float(importance[s, layer] * np.sqrt(w[k]))))
                     k += 1
     df = pd.DataFrame(rows, columns=["step", "layer", "module", "matrix", "rank", "grad_norm"])
     df = df.astype({"step": "int32", "layer": "int16", "rank": "int16", "grad_norm": "float32"})
@@ -169,3 +183,45 @@ STANDIN = Path(ROOT) / "tests/workflow/standin"
 def standin_env(log) -> dict[str, str]:
     """os.environ with the stand-in first on PATH, logging to `log`."""
     return {**os.environ, "PATH": f"{STANDIN}{os.pathsep}{os.environ['PATH']}", "LORARANK_APPTAINER_LOG": str(log)}
+
+
+# --- Snakemake on the test config -----------------------------------------------------------------
+TEST_CONFIG = Path(ROOT) / "tests/workflow/config.test.yaml"
+
+
+def snakemake(workdir, *args, configfile=TEST_CONFIG, repo=ROOT, apptainer=True, timeout=1500, env=None):
+    """Snakemake on `configfile` as a user runs it. With `apptainer` (the default, as the Slurm profile
+    does) every job goes through the stand-in with its pinned image; dry runs must say the same, or
+    they see other software and plan everything again."""
+    sdm = ["--sdm", "apptainer", "--apptainer-args=--nv"] if apptainer else []
+    cmd = ["snakemake", "-s", f"{repo}/Snakefile", "--configfile", str(configfile), "--cores", "2", *sdm, *args]
+    full_env = {**standin_env(Path(workdir) / "apptainer.jsonl"), **(env or {})}
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def planned(workdir, configfile=TEST_CONFIG, repo=ROOT, apptainer=True, env=None) -> dict[str, int]:
+    """Jobs a dry run would run, per rule (from Snakemake's job stats table)."""
+    r = snakemake(workdir, "-n", configfile=configfile, repo=repo, apptainer=apptainer, env=env)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    return job_stats(r.stdout + r.stderr)
+
+
+def edited_config(tmp_path, edit, base=TEST_CONFIG) -> Path:
+    """A copy of the test config with `edit(config)` applied."""
+    import yaml
+
+    cfg = yaml.safe_load(Path(base).read_text())
+    edit(cfg)
+    path = Path(tmp_path) / f"edited-{len(list(Path(tmp_path).glob('edited-*')))}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="session")
+def dag_run(tmp_path_factory):
+    """The whole DAG of the test config, once per session, every job in its image (the stand-in):
+    the workflow, Apptainer and archive tests all read this one run."""
+    work = tmp_path_factory.mktemp("dag")
+    r = snakemake(work)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
+    return work, r.stdout + r.stderr

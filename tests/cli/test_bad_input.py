@@ -43,7 +43,7 @@ A = ["allocate", "--num-layers", "4"]
 CASES = {
     # allocate
     "budget below layers x min rank": (lambda t, m: A + ["--strategy", "random", "--budget", "3"], "below 4 layers"),
-    "budget below layers x custom min": (lambda t, m: A + ["--strategy", "random", "--budget", "30", "--min-rank", "8"], "min rank 8"),
+    "budget below layers x custom min": (lambda t, m: A + ["--strategy", "random", "--budget", "30", "--min-rank", "8"], "--min-rank 8"),
     "zero budget": (lambda t, m: A + ["--strategy", "uniform", "--budget", "0"], "0 is not positive"),
     "negative budget": (lambda t, m: A + ["--strategy", "uniform", "--budget", "-16"], "-16 is not positive"),
     "non-integer budget": (lambda t, m: A + ["--strategy", "uniform", "--budget", "16.5"], "'16.5' is not an integer"),

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy.stats import pearsonr, spearmanr
 
-from conftest import write_grad_log
+from conftest import write_grad_log, write_run
 from lorarank import analysis, gradlog
 
 
@@ -74,27 +74,29 @@ def test_constant_ranks_give_no_correlation(tmp_path):
 
 
 def test_analyze_command_writes_stats_and_figures(cli, tmp_path):
-    runs = tmp_path / "runs"
+    """What each log is comes from the run.json beside it, never from its path."""
     base = np.tile(np.arange(1, 5, dtype=float), (6, 1))
-    write_grad_log(_mk(runs / "uniform/seed0"), base)
-    write_grad_log(_mk(runs / "random/seed0"), base * np.array([1.0, 1.3, 0.8, 1.1]))
-    write_grad_log(_mk(tmp_path / "sft"), np.tile([4.0, 1, 1, 1], (6, 1)))
-    allocs = []
-    for s, extra in (("uniform", []), ("random", ["--low", 2, "--high", 14, "--seed", 3])):
-        allocs.append(tmp_path / f"{s}.json")
-        assert cli("allocate", "--strategy", s, "--budget", 32, "--num-layers", 4, *extra, "--out", allocs[-1])[0] == 0
-    code, out, err = cli("analyze", "--grad-logs", runs / "uniform/seed0/grad_norms.parquet",
-                         runs / "random/seed0/grad_norms.parquet", "--allocations", *allocs,
-                         "--sft", tmp_path / "sft/grad_norms.parquet", "--out", tmp_path / "summary")
+    uni = write_grad_log(write_run(tmp_path / "a", strategy="uniform"), base)
+    ranks = [4, 12, 6, 10]
+    rnd = write_grad_log(write_run(tmp_path / "b", strategy="random"), base * np.array([1.0, 1.3, 0.8, 1.1]),
+                         ranks=ranks)
+    warm = write_grad_log(write_run(tmp_path / "c", kind="warmup", strategy=None, policy=None),
+                          np.tile([4.0, 1, 1, 1], (6, 1)))
+    code, out, err = cli("analyze", "--grad-logs", uni, rnd, warm, "--out", tmp_path / "summary")
     assert code == 0, err
     doc = json.loads((tmp_path / "summary/gradient_stats.json").read_text())
     assert set(doc["runs"]) == {"uniform/seed0", "random/seed0"}
-    assert doc["arms"]["random"]["per_seed"]["0"]["rank_vs_shift_pearson"] is not None
+    amp = doc["arms"]["random"]["per_seed"]["0"]
+    assert amp["ranks"] == {"0": 4.0, "1": 12.0, "2": 6.0, "3": 10.0}  # read from the log's rank column
+    shift = [amp["shift"][str(layer)] for layer in range(4)]
+    assert amp["rank_vs_shift_pearson"] == pytest.approx(pearsonr(ranks, shift).statistic, rel=1e-6)
     assert doc["sft"]["hottest"]["layer"] == 0 and doc["sft_vs_grpo"]["top_30pct_share"]["sft"] > 0.5
-    for f in ("heatmap_uniform.png", "heatmap_random.png", "heatmap_sft.png", "amplification.png", "shares.png"):
+    for f in ("heatmap_uniform.png", "heatmap_random.png", "heatmap_warmup.png", "amplification.png", "shares.png"):
         assert (tmp_path / "summary/figures" / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def _mk(d):
-    d.mkdir(parents=True, exist_ok=True)
-    return d / "grad_norms.parquet"
+def test_a_log_without_its_run_record_is_refused(cli, tmp_path):
+    log = write_grad_log(tmp_path / "grad_norms.parquet", np.ones((2, 3)))
+    code, _, err = cli("analyze", "--grad-logs", log, "--out", tmp_path / "summary")
+    assert code == 2 and "run record of" in err and "does not exist" in err
+    assert not (tmp_path / "summary").exists()

@@ -8,6 +8,8 @@ import pytest
 from conftest import run_lorarank
 from lorarank.evaluate import PRED_COLUMNS
 
+pytestmark = pytest.mark.train
+
 
 @pytest.fixture(scope="module")
 def adapter(warm_model, tmp_path_factory):
@@ -46,6 +48,7 @@ def test_base_evaluation_files(base_eval, synth_data):
     assert (preds["gold"] == test.loc[preds["idx"], "gold"].to_numpy()).all()
     assert preds["completion"].str.len().gt(0).all()
     assert m["adapter"] is None and len(m["model"]["sha256"]) == 64
+    assert m["identity"]["kind"] == "base" and m["identity"]["model"] == m["model"]
     for mode in ("strict", "flexible"):
         k = int(preds[f"correct_{mode}"].sum())
         assert m[f"accuracy_{mode}"] == k / 24
@@ -67,6 +70,19 @@ def test_evaluation_is_deterministic(base_eval, warm_model, synth_data, tmp_path
     evaluate(warm_model / "final", synth_data / "test.parquet", tmp_path / "again")
     pd.testing.assert_frame_equal(pd.read_parquet(base_eval / "predictions.parquet"),
                                   pd.read_parquet(tmp_path / "again" / "predictions.parquet"))
+
+
+def test_batch_size_does_not_change_predictions(base_eval, warm_model, synth_data, adapter, tmp_path):
+    """Why `evaluation.batch_size` is operational (changing it reruns nothing): left-padded batches of
+    other sizes give the same greedy completions, with and without an adapter."""
+    for extra in ([], ["--adapter", adapter]):
+        a = tmp_path / f"a{len(extra)}"
+        b = tmp_path / f"b{len(extra)}"
+        run_lorarank("evaluate", "--model", warm_model / "final", "--data", synth_data / "test.parquet", "--n", 24,
+                     "--seed", 1, "--batch-size", 24, "--max-new-tokens", 48, "--quiet", "--out", a, *extra)
+        run_lorarank("evaluate", "--model", warm_model / "final", "--data", synth_data / "test.parquet", "--n", 24,
+                     "--seed", 1, "--batch-size", 5, "--max-new-tokens", 48, "--quiet", "--out", b, *extra)
+        pd.testing.assert_frame_equal(pd.read_parquet(a / "predictions.parquet"), pd.read_parquet(b / "predictions.parquet"))
 
 
 def _other_adapter(tmp_path):

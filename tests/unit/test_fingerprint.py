@@ -47,3 +47,22 @@ def test_cli(cli):
     code, out, _ = cli("fingerprint", "evaluate", "-v")
     assert code == 0 and "module  lorarank.gsm8k" in out and "package transformers==" in out
     assert cli("fingerprint", "fly")[0] == 2
+
+
+def test_what_the_snakefile_imports_needs_only_the_standard_library():
+    """With `--sdm apptainer` the submit host may have nothing but Snakemake: the Snakefile's lorarank
+    imports (config wiring and checks, containers, fingerprints) must load without numpy, pandas or torch."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in {'numpy', 'pandas', 'torch', 'transformers', 'peft', 'trl', 'datasets', 'scipy', 'yaml'}:
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+from lorarank import workflow_config, containers, fingerprint
+"""
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]

@@ -5,7 +5,7 @@ import warnings
 
 import pytest
 
-from lorarank import models
+from lorarank import model as models
 from lorarank.patterns import format_ranges
 
 

@@ -52,7 +52,10 @@ def write_eval(root, strategy, seed, correct, idx=None):
     pd.DataFrame({"idx": idx, "question": ["q"] * n, "gold": ["1"] * n, "completion": ["#### 1"] * n,
                   "pred_strict": ["1"] * n, "pred_flexible": ["1"] * n, "correct_strict": correct,
                   "correct_flexible": correct}).to_parquet(d / "predictions.parquet")
-    (d / "metrics.json").write_text(json.dumps({"n": n}))
+    from lorarank.study import run_identity
+
+    ident = run_identity("grpo", strategy, {"name": "ratio", "value": 2.0}, seed, {"path": "m", "sha256": "0" * 64})
+    (d / "metrics.json").write_text(json.dumps({"n": n, "seed": 0, "identity": ident}))
     return d / "metrics.json"
 
 

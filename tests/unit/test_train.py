@@ -15,6 +15,8 @@ import pytest
 
 from conftest import ROOT, run_lorarank
 
+pytestmark = pytest.mark.train
+
 
 @pytest.fixture(scope="module")
 def lora_json(warm_model, tmp_path_factory):
@@ -71,9 +73,14 @@ def test_outputs_and_run_record(plain_run, lora_json):
     assert (plain_run / "final" / "adapter_model.safetensors").is_file()
     assert not list((plain_run / "final").glob("*.bin"))
     run = json.loads((plain_run / "run.json").read_text())
-    assert run["kind"] == "grpo" and run["seed"] == 7 and run["steps"] == 4
-    assert run["trainable_params"] == run["expected_trainable_params"] == json.loads(lora_json.read_text())["expected_trainable_params"]
-    assert run["lora"]["sha256"] and run["data"]["sha256"] and run["environment"]["packages"]["trl"].startswith("1.")
+    lora = json.loads(lora_json.read_text())
+    ident = run["identity"]
+    assert (ident["kind"], ident["strategy"], ident["seed"]) == ("grpo", "random", 7) and run["steps"] == 4
+    assert ident["alpha_policy"] == lora["alpha_policy"] and len(ident["model"]["sha256"]) == 64
+    assert run["trainable_params"] == run["expected_trainable_params"] == lora["expected_trainable_params"]
+    assert run["inputs"]["lora"]["sha256"] and run["inputs"]["data"]["sha256"]
+    assert run["environment"]["packages"]["trl"].startswith("1.")
+    assert run["settings"]["steps"] == 4 and "save_steps" not in run["settings"]  # operational: not identity
     log = [json.loads(l) for l in (plain_run / "trainer_log.jsonl").read_text().splitlines()]
     step_logs = [r for r in log if "loss" in r]
     assert len(step_logs) == 4
@@ -183,7 +190,7 @@ def test_sft_warmup_is_profiled_with_the_same_profiler(warm_model):
     shares = gradlog.shares(gradlog.validate(df))
     assert shares.sum() == pytest.approx(1.0) and len(shares) == 4
     run = json.loads((warm_model / "run.json").read_text())
-    assert run["kind"] == "sft" and run["trainable_params"] > 100_000
+    assert run["identity"]["kind"] == "warmup" and run["trainable_params"] > 100_000
     assert (warm_model / "final" / "model.safetensors").is_file()
 
 

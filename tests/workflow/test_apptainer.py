@@ -11,37 +11,23 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, job_stats, repo_copy, standin_env
+from conftest import ROOT, TEST_CONFIG, planned, repo_copy, snakemake, standin_env
 from lorarank.containers import COMMAND_ENV, ENVIRONMENTS, check_reference, digest
 
-TEST_CONFIG = Path(ROOT) / "tests/workflow/config.test.yaml"
+pytestmark = pytest.mark.dag
+
 IMAGES = yaml.safe_load(TEST_CONFIG.read_text())["containers"]
 GPU_RULE_COMMANDS = {"sft", "train", "evaluate"}  # the rules that get GPUs on a cluster
-
-
-def run(work, *args, configfile=TEST_CONFIG, apptainer=True, timeout=1500, repo=ROOT):
-    sdm = ["--sdm", "apptainer", "--apptainer-args=--nv"] if apptainer else []
-    cmd = ["snakemake", "-s", f"{repo}/Snakefile", "--configfile", str(configfile), "--cores", "2", *sdm, *args]
-    env = standin_env(work / "apptainer.jsonl")
-    return subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def calls(work) -> list[dict]:
     return [json.loads(line) for line in (work / "apptainer.jsonl").read_text().splitlines()]
 
 
-def planned(work, configfile, repo=ROOT) -> dict[str, int]:
-    r = run(work, "-n", configfile=configfile, repo=repo)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return job_stats(r.stdout + r.stderr)
-
-
 @pytest.fixture(scope="module")
-def contained(tmp_path_factory):
-    work = tmp_path_factory.mktemp("apptainer")
-    r = run(work)
-    assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
-    return work, r.stdout + r.stderr
+def contained(dag_run):
+    """The session's one DAG run, which went through the stand-in."""
+    return dag_run
 
 
 def test_every_job_ran_through_apptainer_in_its_pinned_image(contained):
@@ -99,7 +85,7 @@ def test_apptainer_without_images_or_with_a_tag_is_refused_in_one_line(tmp_path)
         cfg["containers"]["train"] = value
         path = tmp_path / "cfg.yaml"
         path.write_text(yaml.safe_dump(cfg))
-        r = run(tmp_path, "-n", configfile=path)
+        r = snakemake(tmp_path, "-n", configfile=path)
         assert r.returncode != 0 and expected in r.stdout + r.stderr, (r.stdout + r.stderr)[-2000:]
         assert not (tmp_path / "results").exists()
 
@@ -124,9 +110,9 @@ def test_build_script_names_images_by_content_and_flags_a_changed_def(tmp_path):
     path.write_text(yaml.safe_dump(cfg))
     work = tmp_path / "work"
     work.mkdir()
-    r = run(work, "-n", configfile=path, repo=clone)
+    r = snakemake(work, "-n", configfile=path, repo=clone)
     assert r.returncode == 0 and "changed since" not in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]
     (clone / "containers/train.def").write_text((clone / "containers/train.def").read_text() + "# edited\n")
-    r = run(work, "-n", configfile=path, repo=clone)
+    r = snakemake(work, "-n", configfile=path, repo=clone)
     assert r.returncode == 0
     assert "containers/train.def changed since the image in containers.train was built" in r.stdout + r.stderr

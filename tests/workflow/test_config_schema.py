@@ -1,35 +1,144 @@
-"""The config files and the JSON schema stay in sync: every key typed, described, defaulted."""
+"""The config files, the JSON schema and the commands' flags stay in sync: every key typed, described,
+defaulted, and each key a command reads is that command's flag with the same default."""
 
+import argparse
+import dataclasses
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 from snakemake.utils import validate
 
+from lorarank import options, workflow_config
+from lorarank.cli import build_parser
+
 ROOT = Path(__file__).resolve().parents[2]
-SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+SCHEMA_PATH = ROOT / "workflow/schemas/config.schema.yaml"
+SCHEMA = yaml.safe_load(SCHEMA_PATH.read_text())
+# rule -> command (the flags a rule passes are parsed by this command's parser)
+COMMAND_OF = {"prepare_data": "prepare-data", "build_model": "build-model", "run_warmup": "sft", "train_grpo": "train",
+              "evaluate_model": "evaluate", "allocate_ranks": "allocate", "write_lora_config": "lora-config"}
+# schema defaults that differ from the flag's default on purpose, and why
+DIFFERENT_DEFAULTS = {
+    "allocation.budget": "required on the command line (no budget fits every model); the schema's 32 is the "
+                         "default tiny model's 4 layers x 8",
+}
 
 
-def walk(schema, path="config"):
+def walk(schema, path=""):
     for key, sub in schema.get("properties", {}).items():
-        yield f"{path}.{key}", sub
-        yield from walk(sub, f"{path}.{key}")
+        name = f"{path}.{key}" if path else key
+        yield name, sub
+        yield from walk(sub, name)
 
 
-@pytest.mark.parametrize("name,sub", list(walk(SCHEMA)), ids=[p for p, _ in walk(SCHEMA)])
-def test_every_key_is_typed_described_defaulted(name, sub):
+KEYS = dict(walk(SCHEMA))
+
+
+@pytest.mark.parametrize("name", list(KEYS))
+def test_every_key_is_typed_described_defaulted(name):
+    sub = KEYS[name]
     assert "type" in sub, f"{name} has no type"
-    assert sub.get("description"), f"{name} has no description"
+    assert isinstance(sub.get("description"), str) and sub["description"], f"{name} has no description"
     assert "default" in sub, f"{name} has no default"
 
 
+def nulls(node, path=""):
+    """Keys whose value is null anywhere in the schema, except a `default` (a YAML slip such as an
+    unquoted comma in a flow mapping turns text into a stray key with a null value)."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if v is None and k != "default":
+                yield f"{path}.{k}"
+            yield from nulls(v, f"{path}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from nulls(v, f"{path}[{i}]")
+
+
+def test_the_schema_has_no_stray_null_keys():
+    assert list(nulls(SCHEMA)) == []
+
+
+def test_the_schema_is_a_valid_json_schema():
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+
+
 @pytest.mark.parametrize("cfg", sorted((ROOT / "config").glob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_configs_validate(cfg):
-    validate(yaml.safe_load(cfg.read_text()), str(ROOT / "workflow/schemas/config.schema.yaml"))
+def test_shipped_configs_validate_and_pass_the_cross_field_checks(cfg):
+    config = yaml.safe_load(cfg.read_text())
+    validate(config, str(SCHEMA_PATH))
+    workflow_config.check(config)
 
 
 def test_a_bad_value_is_refused_naming_the_key():
     cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     cfg["allocation"]["budget"] = "many"
-    with pytest.raises(Exception, match="budget|many"):
-        validate(cfg, str(ROOT / "workflow/schemas/config.schema.yaml"))
+    with pytest.raises(Exception) as e:  # snakemake's WorkflowError, whose text names the key and value
+        validate(cfg, str(SCHEMA_PATH))
+    assert "'many' is not of type 'integer'" in str(e.value) and "budget" in str(e.value)
+
+
+def flag_defaults(command: str) -> dict[str, object]:
+    """dest -> default, from the command's real parser."""
+    parser = build_parser([command])
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    return {a.dest: a.default for a in sub._actions}
+
+
+WIRED = [(rule, key, field) for rule, (_, keys) in workflow_config.WIRING.items() for key, field in keys.items()]
+
+
+@pytest.mark.parametrize("rule,key,field", WIRED, ids=[f"{r}:{k}" for r, k, _ in WIRED])
+def test_every_wired_key_is_a_flag_with_the_schema_default(rule, key, field):
+    assert key in KEYS, f"{key} is wired to {rule} but not in the schema"
+    defaults = flag_defaults(COMMAND_OF[rule])
+    assert field in defaults, f"{key}: `lorarank {COMMAND_OF[rule]}` has no flag for {field!r}"
+    if key not in DIFFERENT_DEFAULTS:
+        flag, schema = defaults[field], KEYS[key]["default"]
+        assert (flag if flag not in (None, []) else None) == (schema if schema not in (None, []) else None), \
+            f"{key}: schema default {schema!r}, flag default {flag!r}"
+
+
+def test_every_schema_key_is_wired_or_read_by_the_workflow():
+    wired = {key for _, key, _ in WIRED}
+    assert {k for k in KEYS if k not in wired and k not in workflow_config.WORKFLOW_KEYS} == set()
+    assert not wired & set(workflow_config.WORKFLOW_KEYS)
+
+
+@pytest.mark.parametrize("cfg", sorted((ROOT / "config").glob("*.yaml")), ids=lambda p: p.name)
+def test_flags_parse_back_to_the_config_values(cfg):
+    """What a rule passes is what its command reads: every wired, read value survives the round trip."""
+    config = yaml.safe_load(cfg.read_text())
+    for rule, (cls, keys) in workflow_config.WIRING.items():
+        extra = {"strategy": "random"} if rule == "allocate_ranks" else {}
+        got = workflow_config.settings(config, rule, **extra)
+        values = workflow_config.values(config, rule, **extra)
+        for key, field in keys.items():
+            if options.reads(cls, field, values) and values[field] not in (None, []):
+                assert getattr(got, field) == values[field], (rule, key)
+
+
+def test_operational_settings_stay_out_of_the_result_flags():
+    config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    for rule, (cls, _) in workflow_config.WIRING.items():
+        extra = {"strategy": "uniform"} if rule == "allocate_ranks" else {}
+        result = workflow_config.flags(config, rule, **extra)
+        ops = workflow_config.flags(config, rule, operational=True, **extra)
+        for f in dataclasses.fields(cls):
+            flag = options.flag_name(f.name) + " "
+            if f.metadata.get("operational"):
+                assert flag not in result + " "
+            else:
+                assert flag not in ops + " "
+    assert "--save-steps" in workflow_config.flags(config, "train_grpo", operational=True)
+    assert "--batch-size" in workflow_config.flags(config, "evaluate_model", operational=True)
+
+
+def test_the_archived_config_leaves_out_exactly_the_operational_keys():
+    config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    kept = workflow_config.result_config(config)
+    assert workflow_config.operational_keys() == ["evaluation.batch_size", "grpo.save_steps", "warmup.save_steps"]
+    assert "save_steps" not in kept["grpo"] and "batch_size" not in kept["evaluation"]
+    assert kept["grpo"]["steps"] == config["grpo"]["steps"] and "save_steps" in config["grpo"]  # a copy

@@ -1,9 +1,11 @@
 """The workflow on a real one-node Slurm cluster (Debian slurm-wlm + munge, started by
-scripts/slurm-up.sh), through `snakemake --profile slurm` as a user runs it. Every run is bounded
-by `timeout`: without a status command that works, Snakemake would wait forever."""
+scripts/slurm-up.sh), through `snakemake --profile slurm` as a user runs it, on a two-arm slice of
+the test config (uniform and random: every kind of job, a third of the queue time). Every run is
+bounded by `timeout`: without a status command that works, Snakemake would wait forever."""
 
 import json
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -11,12 +13,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, job_stats, standin_env
+from conftest import ROOT, TEST_CONFIG, edited_config, job_stats, standin_env
 
 from lorarank.containers import COMMAND_ENV
 
-TEST_CONFIG = Path(ROOT) / "tests/workflow/config.test.yaml"
-CLUSTER_RULES = {"run_sft": 1, "train_grpo": 6, "evaluate_model": 7}
+pytestmark = [pytest.mark.dag, pytest.mark.slurm]
+
+CLUSTER_RULES = {"run_warmup": 1, "train_grpo": 2, "evaluate_model": 3}
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +30,12 @@ def cluster():
     subprocess.run(["scancel", "--user", "root"], capture_output=True)
 
 
-def slurm_snakemake(work, *args, configfile=TEST_CONFIG, limit=1200):
+@pytest.fixture(scope="module")
+def slice_config(tmp_path_factory):
+    return edited_config(tmp_path_factory.mktemp("slice"), lambda c: c["allocation"].update(strategies=["random"]))
+
+
+def slurm_snakemake(work, *args, configfile, limit=1200):
     # from the repository root, as the README says, so that `--profile slurm` finds ./slurm
     cmd = ["timeout", str(limit), "snakemake", "--profile", "slurm", "--directory", str(work),
            "--configfile", str(configfile), *args]
@@ -45,9 +53,9 @@ def submitted(text: str) -> dict[str, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def slurm_run(cluster, tmp_path_factory):
+def slurm_run(cluster, slice_config, tmp_path_factory):
     work = tmp_path_factory.mktemp("slurm")
-    r = slurm_snakemake(work)
+    r = slurm_snakemake(work, configfile=slice_config)
     assert r.returncode == 0, (r.stdout + r.stderr)[-6000:]
     return work, r.stdout + r.stderr
 
@@ -73,7 +81,8 @@ def test_every_slurm_job_ran_its_rule_in_its_pinned_image_with_nv(slurm_run):
             c = by_job[jid]
             command = re.search(r"-m\s+lorarank\s+([\w-]+)", c["command"][-1])[1]
             assert c["url"] == images[COMMAND_ENV[command]] and "--nv" in c["options"], (rule, c)
-    assert len(execs) == 31 and len(by_job) == sum(CLUSTER_RULES.values())  # local rules in images too
+    # local rules in images too: data, model, 2 x (allocation, LoRA config), analysis, summary, archive
+    assert len(execs) == sum(CLUSTER_RULES.values()) + 9 and len(by_job) == sum(CLUSTER_RULES.values())
 
 
 def test_local_rules_did_not_queue(slurm_run):
@@ -82,21 +91,22 @@ def test_local_rules_did_not_queue(slurm_run):
         assert f"localrule {rule}:" in log
 
 
-def test_a_failing_rule_is_reported_and_fails_the_run(slurm_run, tmp_path):
+def test_a_failing_rule_is_reported_and_fails_the_run(slurm_run, slice_config, tmp_path):
+    """A job that fails inside Slurm (its input is corrupt; a bad config would not get that far) fails the
+    run, naming the rule and the Slurm job. On a copy of the finished run: the next test needs it intact."""
     work, _ = slurm_run
-    cfg = yaml.safe_load(TEST_CONFIG.read_text())
-    cfg["evaluation"]["n"] = 500  # more questions than the 64-question test split: evaluate exits 2
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(cfg))
-    r = slurm_snakemake(work, "--retries", "0", configfile=bad, limit=600)
+    copy = tmp_path / "copy"
+    shutil.copytree(work, copy, symlinks=True)
+    (copy / "results/test/data/test.parquet").write_bytes(b"not parquet")  # newer: the evaluations rerun
+    r = slurm_snakemake(copy, "--retries", "0", configfile=slice_config, limit=600)
     assert r.returncode != 0
     text = r.stdout + r.stderr
     assert "Error in rule evaluate_model" in text and "SLURM jobid" in text
 
 
-def test_scancel_mid_job_then_rerun_does_only_what_is_missing(slurm_run, tmp_path):
+def test_scancel_mid_job_then_rerun_does_only_what_is_missing(slurm_run, slice_config, tmp_path):
     work, _ = slurm_run
-    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    cfg = yaml.safe_load(Path(slice_config).read_text())
     cfg["allocation"]["random"]["seed"] = 9  # reruns the random chain only
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(cfg))
@@ -123,7 +133,7 @@ def test_scancel_mid_job_then_rerun_does_only_what_is_missing(slurm_run, tmp_pat
     assert r.returncode != 0
     dry = slurm_snakemake(work, "-n", configfile=changed, limit=120)  # the same images: the profile's
     planned = job_stats(dry.stdout + dry.stderr)
-    assert planned["train_grpo"] == 1 and "allocate_ranks" not in planned and "run_sft" not in planned
+    assert planned["train_grpo"] == 1 and "allocate_ranks" not in planned and "run_warmup" not in planned
     again = slurm_snakemake(work, configfile=changed, limit=900)
     assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
     assert {rule: len(ids) for rule, ids in submitted(again.stdout + again.stderr).items()} == \

@@ -10,14 +10,15 @@ rule allocate_ranks:
     params:
         code=CODE["allocate"],
         model=shape_spec,
-        args=allocate_args,
+        settings=settings_flags("allocate_ranks"),
+        grad_log=grad_log_flag,
     log:
         "logs/{experiment}/allocate_ranks/{strategy}.log",
     container:
         image("allocate")
     shell:
-        "(python -m lorarank allocate --strategy {wildcards.strategy} --model {params.model}"
-        " {params.args} --out {output}) > {log} 2>&1"
+        "(python -m lorarank allocate {params.settings} --model {params.model} {params.grad_log}"
+        " --out {output}) > {log} 2>&1"
 
 
 rule write_lora_config:
@@ -29,11 +30,11 @@ rule write_lora_config:
     params:
         code=CODE["lora-config"],
         model=shape_spec,
-        dropout=ALLOC["dropout"],
+        settings=settings_flags("write_lora_config"),
     log:
         "logs/{experiment}/write_lora_config/{strategy}.log",
     container:
         image("lora-config")
     shell:
         "(python -m lorarank lora-config --allocation {input.allocation} --model {params.model}"
-        " --dropout {params.dropout} --out {output} --verify) > {log} 2>&1"
+        " {params.settings} --out {output} --verify) > {log} 2>&1"

@@ -13,11 +13,12 @@ rule archive_results:
         code=CODE["archive"],
         config=config_json,
         snakemake=snakemake.__version__,
+        results=subpath(output.manifest, ancestor=2),
+        out=subpath(output.manifest, parent=True),
     log:
         "logs/{experiment}/archive_results.log",
     container:
         image("archive")
     shell:
-        "(python -m lorarank archive --results results/{wildcards.experiment} --inputs {input}"
-        " --config-json {params.config:q} --snakemake-version {params.snakemake}"
-        " --out results/{wildcards.experiment}/archive) > {log} 2>&1"
+        "(python -m lorarank archive --results {params.results} --inputs {input}"
+        " --config-json {params.config:q} --snakemake-version {params.snakemake} --out {params.out}) > {log} 2>&1"

@@ -10,10 +10,11 @@ rule prepare_data:
         manifest="results/{experiment}/data/manifest.json",
     params:
         code=CODE["prepare-data"],
-        args=prepare_data_args,
+        settings=settings_flags("prepare_data"),
+        out=subpath(output.manifest, parent=True),
     log:
         "logs/{experiment}/prepare_data.log",
     container:
         image("prepare-data")
     shell:
-        "(python -m lorarank prepare-data {params.args} --out results/{wildcards.experiment}/data) > {log} 2>&1"
+        "(python -m lorarank prepare-data {params.settings} --out {params.out}) > {log} 2>&1"

@@ -1,5 +1,5 @@
 # Evaluation stage: every run, and the base model (strategy "base", no adapter), on the same
-# seeded subset of the test split.
+# seeded subset of the test split. What was evaluated is recorded from the run's run.json.
 
 
 rule evaluate_model:
@@ -12,7 +12,9 @@ rule evaluate_model:
         code=CODE["evaluate"],
         model=start_spec,
         adapter=adapter_flag,
-        args=evaluate_args,
+        settings=settings_flags("evaluate_model"),
+        ops=operational_flags("evaluate_model"),
+        out=subpath(output.metrics, parent=True),
     log:
         "logs/{experiment}/evaluate_model/{strategy}/seed{seed}.log",
     benchmark:
@@ -23,5 +25,4 @@ rule evaluate_model:
         image("evaluate")
     shell:
         "(python -m lorarank evaluate --model {params.model} {params.adapter} --data {input.test}"
-        " {params.args} --out results/{wildcards.experiment}/eval/{wildcards.strategy}/seed{wildcards.seed})"
-        " > {log} 2>&1"
+        " {params.settings} {params.ops} --quiet --out {params.out}) > {log} 2>&1"

@@ -17,14 +17,13 @@ rule analyze_gradients:
                       category="Gradients"),
     params:
         code=CODE["analyze"],
-        sft=sft_flag,
+        out=subpath(output.stats, parent=True),
     log:
         "logs/{experiment}/analyze_gradients.log",
     container:
         image("analyze")
     shell:
-        "(python -m lorarank analyze --grad-logs {input.grad_logs} --allocations {input.allocations}"
-        " {params.sft} --out results/{wildcards.experiment}/summary) > {log} 2>&1"
+        "(python -m lorarank analyze --grad-logs {input.grad_logs} --out {params.out}) > {log} 2>&1"
 
 
 rule summarize_results:
@@ -37,10 +36,10 @@ rule summarize_results:
                       category="Accuracy"),
     params:
         code=CODE["summarize"],
+        out=subpath(output.csv, parent=True),
     log:
         "logs/{experiment}/summarize_results.log",
     container:
         image("summarize")
     shell:
-        "(python -m lorarank summarize --metrics {input.metrics} --lora {input.lora}"
-        " --out results/{wildcards.experiment}/summary) > {log} 2>&1"
+        "(python -m lorarank summarize --metrics {input.metrics} --lora {input.lora} --out {params.out}) > {log} 2>&1"

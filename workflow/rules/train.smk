@@ -15,8 +15,10 @@ rule train_grpo:
     params:
         code=CODE["train"],
         model=start_spec,
-        args=train_args,
+        settings=settings_flags("train_grpo"),
+        ops=operational_flags("train_grpo"),
         launcher=launcher,
+        out=subpath(output.run, parent=True),
     log:
         "logs/{experiment}/train_grpo/{strategy}/seed{seed}.log",
     benchmark:
@@ -27,5 +29,4 @@ rule train_grpo:
         image("train")
     shell:
         "({params.launcher} lorarank train --model {params.model} --lora {input.lora} --data {input.train}"
-        " --seed {wildcards.seed} {params.args}"
-        " --out results/{wildcards.experiment}/runs/{wildcards.strategy}/seed{wildcards.seed}) > {log} 2>&1"
+        " --seed {wildcards.seed} {params.settings} {params.ops} --out {params.out}) > {log} 2>&1"

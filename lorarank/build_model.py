@@ -14,11 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
-from lorarank.cli import positive_int
+from lorarank.argtypes import positive_int
 from lorarank.errors import UserError
 from lorarank.io import write_json
+from lorarank.options import add_arguments, from_args, opt
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
@@ -49,28 +51,46 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     return qt
 
 
-def build(data: str, out: str, layers: int, hidden: int, heads: int, kv_heads: int, intermediate: int,
-          vocab_size: int, max_positions: int, seed: int) -> dict:
+@dataclass
+class TinyModel:
+    """The tiny model's shape and seed: the flags of `lorarank build-model`, config `model.tiny`."""
+
+    layers: int = opt(4, "decoder layers", type=positive_int)
+    hidden: int = opt(128, "hidden size", type=positive_int)
+    heads: int = opt(4, "attention heads", type=positive_int)
+    kv_heads: int = opt(2, "key/value heads", type=positive_int)
+    intermediate: int = opt(352, "MLP width", type=positive_int)
+    vocab_size: int = opt(512, "BPE vocabulary target", type=positive_int)
+    max_positions: int = opt(512, "longest sequence (prompt + completion)", type=positive_int)
+    seed: int = opt(0, "initialisation seed")
+
+    def check(self) -> None:
+        if self.hidden % self.heads or self.heads % self.kv_heads:
+            raise UserError(f"--hidden {self.hidden} must divide by --heads {self.heads}, "
+                            f"and --heads by --kv-heads {self.kv_heads}")
+
+
+def build(data: str, out: str, shape: TinyModel) -> dict:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from lorarank.data import load_split
     from lorarank.prompts import SYSTEM_PROMPTS, target
 
-    if hidden % heads or heads % kv_heads:
-        raise UserError(f"--hidden {hidden} must divide by --heads {heads}, and --heads by --kv-heads {kv_heads}")
+    shape.check()
+    layers, hidden = shape.layers, shape.hidden
     df = load_split(data)
     texts = [q for q in df["question"]] + [target(a, lay) for a in df["answer"] for lay in ("hash", "tags")]
     texts += list(SYSTEM_PROMPTS.values()) + ["system", "user", "assistant"]
-    tokenizer = train_tokenizer(texts, vocab_size)
+    tokenizer = train_tokenizer(texts, shape.vocab_size)
     config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=max_positions,
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=shape.intermediate, num_hidden_layers=layers,
+        num_attention_heads=shape.heads, num_key_value_heads=shape.kv_heads, max_position_embeddings=shape.max_positions,
         tie_word_embeddings=True, bos_token_id=None,
         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
         pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
     )
-    torch.manual_seed(seed)
+    torch.manual_seed(shape.seed)
     model = Qwen2ForCausalLM(config)
     model.generation_config.eos_token_id = config.eos_token_id
     model.generation_config.pad_token_id = config.pad_token_id
@@ -79,7 +99,7 @@ def build(data: str, out: str, layers: int, hidden: int, heads: int, kv_heads: i
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    info = {"seed": seed, "data": str(data), "params": sum(p.numel() for p in model.parameters()),
+    info = {"seed": shape.seed, "data": str(data), "params": sum(p.numel() for p in model.parameters()),
             "vocab_size": len(tokenizer), "layers": layers, "hidden": hidden}
     write_json(tmp / "build.json", info)
     shutil.rmtree(out_p, ignore_errors=True)
@@ -90,19 +110,11 @@ def build(data: str, out: str, layers: int, hidden: int, heads: int, kv_heads: i
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="training split (parquet) to train the tokenizer on")
     p.add_argument("--out", required=True, help="model directory to write")
-    p.add_argument("--layers", type=positive_int, default=4)
-    p.add_argument("--hidden", type=positive_int, default=128)
-    p.add_argument("--heads", type=positive_int, default=4)
-    p.add_argument("--kv-heads", type=positive_int, default=2)
-    p.add_argument("--intermediate", type=positive_int, default=352)
-    p.add_argument("--vocab-size", type=positive_int, default=512)
-    p.add_argument("--max-positions", type=positive_int, default=512)
-    p.add_argument("--seed", type=int, default=0)
+    add_arguments(p, TinyModel)
 
 
 def run(args) -> int:
-    info = build(args.data, args.out, args.layers, args.hidden, args.heads, args.kv_heads, args.intermediate,
-                 args.vocab_size, args.max_positions, args.seed)
+    info = build(args.data, args.out, from_args(TinyModel, args))
     print(f"tiny Qwen2: {info['layers']} layers x {info['hidden']}, {info['params']:,} params, "
           f"vocab {info['vocab_size']} -> {args.out}")
     return 0

@@ -1,5 +1,6 @@
-"""Model specs: a hub id, a local model directory or a config.json, resolved to a config and a
-weightless (meta-device) model for enumerating LoRA targets. Never `trust_remote_code`.
+"""The base model: a spec (hub id, local model directory or config.json) resolved to a config, a
+weightless (meta-device) model for enumerating LoRA targets, or loaded weights and tokenizer for
+training and evaluation, with the one bf16 decision. Never `trust_remote_code`.
 """
 
 from __future__ import annotations
@@ -92,3 +93,24 @@ def targets(spec_or_config, modules: list[str]) -> tuple[object, list[Target]]:
             raise UserError(f"module {m!r} is not exactly once in each of the {n} layers (found in layers {layers})")
     order = {m: i for i, m in enumerate(modules)}
     return config, sorted(chosen, key=lambda t: (t.layer, order[t.module]))
+
+
+def use_bf16(requested: bool) -> bool:
+    """bf16 only on a GPU that supports it (TRL 1.x defaults bf16=True even on a CPU)."""
+    import torch
+
+    return bool(requested and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def load(spec: str, bf16: bool):
+    """(model, tokenizer) for a spec: weights in bf16 where `use_bf16(bf16)`, else float32; the tokenizer
+    pads on the left (batched generation)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    load_config(spec)  # one clear line for a bad spec, before any weights are read
+    tokenizer = AutoTokenizer.from_pretrained(spec, trust_remote_code=False)
+    tokenizer.padding_side = "left"
+    dtype = torch.bfloat16 if use_bf16(bf16) else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, trust_remote_code=False)
+    return model, tokenizer

@@ -1,0 +1,176 @@
+"""The workflow's config, mapped onto the commands' settings: one mapping, two uses.
+
+`WIRING` says which config key feeds which field of which command's settings dataclass
+(`lorarank.options`). The rules build their flags from it (`flags`), and `check` runs the same
+cross-field checks the commands run (`AllocationSpec.check`, `GRPOSettings.check`, ...) on the config
+before any job is planned, naming config keys instead of flags. A test keeps every schema key either
+wired here (with the flag's default as its schema default) or listed in `WORKFLOW_KEYS`.
+
+Standard library only (and the settings classes, whose modules import their heavy libraries lazily):
+the Snakefile imports this on a submit host that may have nothing but Snakemake.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import re
+import shlex
+from pathlib import Path
+
+from lorarank import options
+from lorarank.allocation import AllocationSpec
+from lorarank.build_model import TinyModel
+from lorarank.data import DataSettings
+from lorarank.errors import UserError
+from lorarank.evaluate import EvalSettings
+from lorarank.lora import LoraSettings
+from lorarank.sft import SFTSettings
+from lorarank.train import GRPOSettings
+
+
+def _same(prefix: str, *names: str) -> dict[str, str]:
+    return {f"{prefix}.{n}": n for n in names}
+
+
+# rule (or job kind) -> (settings class, {config key: field})
+WIRING = {
+    "prepare_data": (DataSettings, {**_same("data", "source", "path", "hub_id", "hub_config"),
+                                    **_same("data.synthetic", "n_train", "n_test", "levels", "seed")}),
+    "build_model": (TinyModel, _same("model.tiny", "layers", "hidden", "heads", "kv_heads", "intermediate",
+                                     "vocab_size", "seed")),
+    "run_warmup": (SFTSettings, {"layout": "layout", **_same("warmup", "steps", "batch_size", "lr", "warmup_steps", "save_steps")}),
+    "train_grpo": (GRPOSettings, {"layout": "layout", **_same(
+        "grpo", "steps", "prompts_per_step", "generations", "max_completion_length", "lr", "beta", "loss_type",
+        "temperature", "max_grad_norm", "partial_credit", "save_steps", "deepspeed", "bf16")}),
+    "evaluate_model": (EvalSettings, {"layout": "layout", **_same("evaluation", "n", "seed", "batch_size",
+                                                                   "max_new_tokens")}),
+    "allocate_ranks": (AllocationSpec, {
+        **_same("allocation", "budget", "granularity", "target_modules", "min_rank", "max_rank", "fraction",
+                "alpha_policy", "alpha"),
+        **_same("allocation.random", "low", "high", "seed"), "allocation.manual_ranks": "ranks"}),
+    "write_lora_config": (LoraSettings, {"allocation.dropout": "dropout"}),
+}
+
+# schema keys the workflow reads itself (not a command's flag), and why
+WORKFLOW_KEYS = {
+    "experiment": "names results/{experiment}/",
+    "data": "a section", "data.synthetic": "a section",
+    "model": "a section", "model.source": "chooses build_model + run_warmup or a pretrained model",
+    "model.name_or_path": "the pretrained model every rule reads", "model.tiny": "a section",
+    "warmup": "a section", "grpo": "a section", "evaluation": "a section", "allocation": "a section",
+    "allocation.random": "a section",
+    "allocation.strategies": "the arms: one allocate/train/evaluate chain each",
+    "grpo.gpus": "Slurm resources and the accelerate launcher",
+    "seeds": "one training run per arm and seed",
+    "containers": "a section", "containers.train": "the image rules run in",
+    "containers.analysis": "the image rules run in",
+}
+
+
+def operational_keys() -> list[str]:
+    """Config keys wired to operational fields: how jobs run, not what they produce."""
+    out = []
+    for cls, keys in WIRING.values():
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        out += [key for key, field in keys.items() if fields[field].metadata.get("operational")]
+    return sorted(set(out))
+
+
+def result_config(config: dict) -> dict:
+    """The config without its operational keys: what the results depend on (the archive records this,
+    so that a new checkpoint interval does not rebuild the archive either)."""
+    out = copy.deepcopy(config)
+    for key in operational_keys():
+        *parents, last = key.split(".")
+        node = out
+        for p in parents:
+            node = node.get(p, {})
+        node.pop(last, None)
+    return out
+
+
+def lookup(config: dict, key: str):
+    value = config
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
+def values(config: dict, rule: str, **extra) -> dict:
+    """field -> value for a rule's settings, from the config (plus values the rule knows, e.g. the strategy)."""
+    _, keys = WIRING[rule]
+    return {**{field: lookup(config, key) for key, field in keys.items()}, **extra}
+
+
+def flags(config: dict, rule: str, operational: bool = False, **extra) -> str:
+    """The command-line flags a rule passes: the settings that change results (its rerun-triggering
+    params), or with `operational` those that only change how the job runs."""
+    cls, _ = WIRING[rule]
+    return options.to_flags(cls, values(config, rule, **extra), operational)
+
+
+def settings(config: dict, rule: str, **extra):
+    """A rule's settings object, exactly as its command will build it from the flags the rule passes."""
+    cls, _ = WIRING[rule]
+    argv = flags(config, rule, **extra) + " " + flags(config, rule, operational=True, **extra)
+    return options.parse(cls, shlex.split(argv))
+
+
+def _config_names(message: str, rule: str) -> str:
+    """A command's message with its flags renamed to the config keys that set them."""
+    _, keys = WIRING[rule]
+    by_field = {field: key for key, field in keys.items()}
+
+    def rename(m):
+        field = m.group(1).replace("-", "_")
+        return by_field.get(field, m.group(0))
+
+    return re.sub(r"--([a-z][a-z0-9-]*)", rename, message)
+
+
+def num_layers(config: dict) -> int | None:
+    """The model's layer count where it is known without loading anything (else None)."""
+    model = config["model"]
+    if model["source"] == "tiny":
+        return model["tiny"]["layers"]
+    spec = Path(str(model.get("name_or_path") or ""))
+    cfg = spec / "config.json" if spec.is_dir() else spec
+    if cfg.suffix == ".json" and cfg.is_file():
+        return json.loads(cfg.read_text()).get("num_hidden_layers")
+    return None  # a hub id: known once the allocation job reads its config
+
+
+def _split_size(config: dict) -> int | None:
+    data = config["data"]
+    if data["source"] == "synthetic":
+        return data["synthetic"]["n_test"]
+    if data["source"] == "local" and data.get("path"):
+        test = Path(data["path"]) / "test.jsonl"
+        if test.is_file():
+            return sum(1 for line in test.read_text().splitlines() if line.strip())
+    return None
+
+
+def check(config: dict) -> None:
+    """Refuse a config whose mistakes would otherwise surface minutes into a job: one UserError line,
+    naming the config keys. The checks are the commands' own."""
+    tiny = config["model"]["source"] == "tiny"
+    if not tiny and not config["model"].get("name_or_path"):
+        raise UserError("model.name_or_path is required when model.source is 'pretrained'")
+    gpus = 1 if tiny else config["grpo"]["gpus"]
+    world = {"train_grpo": {"world": gpus}, "evaluate_model": {"split_size": _split_size(config)}}
+    rules = ["prepare_data", "train_grpo", "evaluate_model", "write_lora_config"]
+    rules += ["build_model", "run_warmup"] if tiny else []
+    for rule in rules:
+        try:
+            settings(config, rule).check(**world.get(rule, {}))
+        except UserError as e:
+            raise UserError(_config_names(str(e), rule)) from None
+    n = num_layers(config)
+    for strategy in dict.fromkeys(["uniform", *config["allocation"]["strategies"]]):
+        try:
+            settings(config, "allocate_ranks", strategy=strategy).check(n)
+        except UserError as e:
+            raise UserError(f"allocation ({strategy} arm): " + _config_names(str(e), "allocate_ranks")) from None

@@ -1,0 +1,75 @@
+"""Bad configs fail before any job runs: `snakemake -n` refuses each cross-field mistake in one line that
+names the config keys (the commands' own checks, run on the config when the Snakefile loads)."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.dag
+
+TEST_CONFIG = Path(ROOT) / "tests/workflow/config.test.yaml"  # 2 layers, budget 16, 64 test questions
+
+
+def _pretrained(tmp, c, gpus):
+    model = tmp / "model"
+    model.mkdir(exist_ok=True)
+    (model / "config.json").write_text(json.dumps({"model_type": "qwen2", "num_hidden_layers": 2}))
+    c["model"].update(source="pretrained", name_or_path=str(model))
+    c["grpo"]["gpus"] = gpus
+
+
+def _local(tmp, c):
+    (tmp / "empty").mkdir(exist_ok=True)
+    c["data"].update(source="local", path=str(tmp / "empty"))
+
+
+CASES = {
+    "random low above high": (lambda t, c: c["allocation"]["random"].update(low=20, high=10),
+                              "allocation (random arm): allocation.random.low 20 is above allocation.random.high 10"),
+    "manual ranks of the wrong length": (lambda t, c: c["allocation"].update(manual_ranks=[4, 4, 8]),
+                                         "allocation.manual_ranks has 3 entries but the model has 2 layers"),
+    "budget below layers x min rank": (lambda t, c: c["allocation"].update(budget=3, min_rank=2),
+                                       "allocation.budget 3 is below 2 layers x allocation.min_rank 2"),
+    "local data without a path": (lambda t, c: c["data"].update(source="local", path=None),
+                                  "data.source local needs data.path"),
+    "local data path without the files": (_local, "has no train.jsonl"),
+    "min rank above max rank": (lambda t, c: c["allocation"].update(min_rank=6, max_rank=4),
+                                "allocation.max_rank 4 is below allocation.min_rank 6"),
+    "uniform budget that does not divide": (lambda t, c: c["allocation"].update(budget=17, manual_ranks=[8, 9]),
+                                            "allocation (uniform arm): allocation.budget 17 does not divide over 2 units"),
+    "budget above layers x max rank": (lambda t, c: c["allocation"].update(max_rank=4),
+                                       "allocation.budget 16 is above 2 layers x allocation.max_rank 4"),
+    "reduced budget below layers x min rank": (lambda t, c: c["allocation"].update(fraction=0.1),
+                                               "allocation (reduced arm): reduced budget"),
+    "manual arm without ranks": (lambda t, c: c["allocation"].update(manual_ranks=[]),
+                                 "strategy 'manual' needs allocation.manual_ranks"),
+    "heads that do not divide the width": (lambda t, c: c["model"]["tiny"].update(heads=3),
+                                           "model.tiny.hidden 64 must divide by model.tiny.heads 3"),
+    "more questions than the test split": (lambda t, c: c["evaluation"].update(n=100),
+                                           "evaluation.n 100 is larger than the split (64 questions)"),
+    "pretrained without a model": (lambda t, c: c["model"].update(source="pretrained", name_or_path=None),
+                                   "model.name_or_path is required when model.source is 'pretrained'"),
+    "completions that do not divide over the GPUs": (lambda t, c: _pretrained(t, c, 3),
+                                                     "8 completions per step do not divide over 3 processes"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_snakemake_refuses_a_bad_config_in_one_line(case, tmp_path):
+    edit, expected = CASES[case]
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    edit(tmp_path, cfg)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    r = subprocess.run(["snakemake", "-s", f"{ROOT}/Snakefile", "--configfile", str(path), "-n", "--cores", "1"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert r.returncode != 0
+    lines = [line for line in (r.stdout + r.stderr).splitlines() if line.startswith("config: ")]
+    assert len(lines) == 1 and expected in lines[0], (r.stdout + r.stderr)[-2000:]
+    assert "Job stats" not in r.stdout + r.stderr  # refused before any job was planned

@@ -1,0 +1,54 @@
+# Setup with side effects, done once when the Snakefile loads: the config checked beyond its schema,
+# container images checked, the environment rules run in, and every command's code fingerprint.
+
+import os
+import sys
+
+from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
+
+sys.path.insert(0, workflow.basedir)  # lorarank's workflow-facing modules import nothing but the standard library
+from lorarank import workflow_config
+from lorarank.containers import COMMAND_ENV, references, stale
+from lorarank.errors import UserError
+from lorarank.fingerprint import fingerprints
+
+# Cross-field mistakes (random.low > high, manual ranks of the wrong length, ...) fail here, in one
+# line naming the key, before any job is planned: the commands' own checks, run on the config.
+try:
+    workflow_config.check(config)
+except UserError as e:
+    raise WorkflowError(f"config: {e}") from None
+
+# Container images by digest, one per environment (config `containers:`); used with --sdm apptainer
+# (the slurm profile sets it), and then required: an unset image would silently mean the host.
+APPTAINER = DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
+try:
+    CONTAINERS = references(config["containers"], required=APPTAINER)
+except ValueError as e:
+    raise WorkflowError(str(e)) from None
+if APPTAINER:
+    for warning in stale(workflow.basedir, CONTAINERS):
+        logger.warning(warning)
+
+
+# Rules run `python -m lorarank` with this checkout's code, also in the images (which do not install
+# lorarank, so that a code edit needs no rebuild) and from another working directory: the code the
+# fingerprints below hash is the code that runs. Apptainer binds the working directory, not this one.
+def _prepend(var, path, sep):
+    parts = [p for p in os.environ.get(var, "").split(sep) if p]
+    os.environ[var] = sep.join([path] + [p for p in parts if p != path])
+
+
+_prepend("PYTHONPATH", workflow.basedir, os.pathsep)
+if APPTAINER:
+    _prepend("APPTAINER_BIND", workflow.basedir, ",")
+    # inside an image, this checkout alone: host entries would shadow the image's pinned packages
+    os.environ.update(APPTAINERENV_PYTHONPATH=workflow.basedir)
+
+# Each rule's params carry its command's code fingerprint (import closure, code without comments
+# or docstrings, versions of the packages it imports, or in a container the image digest instead):
+# Snakemake's params trigger then reruns a stage when, and only when, what it executes changed.
+# See lorarank/fingerprint.py.
+CODE = fingerprints(workflow.basedir, {c: CONTAINERS[COMMAND_ENV[c]] for c in COMMAND_ENV if APPTAINER})
