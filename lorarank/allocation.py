@@ -106,6 +106,9 @@ class AllocationSpec:
     granularity: str = opt("layer", "one rank per layer, or per (layer, projection)", choices=("layer", "module"))
     target_modules: list[str] = opt(list(DEFAULT_MODULES), "projections that get LoRA adapters", type=csv_list)
     grad_log: str | None = opt(None, "grad_norms.parquet for proportional, reduced, inverse")
+    importance: str = opt("lora", "the profile's metric: lora (the study's A/B norms) or weight (the rank-neutral "
+                          "full-weight gradient, as GoRA-style allocation uses)", choices=("lora", "weight"),
+                          when={"strategy": PROFILE_STRATEGIES})
     fraction: float = opt(0.7, "reduced: share of the budget (0, 1]", when={"strategy": ("reduced",)})
     min_rank: int = opt(1, "smallest rank any unit may get", type=positive_int, when={"strategy": BUDGETED})
     max_rank: int | None = opt(None, "largest rank any unit may get", type=positive_int, when={"strategy": BUDGETED})
@@ -214,10 +217,12 @@ def allocation_units(num_layers: int, modules: list[str], granularity: str) -> l
     return [(layer, m) for layer in range(num_layers) for m in modules]
 
 
-def profile_weights(df, units: list, granularity: str, num_layers: int, modules: list[str]) -> list[float]:
-    """Shares from a gradient log, one per unit, after checking the log fits the allocation."""
+def profile_weights(df, units: list, granularity: str, num_layers: int, modules: list[str],
+                    metric: str = "lora", name: str = "gradient log") -> list[float]:
+    """Shares by `metric` from a gradient log, one per unit, after checking the log fits the allocation."""
     from lorarank import gradlog
 
+    df = gradlog.select(df, metric, name=f"gradient log {name!r}")
     log_layers = gradlog.num_layers(df)
     if log_layers != num_layers:
         raise UserError(f"gradient log covers {log_layers} layers but the allocation has {num_layers} (--num-layers)")
@@ -305,11 +310,12 @@ def build(spec: AllocationSpec) -> dict:
             raise UserError(f"strategy {spec.strategy!r} needs --grad-log (a grad_norms.parquet)")
         df = gradlog.read(spec.grad_log)
         log_layers = gradlog.num_layers(df)
-        profile = {"path": str(spec.grad_log), "sha256": sha256_file(spec.grad_log)}
+        profile = {"path": str(spec.grad_log), "sha256": sha256_file(spec.grad_log), "importance": spec.importance}
     num_layers = resolve_num_layers(spec, log_layers)
     spec.check(num_layers)
     units = allocation_units(num_layers, spec.target_modules, spec.granularity)
-    shares = profile_weights(df, units, spec.granularity, num_layers, spec.target_modules) if df is not None else None
+    shares = (profile_weights(df, units, spec.granularity, num_layers, spec.target_modules, spec.importance,
+                              spec.grad_log) if df is not None else None)
     result = compute_ranks(spec, units, shares)
     alpha = spec.alpha if spec.alpha is not None else default_alpha(spec.alpha_policy, result.budget, num_layers)
     if spec.granularity == "module":

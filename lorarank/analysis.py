@@ -1,13 +1,21 @@
-"""Gradient statistics of the study, from gradient logs (the `lorarank.gradlog` contract).
+"""Gradient statistics of the study, on every importance metric (`lorarank.gradlog`: lora, lora_normalised,
+weight), from gradient logs and the run.json beside each (what a log is comes from there, never its path).
 
-Per run: per-layer shares, hottest and coldest layer, max/min ratio, the share carried by the top
-30% of layers, and the early-vs-late Pearson correlation of the share map (mean share over the
-first vs the last `window` fraction of steps). Per non-uniform arm: Pearson and Spearman
-correlation between the allocated rank of each layer and the shift of its share against the
-uniform run (the study's "amplification": 0.972 random, 0.946 proportional), and the widening of
-max/min against uniform. A statistic that is undefined on the data (max/min with a zero-share
-layer, a correlation of a constant vector, early-vs-late with a single step) is null, with the
-reason in `notes`, never a crash or a division by zero.
+Per run and metric: per-layer shares, hottest and coldest layer, max/min ratio, the share carried by the
+top 30% of layers, and the early-vs-late Pearson correlation of the share map (mean share over the first
+vs the last `window` fraction of steps). Per non-uniform arm and metric, against the uniform arm of its
+regime and alpha policy, seed by seed: Pearson and Spearman correlation between each layer's allocated
+rank and the shift of its share (the study's "amplification": 0.972 random, 0.946 proportional), with a
+bootstrap 95% CI over steps and seeds, and the widening of max/min.
+
+The mechanical prediction of each arm: the uniform run's `lora` importance of every (layer, module)
+times that module's mechanical factor s_arm sqrt(r_arm) / (s_uni sqrt(r_uni)) (`lora.scaling`: alpha/r,
+or alpha/sqrt(r) with rsLoRA), renormalised per step into shares. It is what the `lora` shares would do
+if the loss asked nothing new of any layer; `explained` = 1 - sum (observed - predicted shift)^2 / sum
+observed shift^2 is the fraction of the observed `lora` shift it accounts for (1: all mechanics; 0: none).
+
+A statistic undefined on the data (max/min with a zero-share layer, a correlation of a constant vector,
+early-vs-late with a single step) is null, with the reason in `notes`, never a crash.
 """
 
 from __future__ import annotations
@@ -20,12 +28,20 @@ import pandas as pd
 
 from lorarank import gradlog
 from lorarank.errors import UserError
-from lorarank.study import arm_of
+from lorarank.study import arm_key, arm_name, reference_arm, scaling
+
+DEFINITION = ("share = sqrt(sum of squared gradient norms of a layer's matrices of the metric) / sum over layers, "
+              "averaged over steps; metrics: lora (A/B norms, the study's), lora_normalised (each A/B norm / "
+              "(s sqrt(r))), weight (norm of the full-weight gradient G, rank-neutral); amplification = "
+              "correlation of allocated rank with share - uniform share")
+
+
+FLAT = 1e-6  # shares come from float32 norms: differences below this are rounding, not signal
 
 
 def _corr(x, y, notes: list, what: str, method: str = "pearson") -> float | None:
     x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) < FLAT:
         notes.append(f"{what}: undefined ({'fewer than 3 layers' if len(x) < 3 else 'a constant vector'})")
         return None
     if method == "spearman":
@@ -35,15 +51,16 @@ def _corr(x, y, notes: list, what: str, method: str = "pearson") -> float | None
     return float(np.corrcoef(x, y)[0, 1])
 
 
-def run_stats(df: pd.DataFrame, window: float = 0.1, top: float = 0.3) -> dict:
+def run_stats(per_step: pd.DataFrame, window: float = 0.1, top: float = 0.3) -> dict:
+    """Statistics of one run's share map (`gradlog.step_shares` of one metric)."""
     notes: list[str] = []
-    per_step = gradlog.step_shares(df)
-    shares = per_step.mean(axis=0)
-    layers = [int(l) for l in shares.index]
-    s = shares.to_numpy()
+    if per_step.empty:
+        raise UserError("a gradient log has all-zero gradients at every step: no share can be computed")
+    s = per_step.mean(axis=0).to_numpy()
+    layers = [int(l) for l in per_step.columns]
     k = max(1, math.ceil(top * len(s)))
     out = {
-        "steps": int(df["step"].nunique()), "informative_steps": int(len(per_step)),
+        "informative_steps": int(len(per_step)),
         "shares": dict(zip(map(str, layers), map(float, s))),
         "hottest": {"layer": layers[int(np.argmax(s))], "share": float(s.max())},
         "coldest": {"layer": layers[int(np.argmin(s))], "share": float(s.min())},
@@ -65,7 +82,7 @@ def run_stats(df: pd.DataFrame, window: float = 0.1, top: float = 0.3) -> dict:
     return out
 
 
-def amplification(arm: dict, uniform: dict, ranks: list[int]) -> dict:
+def amplification(arm: dict, uniform: dict, ranks: list[float]) -> dict:
     """Correlation of allocated rank with each layer's share shift against the uniform run."""
     notes: list[str] = []
     layers = sorted(uniform["shares"], key=int)
@@ -88,60 +105,116 @@ def layer_ranks(df: pd.DataFrame) -> list[float]:
     return [float(r) for r in lora.groupby("layer")["rank"].mean().sort_index()]
 
 
-def read_run(grad_log: str) -> tuple[dict, pd.DataFrame]:
-    """(identity, gradient log): the identity is what run.json beside the log says, never its path."""
-    from lorarank.io import read_json
-
-    record = read_json(Path(grad_log).with_name("run.json"), f"run record of {grad_log!r}")
-    if "identity" not in record:
-        raise UserError(f"run record beside {grad_log!r} has no identity (it predates lorarank 0.2: rerun it)")
-    return record["identity"], gradlog.read(grad_log)
+def module_ranks(df: pd.DataFrame) -> pd.Series:
+    """(layer, module) -> rank, from the log's A rows."""
+    return df[df["matrix"] == "A"].groupby(["layer", "module"])["rank"].first()
 
 
-def analyze(grad_logs: list[str], window: float) -> tuple[dict, dict]:
-    """(gradient_stats document, per-step shares per run for the heatmaps). The warm-up's log (if
-    given) is the SFT side of the contrast; every LoRA run is compared with the uniform run of its seed."""
-    runs, per_step, ranks, warmup = {}, {}, {}, None
-    for p in grad_logs:
-        ident, df = read_run(p)
-        if ident["kind"] == "warmup":
-            warmup = df
-            continue
-        key = (arm_of(ident), int(ident["seed"]))
-        if key in runs:
-            raise UserError(f"two gradient logs are {key[0]} seed {key[1]}: {p!r} and another")
-        runs[key] = run_stats(df, window)
-        per_step[key] = gradlog.step_shares(df)
-        ranks[key[0]] = layer_ranks(df)
-    doc = {"definition": "share = sqrt(sum of squared LoRA A/B grad norms of a layer) / sum over layers, "
-                         "averaged over steps; amplification = correlation of allocated rank with share - uniform share",
-           "window": window, "runs": {f"{s}/seed{seed}": v for (s, seed), v in runs.items()}, "arms": {}}
-    for strategy in dict.fromkeys(s for s, _ in runs):
-        seeds = sorted(seed for s, seed in runs if s == strategy)
-        arm = {"seeds": seeds, "per_seed": {}}
-        for seed in seeds:
-            if strategy != "uniform" and ("uniform", seed) in runs:
-                arm["per_seed"][str(seed)] = amplification(runs[(strategy, seed)], runs[("uniform", seed)], ranks[strategy])
-        vals = [v["rank_vs_shift_pearson"] for v in arm["per_seed"].values() if v["rank_vs_shift_pearson"] is not None]
-        arm["rank_vs_shift_pearson_mean"] = float(np.mean(vals)) if vals else None
-        doc["arms"][strategy] = arm
-    if warmup is not None:
-        doc["sft"] = run_stats(warmup, window)
-        per_step[("warmup", 0)] = gradlog.step_shares(warmup)
-        uni = [k for k in runs if k[0] == "uniform"]
-        if uni:
-            g = runs[uni[0]]
-            doc["sft_vs_grpo"] = {key: {"sft": doc["sft"][key], "grpo_uniform": g[key]}
-                                  for key in ("top_30pct_share", "max_min_ratio", "early_late_corr")}
-    else:
-        doc["sft"] = None
-    return doc, per_step
+def mechanical(uniform: pd.DataFrame, uni_policy: dict, arm: pd.DataFrame, arm_policy: dict) -> pd.Series:
+    """Predicted `lora` shares of the arm: the uniform run's module importances times each module's
+    mechanical factor s sqrt(r) relative to uniform's, renormalised per step, averaged over steps."""
+    def factor(ranks: pd.Series, policy: dict) -> pd.Series:
+        return ranks.map(lambda r: scaling(policy, int(r)) * math.sqrt(int(r)))
+
+    f = factor(module_ranks(arm), arm_policy) / factor(module_ranks(uniform), uni_policy)
+    imp = gradlog.importance(gradlog.select(uniform, "lora"), "module")
+    pred = np.sqrt((imp ** 2 * f.reindex(imp.columns).to_numpy()[None, :] ** 2).T.groupby(level="layer").sum().T)
+    totals = pred.sum(axis=1)
+    return pred[totals > 0].div(totals[totals > 0], axis=0).mean(axis=0)
+
+
+def explained(observed: list[float], predicted: list[float]) -> float | None:
+    """Fraction of the observed shift the predicted shift accounts for: 1 - SS(obs - pred) / SS(obs)."""
+    obs, pred = np.asarray(observed), np.asarray(predicted)
+    ss = float((obs ** 2).sum())
+    return None if ss == 0 else 1 - float(((obs - pred) ** 2).sum()) / ss
+
+
+class Run:
+    """One gradient log with the identity run.json gives it, its share maps per metric computed once."""
+
+    def __init__(self, grad_log: str, window: float):
+        from lorarank.io import read_json
+
+        record = read_json(Path(grad_log).with_name("run.json"), f"run record of {grad_log!r}")
+        if "identity" not in record:
+            raise UserError(f"run record beside {grad_log!r} has no identity (written before lorarank 0.2: rerun it)")
+        self.identity = record["identity"]
+        self.key, self.seed = arm_key(self.identity), self.identity["seed"]
+        self.df = gradlog.read(grad_log)
+        policy = self.identity.get("alpha_policy")
+        self.per_step = {m: gradlog.step_shares(gradlog.select(self.df, m, policy, grad_log))
+                         for m in gradlog.metrics(self.df) if m != "lora_normalised" or policy}
+        self.stats = {m: run_stats(ps, window) for m, ps in self.per_step.items()}
+
+
+def compare(runs: list[Run], uniform: list[Run], reps: int) -> dict:
+    """An arm against its uniform arm, seed by seed and pooled, on every metric both have."""
+    from lorarank.stats import bootstrap_shift_corr
+
+    by_seed = {u.seed: u for u in uniform}
+    pairs = [(r, by_seed[r.seed]) for r in runs if r.seed in by_seed]
+    if not pairs:
+        return {"notes": ["no uniform run of the same seed to compare with"]}
+    ranks = layer_ranks(pairs[0][0].df)
+    out: dict = {"ranks": dict(zip(map(str, range(len(ranks))), ranks)), "metrics": {}}
+    for metric in [m for m in gradlog.METRICS if all(m in r.per_step and m in u.per_step for r, u in pairs)]:
+        per_seed = {str(r.seed): amplification(r.stats[metric], u.stats[metric], ranks) for r, u in pairs}
+        pearson = [v["rank_vs_shift_pearson"] for v in per_seed.values() if v["rank_vs_shift_pearson"] is not None]
+        spearman = [v["rank_vs_shift_spearman"] for v in per_seed.values() if v["rank_vs_shift_spearman"] is not None]
+        widening = [v["max_min_widening"] for v in per_seed.values() if v["max_min_widening"] is not None]
+        ci = bootstrap_shift_corr([r.per_step[metric].to_numpy() for r, _ in pairs],
+                                  [u.per_step[metric].to_numpy() for _, u in pairs], ranks, reps=reps)
+        out["metrics"][metric] = {
+            "per_seed": per_seed, "rank_vs_shift_pearson": float(np.mean(pearson)) if pearson else None,
+            "rank_vs_shift_spearman": float(np.mean(spearman)) if spearman else None,
+            "pearson_ci95": ci["pearson"] if pearson else None, "spearman_ci95": ci["spearman"] if spearman else None,
+            "max_min_widening": float(np.mean(widening)) if widening else None}
+    if "lora" in out["metrics"]:
+        mech = {}
+        for r, u in pairs:
+            pred = mechanical(u.df, u.identity["alpha_policy"], r.df, r.identity["alpha_policy"])
+            layers = sorted(u.stats["lora"]["shares"], key=int)
+            uni = np.array([u.stats["lora"]["shares"][l] for l in layers])
+            obs = np.array([r.stats["lora"]["shares"][l] for l in layers])
+            pshift = pred.reindex([int(l) for l in layers]).to_numpy() - uni
+            mech[str(r.seed)] = {"predicted_shift": dict(zip(layers, map(float, pshift))),
+                                 "explained": explained(obs - uni, pshift)}
+        ex = [v["explained"] for v in mech.values() if v["explained"] is not None]
+        out["mechanical"] = {"per_seed": mech, "explained": float(np.mean(ex)) if ex else None}
+    return out
+
+
+def analyze(grad_logs: list[str], window: float, reps: int = 1000) -> tuple[dict, dict]:
+    """(gradient_stats document, per-step shares per (arm, metric) of each arm's first seed for the heatmaps)."""
+    runs = [Run(p, window) for p in grad_logs]
+    arms: dict[tuple, list[Run]] = {}
+    for r in runs:
+        arms.setdefault(r.key, []).append(r)
+    for key, rs in arms.items():
+        seeds = [r.seed for r in rs]
+        if len(set(seeds)) != len(seeds):
+            raise UserError(f"two gradient logs are the same run: {arm_name(key)} seed {seeds}")
+        rs.sort(key=lambda r: r.seed if r.seed is not None else -1)
+    doc = {"definition": DEFINITION, "metrics": list(gradlog.METRICS), "window": window, "bootstrap_reps": reps,
+           "runs": {f"{arm_name(r.key)}/seed{r.seed}": {"identity": r.identity, "metrics": r.stats} for r in runs},
+           "arms": {}}
+    for key, rs in arms.items():
+        entry = {"seeds": [r.seed for r in rs], "regime": key[0], "strategy": key[1], "alpha_policy": key[2]}
+        ref = reference_arm(key)
+        if key[1] not in (None, "uniform") and ref in arms:
+            entry.update(compare(rs, arms[ref], reps))
+        doc["arms"][arm_name(key)] = entry
+    heat = {(arm_name(key), m): rs[0].per_step[m] for key, rs in arms.items() for m in ("lora", "weight")
+            if m in rs[0].per_step}
+    return doc, heat
 
 
 def configure(p) -> None:
     p.add_argument("--grad-logs", nargs="+", required=True,
                    help="grad_norms.parquet of every run (run.json beside each says what it is), the warm-up's included")
     p.add_argument("--window", type=float, default=0.1, help="early/late window, fraction of steps")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for the correlation CIs")
     p.add_argument("--out", required=True, help="summary directory (gradient_stats.json, figures/)")
 
 
@@ -151,30 +224,20 @@ def run(args) -> int:
 
     if not 0 < args.window <= 0.5:
         raise UserError(f"--window {args.window} is outside (0, 0.5]")
-    doc, per_step = analyze(args.grad_logs, args.window)
-    out = Path(args.out)
-    figs = out / "figures"
-    first = {}
-    for (s, seed), table in per_step.items():
-        if s not in first:
-            first[s] = seed
-            label = "SFT warm-up" if s == "warmup" else f"GRPO, {s} arm (seed {seed})"
-            figures.heatmap(table, f"Gradient share per layer over training: {label}", figs / f"heatmap_{s}.png")
-    points = {}
-    for s, arm in doc["arms"].items():
-        if arm["per_seed"]:
-            seed = next(iter(arm["per_seed"]))
-            amp = arm["per_seed"][seed]
-            layers = sorted(amp["shift"], key=int)
-            points[s] = ([amp["ranks"][l] for l in layers], [amp["shift"][l] for l in layers], amp["rank_vs_shift_pearson"])
-    figures.amplification(points, figs / "amplification.png")
-    arms = {k.replace("/seed", " s"): v["shares"] for k, v in doc["runs"].items()}
-    if doc["sft"]:
-        arms["SFT warm-up"] = doc["sft"]["shares"]
-    figures.shares(arms, figs / "shares.png")
-    write_json(out / "gradient_stats.json", doc)
-    u = next((v for k, v in doc["runs"].items() if k.startswith("uniform/")), None)
-    if u:
-        print(f"uniform: hottest layer {u['hottest']['layer']} ({u['hottest']['share']:.2%}), "
-              f"max/min {u['max_min_ratio']}, top-30% {u['top_30pct_share']:.1%}")
+    if args.bootstrap < 100:
+        raise UserError(f"--bootstrap {args.bootstrap} is below 100 replicates (too few for a 95% interval)")
+    doc, heat = analyze(args.grad_logs, args.window, args.bootstrap)
+    figs = Path(args.out) / "figures"
+    for (arm, metric), table in heat.items():
+        figures.heatmap(table, f"Gradient share per layer ({metric} metric): {arm}",
+                        figs / f"heatmap_{metric}_{arm.replace('/', '-')}.png")
+    figures.amplification(doc["arms"], figs / "amplification.png")
+    panels: dict = {}
+    for (arm, metric), table in heat.items():  # each arm's first seed
+        panels.setdefault(metric, {})[arm] = {str(int(l)): float(v) for l, v in table.mean(axis=0).items()}
+    figures.shares(panels, figs / "shares.png")
+    write_json(Path(args.out) / "gradient_stats.json", doc)
+    for name, arm in doc["arms"].items():
+        for metric, m in arm.get("metrics", {}).items():
+            print(f"{name} [{metric}]: rank vs shift r = {m['rank_vs_shift_pearson']}, CI {m['pearson_ci95']}")
     return 0

@@ -42,57 +42,77 @@ def heatmap(per_step: pd.DataFrame, title: str, path: Path) -> None:
     plt.close(fig)
 
 
-def amplification(points: dict[str, tuple[list, list, float | None]], path: Path) -> None:
-    """Allocated rank vs share shift against uniform, per arm, with a fitted line and r."""
+METRIC_TITLES = {"lora": "lora: A/B norms (the study's)", "lora_normalised": "lora_normalised: / (s sqrt(r))",
+                 "weight": "weight: full-weight gradient (rank-neutral)"}
+
+
+def amplification(arms: dict, path: Path) -> None:
+    """Allocated rank vs share shift against uniform, one panel per metric, one colour per arm (its first
+    seed), with a fitted line and the seed-mean r and its bootstrap CI in the legend."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for (arm, (ranks, shift, r)), color in zip(points.items(), plt.cm.tab10.colors):
-        x, y = np.asarray(ranks, float), 100 * np.asarray(shift, float)
-        label = f"{arm} (r = {r:.3f})" if r is not None else f"{arm} (r undefined)"
-        ax.scatter(x, y, color=color, label=label, s=28, alpha=0.85)
-        if r is not None:
-            slope, icpt = np.polyfit(x, y, 1)
-            xs = np.linspace(x.min(), x.max(), 2)
-            ax.plot(xs, slope * xs + icpt, color=color, lw=1.2)
-    ax.axhline(0, color="grey", lw=0.8, ls=":")
-    ax.set_xlabel("allocated LoRA rank of the layer")
-    ax.set_ylabel("share shift vs uniform run (percentage points)")
-    ax.set_title("Do gradients follow the allocated rank?")
-    ax.legend(fontsize=8, frameon=False)
+    metrics = [m for m in METRIC_TITLES if any(m in a.get("metrics", {}) for a in arms.values())] or ["lora"]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.4), squeeze=False, sharey=False)
+    compared = [(name, a) for name, a in arms.items() if a.get("metrics")]
+    for ax, metric in zip(axes[0], metrics):
+        for (name, arm), color in zip(compared, plt.cm.tab10.colors):
+            m = arm["metrics"].get(metric)
+            if not m:
+                continue
+            first = next(iter(m["per_seed"].values()))
+            layers = sorted(first["shift"], key=int)
+            x = np.asarray([first["ranks"][l] for l in layers], float)
+            y = 100 * np.asarray([first["shift"][l] for l in layers], float)
+            r, ci = m["rank_vs_shift_pearson"], m["pearson_ci95"]
+            label = f"{name}: r = {r:.2f}" if r is not None else f"{name}: r undefined"
+            if ci:
+                label += f" [{ci[0]:.2f}, {ci[1]:.2f}]"
+            ax.scatter(x, y, color=color, label=label, s=24, alpha=0.85)
+            if r is not None:
+                slope, icpt = np.polyfit(x, y, 1)
+                xs = np.linspace(x.min(), x.max(), 2)
+                ax.plot(xs, slope * xs + icpt, color=color, lw=1.1)
+        ax.axhline(0, color="grey", lw=0.8, ls=":")
+        ax.set_xlabel("allocated LoRA rank of the layer")
+        ax.set_ylabel("share shift vs uniform (percentage points)")
+        ax.set_title(METRIC_TITLES[metric], fontsize=10)
+        ax.legend(fontsize=7, frameon=False)
+    fig.suptitle("Do gradients follow the allocated rank? (mechanics: lora; learning: weight)")
     _save(fig, path)
     plt.close(fig)
 
 
-def shares(arms: dict[str, dict], path: Path) -> None:
-    """Per-layer shares of every arm (and SFT), side by side."""
+def shares(panels: dict[str, dict[str, dict]], path: Path) -> None:
+    """Per-layer shares, one panel per metric, one line per run."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for (arm, s), marker in zip(arms.items(), "osD^v<>p*h"):
-        layers = sorted(s, key=int)
-        ax.plot([int(l) for l in layers], [100 * s[l] for l in layers], marker=marker, ms=4, lw=1.2, label=arm)
-    n = len(next(iter(arms.values())))
-    ax.axhline(100 / n, color="grey", lw=0.8, ls=":", label="equal share")
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("layer")
-    ax.set_ylabel("mean share of gradient norm (%)")
-    ax.set_title("Per-layer gradient share by arm")
-    ax.legend(fontsize=8, frameon=False, ncol=2)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
+    for ax, (metric, runs) in zip(axes[0], panels.items()):
+        for (label, s), marker in zip(runs.items(), "osD^v<>p*hx+"):
+            layers = sorted(s, key=int)
+            ax.plot([int(l) for l in layers], [100 * s[l] for l in layers], marker=marker, ms=3, lw=1.1, label=label)
+        n = len(next(iter(runs.values())))
+        ax.axhline(100 / n, color="grey", lw=0.8, ls=":", label="equal share")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("layer")
+        ax.set_ylabel("mean share of gradient norm (%)")
+        ax.set_title(METRIC_TITLES.get(metric, metric), fontsize=10)
+        ax.legend(fontsize=7, frameon=False, ncol=2)
     _save(fig, path)
     plt.close(fig)
 
 
 def accuracies(df: pd.DataFrame, path: Path) -> None:
-    """Accuracy per arm with 95% CI bars, strict and flexible grading."""
+    """Accuracy per arm with 95% CI bars, strict and flexible grading (the base model once)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    df = df.drop_duplicates("arm").reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(max(7, 0.9 * len(df)), 4))
     x = np.arange(len(df))
     for off, mode, color in ((-0.17, "strict", "#1f77b4"), (0.17, "flexible", "#ff7f0e")):
         acc = 100 * df[f"acc_{mode}"].to_numpy(float)
         err = [acc - 100 * df[f"ci_low_{mode}"].to_numpy(float), 100 * df[f"ci_high_{mode}"].to_numpy(float) - acc]
         ax.bar(x + off, acc, width=0.34, color=color, label=f"{mode} grading", yerr=err, capsize=3)
-    ax.set_xticks(x, df["strategy"], rotation=20)
+    ax.set_xticks(x, df["arm"], rotation=30, ha="right")
     ax.set_ylabel("GSM8K accuracy (%) with 95% CI")
     ax.set_title(f"Accuracy by arm (n = {int(df['n'].iloc[0])} questions)")
     ax.legend(frameon=False)

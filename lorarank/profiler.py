@@ -1,9 +1,11 @@
-"""Per-layer gradient profiler: the pre-clip L2 norm of every LoRA A and B matrix at every optimizer step.
+"""Per-layer gradient profiler: the pre-clip L2 norm of every LoRA A and B matrix at every optimizer step,
+and of the full-weight gradient G of every adapted projection (`lorarank.weightgrad`).
 
 One `torch._foreach_norm` over all tracked gradients and one host transfer per step, so profiling
 stays cheap on the 392 matrices of the study. Rows follow the gradient-log contract
-(`lorarank.gradlog`): matrix 'A'/'B' for LoRA runs, 'W' (the projection's full weight, rank 0)
-for full-parameter runs such as the tiny model's SFT warm-up.
+(`lorarank.gradlog`): matrix 'A'/'B' for LoRA runs plus 'G' (the adapted projection's full-weight
+gradient, rank = the module's r) on sampled steps, 'W' (the projection's full weight, rank 0) for
+full-parameter runs such as the tiny model's SFT warm-up.
 
 Where the norms are read, so that they are pre-clip on both paths:
   plain    `ProfiledTrainerMixin` reads `param.grad` in the Trainer's clip step, before clipping
@@ -25,15 +27,27 @@ import pandas as pd
 import torch
 
 from lorarank.gradlog import SCHEMA
+from lorarank.weightgrad import WeightGradients
 
 # layers.<i>.<path>.<module>[.lora_A|B.<adapter>].weight; the lazy path keeps <module> the projection.
 PARAM = re.compile(r"(?:^|\.)layers\.(\d+)\.(?:\w+\.)*?(\w+)\.(?:lora_(A|B)\.\w+\.)?weight$")
 
 
+# the adapted projection itself: layers.<i>.<path>.<module> (PEFT wraps it, keeping its name)
+MODULE = re.compile(r"(?:^|\.)layers\.(\d+)\.(?:\w+\.)*?(\w+)$")
+
+
 class GradProfiler:
-    def __init__(self, model: torch.nn.Module, modules: list[str]):
+    """Pre-clip gradient norms of every tracked matrix, one row per optimizer step.
+
+    LoRA models: the A and B matrices, and (every `weight_grad_every`-th step, see `lorarank.weightgrad`)
+    the full-weight gradient G of each adapted projection. Full-parameter models: each projection's W.
+    """
+
+    def __init__(self, model: torch.nn.Module, modules: list[str], weight_grad_every: int = 1,
+                 accumulation_steps: int = 1):
         lora = any("lora_A" in n for n, _ in model.named_parameters())
-        self.entries = []  # (layer, module, matrix, rank, param)
+        self.entries = []  # (layer, module, matrix, rank, param or None for G)
         for name, p in model.named_parameters():
             m = PARAM.search(name)
             if not m or m.group(2) not in modules or not p.requires_grad:
@@ -46,25 +60,50 @@ class GradProfiler:
         if not self.entries:
             raise ValueError(f"no trainable {modules} weights found to profile")
         self.params = [e[4] for e in self.entries]
+        self.weights = None
+        if lora:
+            bases = []
+            for name, mod in model.named_modules():
+                m = MODULE.search(name)
+                if m and m.group(2) in modules and hasattr(mod, "base_layer") and "default" in getattr(mod, "r", {}):
+                    self.entries.append((int(m.group(1)), m.group(2), "G", int(mod.r["default"]), None))
+                    bases.append(mod)
+            self.weights = WeightGradients(bases, weight_grad_every, accumulation_steps)
         self.steps: list[int] = []
-        self.norms: list[np.ndarray] = []
-        self.seconds = 0.0  # time spent recording, for the overhead benchmark
+        self.norms: list[np.ndarray] = []  # per step, one value per entry; NaN where G was not sampled
+        self.seconds = 0.0  # time spent recording A/B/W norms, for the overhead benchmark
+
+    @property
+    def weight_seconds(self) -> float:
+        """Time spent forming, reducing and measuring G (inside backward and at the step)."""
+        return self.weights.seconds if self.weights else 0.0
+
+    def begin(self, step: int) -> None:
+        """Called before every micro-batch of optimizer step `step` (G is taken on sampled steps only)."""
+        if self.weights:
+            self.weights.begin(step)
 
     def record(self, step: int, grads: list[torch.Tensor | None] | None = None) -> None:
-        """Log the norms of `grads` (default: each tracked param's .grad) as optimizer step `step`."""
+        """Log the norms of `grads` (default: each tracked param's .grad) and of G as optimizer step `step`."""
         t0 = time.perf_counter()
         grads = [p.grad for p in self.params] if grads is None else grads
         present = [g.detach().float() for g in grads if g is not None]
         device = present[0].device if present else torch.device("cpu")
         norms = iter(torch._foreach_norm(present) if present else [])
         zero = torch.zeros((), dtype=torch.float32, device=device)
+        values = [next(norms).to(device) if g is not None else zero for g in grads]
+        if self.weights:
+            g_norms = self.weights.collect()
+            nan = torch.full((), float("nan"), device=device)
+            values += [nan] * len(self.weights.norms) if g_norms is None else \
+                [zero if g is None else g.to(device) for g in g_norms]
         # stacked where the gradients live, then one transfer to the host for the whole step
-        row = torch.stack([next(norms).to(device) if g is not None else zero for g in grads]).cpu()
+        row = torch.stack(values).cpu().numpy()
         if self.steps and self.steps[-1] == step:  # a retried step replaces its row: each step once
-            self.norms[-1] = row.numpy()
+            self.norms[-1] = row
         else:
             self.steps.append(step)
-            self.norms.append(row.numpy())
+            self.norms.append(row)
         self.seconds += time.perf_counter() - t0
 
     def frame(self) -> pd.DataFrame:
@@ -77,17 +116,22 @@ class GradProfiler:
             "rank": np.tile(rank, k),
             "grad_norm": np.concatenate(self.norms) if self.norms else np.zeros(0, np.float32),
         })
-        return df.astype(SCHEMA)
+        return df[df["grad_norm"].notna()].reset_index(drop=True).astype(SCHEMA)  # G only where sampled
 
     def load(self, path: str | Path) -> None:
         """Restore rows logged before a checkpoint (resume): they must fit this model's matrices."""
         df = pd.read_parquet(path)
-        n = len(self.entries)
+        index = {(e[0], e[1], e[2]): i for i, e in enumerate(self.entries)}
         for step, group in df.groupby("step", sort=True):
-            if len(group) != n:
-                raise ValueError(f"checkpoint gradient log has {len(group)} rows at step {step}, expected {n}")
+            row = np.full(len(self.entries), np.nan, np.float32)
+            keys = list(zip(group["layer"], group["module"], group["matrix"]))
+            if any(k not in index for k in keys) or len(set(keys)) != len(keys):
+                raise ValueError(f"checkpoint gradient log at step {step} does not fit this model's matrices")
+            row[[index[k] for k in keys]] = group["grad_norm"].to_numpy(np.float32)
+            if np.isnan(row[[i for i, e in enumerate(self.entries) if e[2] != "G"]]).any():
+                raise ValueError(f"checkpoint gradient log lacks rows at step {step}")
             self.steps.append(int(step))
-            self.norms.append(group["grad_norm"].to_numpy(np.float32))
+            self.norms.append(row)
 
     def truncate(self, last_step: int) -> None:
         keep = [i for i, s in enumerate(self.steps) if s <= last_step]
@@ -136,6 +180,7 @@ class ProfiledTrainerMixin:
         wrapper._lorarank_profiled = True
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        self.profiler.begin(self.state.global_step + 1)
         if self.is_deepspeed_enabled:
             self._wrap_deepspeed_backward()
         return super().training_step(model, inputs, num_items_in_batch)

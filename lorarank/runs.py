@@ -98,16 +98,20 @@ def run_record(kind: str, settings, model: str, inputs: dict[str, str | None], l
     weights = weights_sha256(model)  # the weights, not just the path: a rebuilt model starts afresh
     strategy = lora_doc["allocation"]["strategy"] if lora_doc else None
     policy = lora_doc["alpha_policy"] if lora_doc else None
-    return {"identity": run_identity(kind, strategy, policy, settings.seed, weights),
-            "settings": identity(settings),
-            "inputs": {k: file_hash(v) for k, v in inputs.items()}}
+    record = {"identity": run_identity(kind, strategy, policy, settings.seed, weights),
+              "settings": identity(settings),
+              "inputs": {k: file_hash(v) for k, v in inputs.items()}}
+    if lora_doc:
+        ranks = [m["r"] for m in lora_doc["modules"]]
+        record["adapter_info"] = {"rank_min": min(ranks), "rank_max": max(ranks),
+                                  "trainable_params": lora_doc["expected_trainable_params"]}
+    return record
 
 
 def run_key(record: dict) -> str:
     """A rerun with another allocation, seed, data or model starts afresh; where it writes, and how
     often it checkpoints, do not count."""
-    content = [record["settings"], {k: (v or {}).get("sha256") for k, v in record["inputs"].items()},
-               record["identity"]["model"]]
+    content = [record["identity"], record["settings"], {k: (v or {}).get("sha256") for k, v in record["inputs"].items()}]
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -139,7 +143,7 @@ def train_and_record(trainer, out: Path, record: dict, extra: dict) -> dict:
     ckpt = resume(out, profiler, run_key(record))
     result = trainer.train(resume_from_checkpoint=ckpt)
     info = {**record, **extra, "resumed_from": ckpt, "train_seconds": result.metrics.get("train_runtime"),
-            "profiler_seconds": profiler.seconds,
+            "profiler_seconds": profiler.seconds, "weight_grad_seconds": profiler.weight_seconds,
             "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)}
     finish(trainer, profiler, out, info)
     return info

@@ -36,6 +36,8 @@ class SFTSettings:
     seed: int = opt(0, "training seed (shuffling, LoRA init)")
     bf16: bool = opt(False, "bf16 mixed precision (GPU only; ignored on CPU)")
     deepspeed: str | None = opt(None, "DeepSpeed JSON (e.g. config/deepspeed/zero2.json)")
+    weight_grad_every: int = opt(1, "LoRA runs: log the full-weight gradient norm of every adapted projection "
+                                    "every k-th step", type=positive_int)
     save_steps: int = opt(200, "checkpoint interval: where a killed run resumes", type=positive_int, operational=True)
 
     def check(self) -> None:
@@ -78,7 +80,7 @@ def run_sft(model: str, data: str, out: str | Path, settings: SFTSettings, lora:
     set_seed(s.seed)
     lm, tokenizer, lora_doc = load_model_and_lora(model, lora, s.seed, s.bf16)
     modules = [m["module"] for m in lora_doc["modules"]] if lora_doc else list(DEFAULT_MODULES)
-    profiler = GradProfiler(lm, sorted(set(modules)))
+    profiler = GradProfiler(lm, sorted(set(modules)), s.weight_grad_every)
     train = dataset(df, s.layout)
 
     class Trainer(ProfiledTrainerMixin, SFTTrainer):

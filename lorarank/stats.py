@@ -73,3 +73,50 @@ def holm(pvalues: list[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * pvalues[i]))
         adjusted[i] = running
     return adjusted
+
+
+def _rowwise_pearson(x, y):
+    """Pearson correlation of each row of y with x (nan where a row is constant)."""
+    import numpy as np
+
+    xc = x - x.mean()
+    yc = y - y.mean(axis=1, keepdims=True)
+    den = np.sqrt((xc ** 2).sum()) * np.sqrt((yc ** 2).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (yc @ xc) / den
+
+
+def bootstrap_shift_corr(arm_steps: list, ref_steps: list, ranks, reps: int = 1000, seed: int = 0,
+                         level: float = 0.95) -> dict:
+    """Percentile CIs of the rank-vs-shift correlation (Pearson and Spearman), resampling optimizer steps
+    within each run and, with several seeds, the seeds themselves.
+
+    `arm_steps[i]` and `ref_steps[i]` are (steps x units) share matrices of seed i for the arm and its
+    reference (uniform) run; the shift is the seed-averaged difference of mean shares. Each replicate draws
+    seeds with replacement, then each run's steps with replacement (multinomial counts, so a replicate costs
+    one matrix product). None where the correlation is undefined (fewer than 3 units, constant ranks).
+    """
+    import numpy as np
+    from scipy.stats import rankdata
+
+    ranks = np.asarray(ranks, float)
+    if len(ranks) < 3 or np.ptp(ranks) == 0:
+        return {"pearson": None, "spearman": None, "reps": reps}
+    rng = np.random.default_rng(seed)
+
+    def boot_means(m):
+        m = np.asarray(m, float)
+        counts = rng.multinomial(len(m), np.full(len(m), 1 / len(m)), size=reps)
+        return counts @ m / len(m)
+
+    shifts = np.stack([boot_means(a) - boot_means(r) for a, r in zip(arm_steps, ref_steps)])  # seeds x reps x units
+    k = len(shifts)
+    pick = rng.integers(0, k, size=(reps, k))
+    shift = shifts[pick, np.arange(reps)[:, None], :].mean(axis=1)  # reps x units
+    tail = (1 - level) / 2
+    out = {"reps": reps}
+    for name, x, y in (("pearson", ranks, shift), ("spearman", rankdata(ranks), rankdata(shift, axis=1))):
+        r = _rowwise_pearson(x, y)
+        r = r[np.isfinite(r)]
+        out[name] = [float(np.quantile(r, tail)), float(np.quantile(r, 1 - tail))] if len(r) else None
+    return out

@@ -49,6 +49,22 @@ def load_allocation(path: str | Path) -> dict:
     return doc
 
 
+def arm_key(identity: dict) -> tuple[str, str | None, str | None]:
+    """(regime, strategy, alpha policy) of a run, from its identity: what makes runs of different seeds
+    the same arm. The base model is ("base", None, None); the warm-up ("warmup", None, None)."""
+    policy = identity.get("alpha_policy")
+    return identity["kind"], identity.get("strategy"), policy["name"] if policy else None
+
+
+def arm_name(key: tuple) -> str:
+    """An arm as tables, figures and file names show it: regime/strategy/policy (e.g. grpo/proportional/ratio)."""
+    return "/".join(k for k in key if k)
+
+
 def arm_of(identity: dict) -> str:
-    """The name of a run's arm, as tables and figures show it (from its identity, never its path)."""
-    return identity["strategy"] or identity["kind"]
+    return arm_name(arm_key(identity))
+
+
+def reference_arm(key: tuple) -> tuple:
+    """The arm another arm is compared with: the uniform arm of the same regime and alpha policy."""
+    return key[0], "uniform", key[2]

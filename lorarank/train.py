@@ -47,6 +47,9 @@ class GRPOSettings:
     bf16: bool = opt(False, "bf16 mixed precision (GPU only; ignored on CPU)")
     gradient_checkpointing: bool = opt(False, "trade compute for memory (TRL turns it on by default; off here)")
     deepspeed: str | None = opt(None, "DeepSpeed JSON (config/deepspeed/zero2.json)")
+    weight_grad_every: int = opt(1, "log the full-weight gradient norm of every adapted projection every k-th "
+                                    "step (1 = every step; larger trades resolution for cost on big models)",
+                                 type=positive_int)
     save_steps: int = opt(20, "checkpoint interval: where a killed run resumes", type=positive_int, operational=True)
 
     def check(self, world: int = 1) -> None:
@@ -105,7 +108,7 @@ def run_grpo(model: str, lora: str, data: str, out: str | Path, settings: GRPOSe
     train = dataset(df, settings.layout)
     set_seed(settings.seed)
     lm, tokenizer, doc = load_model_and_lora(model, lora, settings.seed, settings.bf16)
-    profiler = GradProfiler(lm, sorted({m["module"] for m in doc["modules"]}))
+    profiler = GradProfiler(lm, sorted({m["module"] for m in doc["modules"]}), settings.weight_grad_every)
 
     class Trainer(ProfiledTrainerMixin, GRPOTrainer):
         pass

@@ -43,12 +43,12 @@ WIRING = {
     "run_warmup": (SFTSettings, {"layout": "layout", **_same("warmup", "steps", "batch_size", "lr", "warmup_steps", "save_steps")}),
     "train_grpo": (GRPOSettings, {"layout": "layout", **_same(
         "grpo", "steps", "prompts_per_step", "generations", "max_completion_length", "lr", "beta", "loss_type",
-        "temperature", "max_grad_norm", "partial_credit", "save_steps", "deepspeed", "bf16")}),
+        "temperature", "max_grad_norm", "partial_credit", "save_steps", "deepspeed", "bf16", "weight_grad_every")}),
     "evaluate_model": (EvalSettings, {"layout": "layout", **_same("evaluation", "n", "seed", "batch_size",
                                                                    "max_new_tokens")}),
     "allocate_ranks": (AllocationSpec, {
         **_same("allocation", "budget", "granularity", "target_modules", "min_rank", "max_rank", "fraction",
-                "alpha_policy", "alpha"),
+                "alpha_policy", "alpha", "importance"),
         **_same("allocation.random", "low", "high", "seed"), "allocation.manual_ranks": "ranks"}),
     "write_lora_config": (LoraSettings, {"allocation.dropout": "dropout"}),
 }

@@ -78,26 +78,30 @@ def write_run(run_dir, kind="grpo", strategy="uniform", seed=0, policy=("ratio",
     return run_dir / "grad_norms.parquet"
 
 
-def write_grad_log(path, importance: np.ndarray, modules=("q_proj", "v_proj"), seed=0, ranks=None) -> str:
-    """A gradient log whose per-step layer importance is exactly `importance[step, layer]`.
+def write_grad_log(path, importance: np.ndarray, modules=("q_proj", "v_proj"), seed=0, ranks=None,
+                   matrices=("A", "B"), weight: np.ndarray | None = None) -> str:
+    """A gradient log whose per-step layer importance is exactly `importance[step, layer]` over `matrices`
+    (and, given `weight`, whose 'G' rows have layer importance exactly `weight[step, layer]`).
 
     Each layer's importance is spread over its matrices with random weights (squared norms sum to
     importance**2), so a correct share computation must combine matrices by sqrt of sum of squares.
-    `ranks` (one per layer, default 8) fills the rank column.
+    `ranks` (one per layer, default 8; 0 for 'W') fills the rank column.
     """
     rng = np.random.default_rng(seed)
     rows = []
     steps, layers = importance.shape
+    groups = [(tuple(matrices), importance)] + ([(("G",), weight)] if weight is not None else [])
     for s in range(steps):
         for layer in range(layers):
-            w = rng.random(len(modules) * 2)
-            w /= w.sum()
-            k = 0
-            for m in modules:
-                for mat in ("A", "B"):
-                    r = 8 if ranks is None else ranks[layer]
-                    rows.append((s + 1, layer, m, mat, r, float(importance[s, layer] * np.sqrt(w[k]))))
-                    k += 1
+            r = 0 if matrices == ("W",) else 8 if ranks is None else ranks[layer]
+            for mats, imp in groups:
+                w = rng.random(len(modules) * len(mats))
+                w /= w.sum()
+                k = 0
+                for m in modules:
+                    for mat in mats:
+                        rows.append((s + 1, layer, m, mat, r, float(imp[s, layer] * np.sqrt(w[k]))))
+                        k += 1
     df = pd.DataFrame(rows, columns=["step", "layer", "module", "matrix", "rank", "grad_norm"])
     df = df.astype({"step": "int32", "layer": "int16", "rank": "int16", "grad_norm": "float32"})
     df.to_parquet(path)

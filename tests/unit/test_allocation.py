@@ -124,3 +124,17 @@ def test_module_granularity_uniform_matches_layer_uniform(cli, tmp_path):
 def test_layer_count_from_model(cli, tmp_path, model_json):
     doc = allocate(cli, tmp_path, "--strategy", "uniform", "--budget", 16, "--model", model_json("llama-tiny"))
     assert doc["num_layers"] == 4 and doc["ranks"] == [4] * 4
+
+
+def test_proportional_from_the_weight_metric(cli, tmp_path):
+    """--importance weight allocates from the G rows (rank-neutral), not the A/B rows, and says so."""
+    lora = np.tile([1.0, 1.0, 1.0, 4.0], (5, 1))
+    weight = np.tile([4.0, 1.0, 1.0, 1.0], (5, 1))
+    log = write_grad_log(tmp_path / "g.parquet", lora, weight=weight)
+    by_lora = allocate(cli, tmp_path, "--strategy", "proportional", "--budget", 32, "--grad-log", log)
+    by_weight = allocate(cli, tmp_path, "--strategy", "proportional", "--budget", 32, "--grad-log", log,
+                         "--importance", "weight")
+    # 32 x 4/7 = 18.3 for the hot layer, 4.6 for the others (largest remainder: two get 5, one 4)
+    assert by_lora["ranks"][3] == 18 and sorted(by_lora["ranks"][:3]) == [4, 5, 5]
+    assert by_weight["ranks"][0] == 18 and sorted(by_weight["ranks"][1:]) == [4, 5, 5]
+    assert by_lora["profile"]["importance"] == "lora" and by_weight["profile"]["importance"] == "weight"

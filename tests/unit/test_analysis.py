@@ -11,8 +11,12 @@ from conftest import write_grad_log, write_run
 from lorarank import analysis, gradlog
 
 
+def shares_of(path, metric="lora", policy=None):
+    return gradlog.step_shares(gradlog.select(gradlog.read(path), metric, policy))
+
+
 def stats_of(tmp_path, imp, name="g.parquet", **kw):
-    return analysis.run_stats(gradlog.read(write_grad_log(tmp_path / name, imp, **kw)))
+    return analysis.run_stats(shares_of(write_grad_log(tmp_path / name, imp, **kw)))
 
 
 def test_shares_extremes_ratio_and_top30(tmp_path):
@@ -56,7 +60,7 @@ def test_step1_zero_A_and_a_dead_layer_and_a_zero_step(tmp_path):
     df = pd.read_parquet(path)
     df.loc[(df.step == 2) & (df.matrix == "A"), "grad_norm"] = np.float32(0)  # like step 1 of a LoRA run
     df.to_parquet(path)
-    s = analysis.run_stats(gradlog.read(path))
+    s = analysis.run_stats(shares_of(path))
     assert s["informative_steps"] == 2 and s["shares"]["1"] == 0.0
     assert s["max_min_ratio"] is None and any("zero share" in n for n in s["notes"])
 
@@ -73,26 +77,85 @@ def test_constant_ranks_give_no_correlation(tmp_path):
     assert amp["rank_vs_shift_pearson"] is None and amp["notes"]
 
 
-def test_analyze_command_writes_stats_and_figures(cli, tmp_path):
+RANKS = [4, 12, 6, 10]
+POLICY = ("ratio", 2.0)
+
+
+def two_runs(tmp_path, arm_lora, arm_weight, steps=6, seed=0, seeds=(0,)):
+    """A uniform run and a random arm per seed, with run.json identities; `arm_lora`/`arm_weight` give the
+    arm's layer importances on the A/B and G rows (the uniform run: 1..4 on both)."""
+    base = np.tile(np.arange(1, 5, dtype=float), (steps, 1))
+    logs = []
+    for sd in seeds:
+        logs.append(write_grad_log(write_run(tmp_path / f"u{sd}", strategy="uniform", seed=sd, policy=POLICY),
+                                   base, weight=base, seed=sd))
+        logs.append(write_grad_log(write_run(tmp_path / f"r{sd}", strategy="random", seed=sd, policy=POLICY),
+                                   base * arm_lora, weight=base * arm_weight, ranks=RANKS, seed=sd + 10))
+    return logs
+
+
+def test_analyze_command_writes_every_metric_the_mechanics_and_figures(cli, tmp_path):
     """What each log is comes from the run.json beside it, never from its path."""
-    base = np.tile(np.arange(1, 5, dtype=float), (6, 1))
-    uni = write_grad_log(write_run(tmp_path / "a", strategy="uniform"), base)
-    ranks = [4, 12, 6, 10]
-    rnd = write_grad_log(write_run(tmp_path / "b", strategy="random"), base * np.array([1.0, 1.3, 0.8, 1.1]),
-                         ranks=ranks)
-    warm = write_grad_log(write_run(tmp_path / "c", kind="warmup", strategy=None, policy=None),
-                          np.tile([4.0, 1, 1, 1], (6, 1)))
-    code, out, err = cli("analyze", "--grad-logs", uni, rnd, warm, "--out", tmp_path / "summary")
+    mech = np.sqrt(np.array(RANKS) / 8)  # what sqrt(r) under alpha = k r does to an A/B norm
+    learned = np.array([1.0, 0.9, 1.1, 1.0])  # what the loss does to the weights: unrelated to rank
+    logs = two_runs(tmp_path, mech * learned, learned)
+    warm = write_grad_log(write_run(tmp_path / "w", kind="warmup", strategy=None, policy=None),
+                          np.tile([4.0, 1, 1, 1], (6, 1)), matrices=("W",))
+    code, out, err = cli("analyze", "--grad-logs", *logs, warm, "--bootstrap", 200, "--out", tmp_path / "summary")
     assert code == 0, err
     doc = json.loads((tmp_path / "summary/gradient_stats.json").read_text())
-    assert set(doc["runs"]) == {"uniform/seed0", "random/seed0"}
-    amp = doc["arms"]["random"]["per_seed"]["0"]
-    assert amp["ranks"] == {"0": 4.0, "1": 12.0, "2": 6.0, "3": 10.0}  # read from the log's rank column
-    shift = [amp["shift"][str(layer)] for layer in range(4)]
-    assert amp["rank_vs_shift_pearson"] == pytest.approx(pearsonr(ranks, shift).statistic, rel=1e-6)
-    assert doc["sft"]["hottest"]["layer"] == 0 and doc["sft_vs_grpo"]["top_30pct_share"]["sft"] > 0.5
-    for f in ("heatmap_uniform.png", "heatmap_random.png", "heatmap_warmup.png", "amplification.png", "shares.png"):
+    assert set(doc["runs"]) == {"grpo/uniform/ratio/seed0", "grpo/random/ratio/seed0", "warmup/seed0"}
+    assert set(doc["runs"]["warmup/seed0"]["metrics"]) == {"weight"}  # a full-weight run has only that
+    arm = doc["arms"]["grpo/random/ratio"]
+    assert arm["ranks"] == {"0": 4.0, "1": 12.0, "2": 6.0, "3": 10.0}  # read from the log's rank column
+    assert set(arm["metrics"]) == {"lora", "lora_normalised", "weight"}
+    for metric, factor in (("lora", mech * learned), ("lora_normalised", learned), ("weight", learned)):
+        m = arm["metrics"][metric]
+        shift = (np.arange(1, 5) * factor) / (np.arange(1, 5) * factor).sum() - np.arange(1, 5) / 10
+        assert m["rank_vs_shift_pearson"] == pytest.approx(pearsonr(RANKS, shift).statistic, rel=1e-4), metric
+        lo, hi = m["pearson_ci95"]
+        assert lo <= m["rank_vs_shift_pearson"] + 1e-6 and hi >= m["rank_vs_shift_pearson"] - 1e-6
+    # dividing each norm by s sqrt(r) undoes the mechanics: normalised and weight shares agree
+    assert arm["metrics"]["lora_normalised"]["rank_vs_shift_pearson"] == pytest.approx(
+        arm["metrics"]["weight"]["rank_vs_shift_pearson"], rel=1e-4)
+    # the mechanical prediction (uniform lora x sqrt(r/8)) explains most of the lora shift, not all: `learned`
+    pred = (np.arange(1, 5) * mech) / (np.arange(1, 5) * mech).sum() - np.arange(1, 5) / 10
+    obs = (np.arange(1, 5) * mech * learned) / (np.arange(1, 5) * mech * learned).sum() - np.arange(1, 5) / 10
+    want = 1 - ((obs - pred) ** 2).sum() / (obs ** 2).sum()
+    assert arm["mechanical"]["explained"] == pytest.approx(want, rel=1e-4) and 0.5 < want < 1
+    figures = {p.name for p in (tmp_path / "summary/figures").iterdir()}
+    assert {"heatmap_lora_grpo-uniform-ratio.png", "heatmap_weight_grpo-random-ratio.png", "heatmap_weight_warmup.png",
+            "amplification.png", "shares.png"} <= figures
+    for f in figures:
         assert (tmp_path / "summary/figures" / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_pure_mechanics_is_explained_fully_and_vanishes_on_the_weight_metric(cli, tmp_path):
+    mech = np.sqrt(np.array(RANKS) / 8)
+    logs = two_runs(tmp_path, mech, np.ones(4))
+    assert cli("analyze", "--grad-logs", *logs, "--bootstrap", 200, "--out", tmp_path / "s")[0] == 0
+    arm = json.loads((tmp_path / "s/gradient_stats.json").read_text())["arms"]["grpo/random/ratio"]
+    assert arm["mechanical"]["explained"] == pytest.approx(1.0, abs=1e-5)
+    assert arm["metrics"]["lora"]["rank_vs_shift_pearson"] > 0.9
+    assert arm["metrics"]["weight"]["rank_vs_shift_pearson"] is None  # no shift at all: undefined, not 0
+
+
+def test_bootstrap_ci_is_seeded_and_widens_with_step_noise(tmp_path):
+    from lorarank.stats import bootstrap_shift_corr
+
+    rng = np.random.default_rng(0)
+    mean = np.full(6, 1 / 6) * np.linspace(0.8, 1.2, 6)
+    uni = rng.dirichlet(np.ones(6) * 300, size=40)  # two independent runs, steps scattered around their maps
+    arm = rng.dirichlet(mean / mean.sum() * 1800, size=40)
+    ranks = [2, 4, 6, 8, 10, 12]
+    a = bootstrap_shift_corr([arm], [uni], ranks, reps=500)
+    assert a == bootstrap_shift_corr([arm], [uni], ranks, reps=500)
+    point = pearsonr(ranks, arm.mean(0) - uni.mean(0)).statistic
+    assert a["pearson"][0] <= point <= a["pearson"][1]
+    noisy = bootstrap_shift_corr([rng.dirichlet(arm.mean(0) * 5, size=40)], [rng.dirichlet(uni.mean(0) * 5, size=40)],
+                                 ranks, reps=500)
+    assert noisy["pearson"][1] - noisy["pearson"][0] > a["pearson"][1] - a["pearson"][0]
+    assert bootstrap_shift_corr([arm], [uni], [8] * 6)["pearson"] is None  # constant ranks: undefined
 
 
 def test_a_log_without_its_run_record_is_refused(cli, tmp_path):

@@ -44,8 +44,8 @@ def test_mean_ci_across_seeds():
     assert mean_ci([0.5]) == (0.5, 0.5, 0.5)
 
 
-def write_eval(root, strategy, seed, correct, idx=None):
-    d = root / "eval" / strategy / f"seed{seed}"
+def write_eval(root, strategy, seed, correct, idx=None, regime="grpo"):
+    d = root / "eval" / regime / strategy / f"seed{seed}"
     d.mkdir(parents=True)
     n = len(correct)
     idx = list(range(n)) if idx is None else idx
@@ -54,7 +54,10 @@ def write_eval(root, strategy, seed, correct, idx=None):
                   "correct_flexible": correct}).to_parquet(d / "predictions.parquet")
     from lorarank.study import run_identity
 
-    ident = run_identity("grpo", strategy, {"name": "ratio", "value": 2.0}, seed, {"path": "m", "sha256": "0" * 64})
+    if strategy == "base":
+        ident = run_identity("base", None, None, None, {"path": "m", "sha256": "0" * 64})
+    else:
+        ident = run_identity(regime, strategy, {"name": "ratio", "value": 2.0}, seed, {"path": "m", "sha256": "0" * 64})
     (d / "metrics.json").write_text(json.dumps({"n": n, "seed": 0, "identity": ident}))
     return d / "metrics.json"
 
@@ -99,3 +102,37 @@ def test_different_questions_are_refused(cli, tmp_path):
     code, _, err = cli("summarize", "--metrics", *m, "--out", tmp_path / "s")
     assert code == 2 and "paired tests need the same questions" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "s").exists()
+
+
+def test_base_is_paired_with_every_uniform_seed_and_each_regime_has_its_table(cli, tmp_path):
+    rng = np.random.default_rng(7)
+    base = rng.random(60) < 0.4
+    u0, u1 = rng.random(60) < 0.6, rng.random(60) < 0.55
+    s0 = rng.random(60) < 0.5
+    m = [write_eval(tmp_path, "base", 0, base), write_eval(tmp_path, "uniform", 0, u0),
+         write_eval(tmp_path, "uniform", 1, u1), write_eval(tmp_path, "uniform", 0, s0, regime="sft")]
+    assert cli("summarize", "--metrics", *m, "--out", tmp_path / "s")[0] == 0
+    df = pd.read_csv(tmp_path / "s/results.csv")
+    grpo_base = df[(df.regime == "grpo") & (df.arm == "base")].iloc[0]
+    want = mcnemar_exact(np.concatenate([u0, u1]), np.concatenate([base, base]))[2]
+    assert grpo_base["p_mcnemar_strict"] == pytest.approx(want) and grpo_base["versus"] == "grpo/uniform/ratio"
+    sft_base = df[(df.regime == "sft") & (df.arm == "base")].iloc[0]
+    assert sft_base["p_mcnemar_strict"] == pytest.approx(mcnemar_exact(s0, base)[2])
+    md = (tmp_path / "s/results.md").read_text()
+    assert md.index("### GRPO arms") < md.index("### LoRA-SFT arms")
+
+
+def test_gradient_findings_say_whether_the_relation_survives():
+    from lorarank.findings import gradient_markdown, survives
+
+    lora = {"rank_vs_shift_pearson": 0.95, "pearson_ci95": [0.8, 0.99]}
+    assert survives({"rank_vs_shift_pearson": 0.6, "pearson_ci95": [0.2, 0.9]}, lora).startswith("survives")
+    assert survives({"rank_vs_shift_pearson": -0.7, "pearson_ci95": [-0.9, -0.3]}, lora).startswith("reverses")
+    assert survives({"rank_vs_shift_pearson": 0.1, "pearson_ci95": [-0.5, 0.6]}, lora).startswith("does not survive")
+    m = {"rank_vs_shift_spearman": 0.9, "spearman_ci95": [0.5, 1.0], "max_min_widening": 1.4}
+    doc = {"bootstrap_reps": 1000, "runs": {}, "arms": {"grpo/proportional/ratio": {
+        "metrics": {"lora": {**m, **lora}, "weight": {**m, "rank_vs_shift_pearson": 0.1, "pearson_ci95": [-0.5, 0.6]}},
+        "mechanical": {"explained": 0.87}}}}
+    text = gradient_markdown(doc)
+    assert "| grpo/proportional/ratio | lora | +0.95 [+0.80, +0.99] |" in text and "| 87% |" in text
+    assert "accounts for 87% of that shift" in text and "does not survive on the rank-neutral weight metric" in text

@@ -49,13 +49,14 @@ def test_gradients_are_logged_and_nonzero_from_step_2(plain_run, lora_json):
     df = pd.read_parquet(plain_run / "grad_norms.parquet")
     lora = json.loads(lora_json.read_text())
     assert sorted(df["step"].unique()) == [1, 2, 3, 4]
-    assert len(df) == 4 * 2 * len(lora["modules"])  # every A and B matrix at every step
+    assert len(df) == 4 * 3 * len(lora["modules"])  # every A and B matrix, and each projection's G, at every step
     assert str(df["step"].dtype) == "int32" and str(df["grad_norm"].dtype) == "float32"
     step1 = df[df.step == 1]
     assert (step1[step1.matrix == "A"]["grad_norm"] == 0).all()  # B starts at zero
     later = df[df.step >= 2]
     assert (later.groupby("step")["grad_norm"].sum() > 0).all()
     assert (later[later.matrix == "A"]["grad_norm"] > 0).mean() > 0.9
+    assert (df[df.matrix == "G"]["grad_norm"] > 0).all()  # the frozen weights' gradient exists from step 1
     ranks = {(m["layer"], m["module"]): m["r"] for m in lora["modules"]}
     assert all(ranks[(l, m)] == r for l, m, r in df[["layer", "module", "rank"]].drop_duplicates().itertuples(index=False))
 
@@ -63,6 +64,7 @@ def test_gradients_are_logged_and_nonzero_from_step_2(plain_run, lora_json):
 def test_logged_norms_are_pre_clip(plain_run):
     """The Trainer logs the total pre-clip norm; ours must combine to it at every step."""
     df = pd.read_parquet(plain_run / "grad_norms.parquet")
+    df = df[df.matrix.isin(["A", "B"])]  # the trainable parameters (G is the frozen weights')
     ours = df.assign(sq=df.grad_norm.astype(float) ** 2).groupby("step")["sq"].sum() ** 0.5
     log = [json.loads(l) for l in (plain_run / "trainer_log.jsonl").read_text().splitlines()]
     theirs = {r["step"] if "step" in r else i + 1: r["grad_norm"] for i, r in enumerate(x for x in log if "grad_norm" in x)}
@@ -116,6 +118,7 @@ def test_deepspeed_zero2_agrees_with_plain(plain_run, warm_model, lora_json, syn
     keys = ["step", "layer", "module", "matrix"]
     merged = plain.merge(ds, on=keys, suffixes=("_plain", "_ds"))
     assert len(merged) == len(plain) and (merged.grad_norm_ds[merged.step >= 2] > 0).any()
+    assert (merged.matrix == "G").sum() == len(plain) // 3  # the full-weight gradients agree too
     np.testing.assert_allclose(merged.grad_norm_ds, merged.grad_norm_plain, rtol=1e-5, atol=1e-9)
 
 

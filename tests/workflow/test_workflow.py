@@ -29,12 +29,15 @@ def test_whole_dag_produces_the_summary(finished):
     assert res.set_index("strategy").loc["manual", "rank_max"] == 12
     md = (finished / "results/test/summary/results.md").read_text()
     significant = (res["p_holm_strict"].dropna().astype(float) < 0.05).any()
-    assert "| uniform |" in md
+    assert "| grpo/uniform/ratio |" in md
     assert ("Significantly different from uniform" in md) == significant
     assert ("No arm differs significantly from uniform" in md) == (not significant)
     # contracts between stages
     g = pd.read_parquet(finished / "results/test/runs/proportional/seed0/grad_norms.parquet")
-    assert sorted(g["step"].unique()) == [1, 2, 3] and set(g["matrix"]) == {"A", "B"}
+    assert sorted(g["step"].unique()) == [1, 2, 3] and set(g["matrix"]) == {"A", "B", "G"}
+    stats = json.loads((finished / "results/test/summary/gradient_stats.json").read_text())
+    assert set(stats["arms"]["grpo/proportional/ratio"]["metrics"]) == {"lora", "lora_normalised", "weight"}
+    assert "## Gradient importance: mechanics or learning?" in md and "| grpo/proportional/ratio | weight |" in md
     alloc = yaml.safe_load((finished / "results/test/allocations/proportional.json").read_text())
     assert alloc["profile"]["path"].endswith("runs/uniform/seed0/grad_norms.parquet") and sum(alloc["ranks"]) == 16
     preds = pd.read_parquet(finished / "results/test/eval/base/seed0/predictions.parquet")

@@ -98,8 +98,7 @@ def summary_inputs(wildcards):
     runs = expand("results/{experiment}/eval/{strategy}/seed{seed}/metrics.json",
                   experiment=wildcards.experiment, strategy=STRATEGIES, seed=SEEDS)
     base = [f"results/{wildcards.experiment}/eval/base/seed{EVAL_SEED}/metrics.json"]
-    lora = expand("results/{experiment}/lora/{strategy}.json", experiment=wildcards.experiment, strategy=STRATEGIES)
-    return {"metrics": base + runs, "lora": lora}
+    return {"metrics": base + runs, "gradients": f"results/{wildcards.experiment}/summary/gradient_stats.json"}
 
 
 def analysis_inputs(wildcards):
@@ -108,7 +107,9 @@ def analysis_inputs(wildcards):
     return {"grad_logs": [f"{d}/grad_norms.parquet" for d in dirs], "runs": [f"{d}/run.json" for d in dirs]}
 
 
-HEATMAPS = STRATEGIES + (["warmup"] if TINY else [])
+# heatmap_<metric>_<arm>.png: every arm on the study's and the rank-neutral metric; the warm-up's weights
+HEATMAPS = [f"{metric}_grpo-{s}-{config['allocation']['alpha_policy']}" for s in STRATEGIES for metric in ("lora", "weight")]
+HEATMAPS += ["weight_warmup"] if TINY else []
 
 
 # Cluster resources (Slurm). The tiny model runs on CPUs; a pretrained model gets GPUs. GPU count is

@@ -9,7 +9,7 @@ rule analyze_gradients:
     output:
         stats=report("results/{experiment}/summary/gradient_stats.json", caption="../report/gradient_stats.rst",
                      category="Gradients"),
-        heatmaps=report(expand("results/{{experiment}}/summary/figures/heatmap_{run}.png", run=HEATMAPS),
+        heatmaps=report(expand("results/{{experiment}}/summary/figures/heatmap_{name}.png", name=HEATMAPS),
                         caption="../report/heatmap.rst", category="Gradients"),
         amplification=report("results/{experiment}/summary/figures/amplification.png",
                              caption="../report/amplification.rst", category="Gradients"),
@@ -42,4 +42,5 @@ rule summarize_results:
     container:
         image("summarize")
     shell:
-        "(python -m lorarank summarize --metrics {input.metrics} --lora {input.lora} --out {params.out}) > {log} 2>&1"
+        "(python -m lorarank summarize --metrics {input.metrics} --gradient-stats {input.gradients}"
+        " --out {params.out}) > {log} 2>&1"
