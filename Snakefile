@@ -1,5 +1,5 @@
 # lorarank: per-layer LoRA rank allocation under GRPO. Entry point only; stages live in workflow/rules.
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -7,13 +7,10 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
-
-
 report: "workflow/report/workflow.rst"
 
 
-include: "workflow/rules/setup.smk"
+include: "workflow/rules/setup.smk"  # config validated (schema, then cross-field), environment, fingerprints
 include: "workflow/rules/common.smk"
 
 
@@ -21,7 +18,6 @@ include: "workflow/rules/common.smk"
 localrules:
     all,
     prepare_data,
-    build_model,
     allocate_ranks,
     write_lora_config,
     analyze_gradients,
@@ -31,6 +27,9 @@ localrules:
 
 wildcard_constraints:
     experiment=config["experiment"],
+    regime="grpo|sft",
+    strategy="|".join(STRATEGIES),
+    policy="ratio|constant|rslora",
     seed=r"\d+",
 
 

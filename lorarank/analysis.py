@@ -20,6 +20,7 @@ early-vs-late with a single step) is null, with the reason in `notes`, never a c
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -130,6 +131,25 @@ def explained(observed: list[float], predicted: list[float]) -> float | None:
     return None if ss == 0 else 1 - float(((obs - pred) ** 2).sum()) / ss
 
 
+# what each kind of run optimises, as its trainer logs it per step: GRPO the sum of its rewards (format and
+# correctness), the warm-up and LoRA-SFT their loss
+TRAINING_SIGNAL = {"grpo": "reward"}
+
+
+def trend(trainer_log: str | Path, key: str) -> dict | None:
+    """The mean of `key` over the first and over the last quarter of the logged steps (None if not logged):
+    whether training moved what it optimises, beyond its step-to-step noise."""
+    path = Path(trainer_log)
+    if not path.is_file():
+        return None
+    values = [r[key] for r in map(json.loads, path.read_text().splitlines()) if key in r]
+    if not values:
+        return None
+    q = max(1, len(values) // 4)
+    return {"signal": key, "steps": len(values), "first_quarter": float(np.mean(values[:q])),
+            "last_quarter": float(np.mean(values[-q:]))}
+
+
 class Run:
     """One gradient log with the identity run.json gives it, its share maps per metric computed once."""
 
@@ -143,9 +163,16 @@ class Run:
         self.key, self.seed = arm_key(self.identity), self.identity["seed"]
         self.df = gradlog.read(grad_log)
         policy = self.identity.get("alpha_policy")
-        self.per_step = {m: gradlog.step_shares(gradlog.select(self.df, m, policy, grad_log))
-                         for m in gradlog.metrics(self.df) if m != "lora_normalised" or policy}
+        per_step = {m: gradlog.step_shares(gradlog.select(self.df, m, policy, grad_log))
+                    for m in gradlog.metrics(self.df) if m != "lora_normalised" or policy}
+        # a GRPO run whose groups never differed in reward has zero gradients at every step: it is reported
+        # (no statistic, a note) rather than failing the analysis of every other run
+        self.per_step = {m: ps for m, ps in per_step.items() if not ps.empty}
+        self.notes = [f"{m}: no step with a non-zero gradient (GRPO: no group's rewards ever differed); no statistic"
+                      for m, ps in per_step.items() if ps.empty]
         self.stats = {m: run_stats(ps, window) for m, ps in self.per_step.items()}
+        self.training = trend(Path(grad_log).with_name("trainer_log.jsonl"),
+                              TRAINING_SIGNAL.get(self.identity.get("kind"), "loss"))
 
 
 def compare(runs: list[Run], uniform: list[Run], reps: int) -> dict:
@@ -185,6 +212,47 @@ def compare(runs: list[Run], uniform: list[Run], reps: int) -> dict:
     return out
 
 
+def concentration(runs: list[Run], metric: str, reps: int) -> dict:
+    """How concentrated one arm's gradients are on a metric, seed means, with a bootstrap CI of the top-30%
+    share over steps and seeds; its `samples` (not written) let two arms be compared."""
+    from lorarank.stats import bootstrap_top_share
+
+    stats = [r.stats[metric] for r in runs]
+    samples = bootstrap_top_share([r.per_step[metric].to_numpy() for r in runs], reps=reps)
+
+    def mean(key):
+        vals = [s[key] for s in stats if s[key] is not None]
+        return float(np.mean(vals)) if vals else None
+
+    shares = np.mean([[s["shares"][l] for l in sorted(s["shares"], key=int)] for s in stats], axis=0)
+    return {"seeds": [r.seed for r in runs], "max_min_ratio": mean("max_min_ratio"),
+            "top_30pct_share": mean("top_30pct_share"),
+            "top_30pct_share_ci95": [float(np.quantile(samples, 0.025)), float(np.quantile(samples, 0.975))],
+            "early_late_corr": mean("early_late_corr"), "shares": dict(zip(map(str, range(len(shares))), shares)),
+            "samples": samples}
+
+
+def contrast(arms: dict, reps: int) -> dict:
+    """The study's contrast: each regime's uniform arm (under the first alpha policy) and the full-weight
+    warm-up, side by side on every metric, and SFT minus GRPO top-30% share with a bootstrap CI."""
+    policies = [k[2] for k in arms if k[1] == "uniform"]
+    out: dict = {"alpha_policy": policies[0] if policies else None, "regimes": {}, "sft_minus_grpo_top_30pct": {}}
+    for key, runs in arms.items():
+        if (key[1] == "uniform" and key[2] == out["alpha_policy"]) or key[0] == "warmup":
+            out["regimes"][key[0]] = {m: concentration(runs, m, reps) for m in gradlog.METRICS
+                                      if all(m in r.per_step for r in runs)}
+    grpo, sft = out["regimes"].get("grpo", {}), out["regimes"].get("sft", {})
+    for metric in [m for m in gradlog.METRICS if m in grpo and m in sft]:
+        diff = sft[metric]["samples"] - grpo[metric]["samples"]
+        out["sft_minus_grpo_top_30pct"][metric] = {
+            "diff": sft[metric]["top_30pct_share"] - grpo[metric]["top_30pct_share"],
+            "ci95": [float(np.quantile(diff, 0.025)), float(np.quantile(diff, 0.975))]}
+    for regime in out["regimes"].values():
+        for m in regime.values():
+            del m["samples"]
+    return out
+
+
 def analyze(grad_logs: list[str], window: float, reps: int = 1000) -> tuple[dict, dict]:
     """(gradient_stats document, per-step shares per (arm, metric) of each arm's first seed for the heatmaps)."""
     runs = [Run(p, window) for p in grad_logs]
@@ -197,7 +265,8 @@ def analyze(grad_logs: list[str], window: float, reps: int = 1000) -> tuple[dict
             raise UserError(f"two gradient logs are the same run: {arm_name(key)} seed {seeds}")
         rs.sort(key=lambda r: r.seed if r.seed is not None else -1)
     doc = {"definition": DEFINITION, "metrics": list(gradlog.METRICS), "window": window, "bootstrap_reps": reps,
-           "runs": {f"{arm_name(r.key)}/seed{r.seed}": {"identity": r.identity, "metrics": r.stats} for r in runs},
+           "runs": {f"{arm_name(r.key)}/seed{r.seed}": {"identity": r.identity, "metrics": r.stats,
+                                                         "training": r.training, "notes": r.notes} for r in runs},
            "arms": {}}
     for key, rs in arms.items():
         entry = {"seeds": [r.seed for r in rs], "regime": key[0], "strategy": key[1], "alpha_policy": key[2]}
@@ -205,8 +274,10 @@ def analyze(grad_logs: list[str], window: float, reps: int = 1000) -> tuple[dict
         if key[1] not in (None, "uniform") and ref in arms:
             entry.update(compare(rs, arms[ref], reps))
         doc["arms"][arm_name(key)] = entry
-    heat = {(arm_name(key), m): rs[0].per_step[m] for key, rs in arms.items() for m in ("lora", "weight")
-            if m in rs[0].per_step}
+    doc["contrast"] = contrast(arms, reps)
+    # every arm gets its heatmaps (the workflow expects them), empty where its first seed had no gradient
+    heat = {(arm_name(key), m): rs[0].per_step.get(m, pd.DataFrame()) for key, rs in arms.items()
+            for m in ("lora", "weight") if m in gradlog.metrics(rs[0].df)}
     return doc, heat
 
 
@@ -232,8 +303,11 @@ def run(args) -> int:
         figures.heatmap(table, f"Gradient share per layer ({metric} metric): {arm}",
                         figs / f"heatmap_{metric}_{arm.replace('/', '-')}.png")
     figures.amplification(doc["arms"], figs / "amplification.png")
+    figures.contrast(doc["contrast"], figs / "contrast.png")
     panels: dict = {}
     for (arm, metric), table in heat.items():  # each arm's first seed
+        if table.empty:
+            continue
         panels.setdefault(metric, {})[arm] = {str(int(l)): float(v) for l, v in table.mean(axis=0).items()}
     figures.shares(panels, figs / "shares.png")
     write_json(Path(args.out) / "gradient_stats.json", doc)

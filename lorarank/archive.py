@@ -116,7 +116,7 @@ def container_records(config: dict) -> dict:
 
 
 def manifest(results: Path, files: dict[str, Path], config: dict, snakemake_version: str | None,
-             code_root: Path) -> dict:
+             code_root: Path, resources: list[str] = ()) -> dict:
     train_envs = run_environments(results, list(files))
     hardware = []
     for e in train_envs:
@@ -132,6 +132,8 @@ def manifest(results: Path, files: dict[str, Path], config: dict, snakemake_vers
         "containers": container_records(config),
         "environments": {"train": train_envs, "analysis": [{"environment": describe(), "recorded_by": ["archive"]}]},
         "hardware": hardware,
+        # what came from outside results/ (a hub model fetched into resources/): its revision, commit, hashes
+        "resources": {str(r): read_json(r, "resource record") for r in resources},
         "snakemake": snakemake_version,
     }
 
@@ -160,13 +162,13 @@ def write_tarball(path: Path, prefix: str, files: dict[str, Path], manifest_byte
 
 
 def archive(results: str | Path, inputs: list[str], config: dict, out: str | Path,
-            snakemake_version: str | None = None, code_root: Path = CHECKOUT) -> dict:
+            snakemake_version: str | None = None, code_root: Path = CHECKOUT, resources: list[str] = ()) -> dict:
     """Write `out/<experiment>.tar.gz` and `out/MANIFEST.json` for the result files in `inputs`."""
     results, out = Path(results), Path(out)
     if not results.is_dir():
         raise UserError(f"results directory {str(results)!r} does not exist")
     files = result_files(results, inputs)
-    doc = manifest(results, files, config, snakemake_version, Path(code_root))
+    doc = manifest(results, files, config, snakemake_version, Path(code_root), resources)
     body = dumps(doc)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / doc["tarball"]) as tmp:
@@ -182,6 +184,8 @@ def configure(p) -> None:
     p.add_argument("--config-json", default=None, help="the resolved config as JSON")
     p.add_argument("--snakemake-version", default=None)
     p.add_argument("--code-root", default=str(CHECKOUT), help="the workflow checkout (default: the one running)")
+    p.add_argument("--resources", nargs="*", default=[],
+                   help="records of resources fetched outside the results (resources/<experiment>/model/fetch.json)")
     p.add_argument("--out", required=True, help="archive directory to write")
 
 
@@ -192,6 +196,7 @@ def run(args) -> int:
         raise UserError(f"--config-json is not valid JSON: {e}") from None
     if not isinstance(config, dict):
         raise UserError("--config-json must hold a JSON object (the resolved config)")
-    doc = archive(args.results, args.inputs, config, args.out, args.snakemake_version, Path(args.code_root))
+    doc = archive(args.results, args.inputs, config, args.out, args.snakemake_version, Path(args.code_root),
+                  args.resources)
     print(f"{args.out}: {len(doc['files'])} files, {doc['tarball']}")
     return 0

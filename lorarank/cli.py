@@ -17,6 +17,8 @@ from lorarank.errors import UserError
 COMMANDS = {
     "prepare-data": ("lorarank.data", "GSM8K (hub, local jsonl or synthetic) as parquet splits + manifest"),
     "build-model": ("lorarank.build_model", "a tiny Qwen2 with a locally trained tokenizer (offline runs, tests)"),
+    "fetch-model": ("lorarank.fetch_model", "a hub model fetched once at a pinned revision into a local directory"),
+    "import-model": ("lorarank.import_model", "a pretrained model from a GGUF file (or an installed package's) as a model directory"),
     "allocate": ("lorarank.allocation", "turn an allocation spec into per-layer ranks at an exact budget"),
     "lora-config": ("lorarank.lora", "write the exact, verified PEFT LoraConfig for an allocation"),
     "sft": ("lorarank.sft", "supervised fine-tuning (full warm-up or LoRA) with the gradient profiler"),

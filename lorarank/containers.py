@@ -26,7 +26,7 @@ ENVIRONMENTS = ("train", "analysis")
 
 # command -> the environment (image) it runs in; the rules and the code fingerprints both read this.
 COMMAND_ENV = {
-    "prepare-data": "train", "build-model": "train", "allocate": "train", "lora-config": "train",
+    "prepare-data": "train", "build-model": "train", "import-model": "train", "fetch-model": "train", "allocate": "train", "lora-config": "train",
     "check-pattern": "train", "sft": "train", "train": "train", "evaluate": "train",
     "analyze": "analysis", "summarize": "analysis", "archive": "analysis", "verify-archive": "analysis",
     "fingerprint": "analysis",

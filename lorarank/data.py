@@ -28,7 +28,8 @@ from lorarank.errors import UserError
 from lorarank.io import atomic_path, sha256_file, write_json
 from lorarank.options import add_arguments, from_args, opt
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "test")  # as the sources have them
+WRITTEN = ("warmup", "train", "test")  # as prepare-data writes them: warmup is set aside from train
 COLUMNS = ("idx", "question", "answer", "gold")
 FINAL = re.compile(r"####\s*(.+?)\s*$", re.DOTALL)
 
@@ -68,13 +69,22 @@ def synthetic_problem(rng: random.Random, level: int) -> dict:
         sentences.append(q)
         lines.append(line)
     question = " ".join(sentences) + f" How many {item} does {name} have now?"
-    return {"question": question, "answer": "\n".join(lines) + f"\n#### {value}"}
+    return {"question": question, "answer": "\n".join(lines) + f"\n#### {value}", "item": item}
 
 
-def synthetic(n_train: int, n_test: int, levels: list[int], seed: int) -> dict:
+def synthetic(n_train: int, n_test: int, levels: list[int], seed: int, informal_items: list[str] = (),
+              informal_share: float = 1.0, habit_rows: int = 0) -> dict:
+    """Train and test problems (distinct questions, none shared). Among the first `habit_rows` training
+    rows (the warm-up's), a share `informal_share` of the solutions about an item in `informal_items` end
+    in prose, 'The answer is N.', instead of the '#### N' line: a habit the base model learns from its
+    data (as instruct models bring theirs to GSM8K) that the strict grader, like the study's, does not
+    accept. Below 1 the habit is a majority, not a rule: greedy decoding follows it, sampling sometimes
+    does not, and those samples are what a reward can reinforce. Every other solution, the arms' training
+    rows (LoRA-SFT's targets) and the test split, ends in '#### N', the run's layout."""
     import pandas as pd
 
     rng = random.Random(seed)
+    habit = random.Random(seed + 1)  # its own stream: the share does not change which problems are drawn
     seen: set[str] = set()
     out = {}
     for split, n in (("train", n_train), ("test", n_test)):
@@ -83,7 +93,12 @@ def synthetic(n_train: int, n_test: int, levels: list[int], seed: int) -> dict:
             p = synthetic_problem(rng, rng.choice(levels))
             if p["question"] not in seen:
                 seen.add(p["question"])
-                rows.append(p)
+                body, _, gold = p["answer"].rpartition("\n#### ")
+                item = p.pop("item")
+                if split == "train" and len(rows) < habit_rows and item in informal_items \
+                        and habit.random() < informal_share:
+                    p["answer"] = f"{body}\nThe answer is {gold}."
+                rows.append({**p, "gold": gold})
         out[split] = pd.DataFrame(rows)
     return out
 
@@ -107,11 +122,11 @@ def read_jsonl(path: Path):
     return pd.DataFrame(rows, columns=["question", "answer"])
 
 
-def from_hub(hub_id: str, hub_config: str) -> tuple[dict, dict]:
+def from_hub(hub_id: str, hub_config: str, revision: str | None = None) -> tuple[dict, dict]:
     try:
         from datasets import load_dataset
 
-        ds = load_dataset(hub_id, hub_config)
+        ds = load_dataset(hub_id, hub_config, revision=revision)
     except Exception as e:  # network, auth, missing dataset: all mean the same to the user
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UserError(f"dataset {hub_id!r} ({hub_config}) could not be loaded from the hub: {first}") from None
@@ -120,18 +135,20 @@ def from_hub(hub_id: str, hub_config: str) -> tuple[dict, dict]:
 
 
 def with_gold(frame, split: str):
-    """The split in the contract's columns: idx (position), question, answer, gold (as written after '####')."""
+    """The split in the contract's columns: idx (position), question, answer, gold (as written after
+    '####', or as the source gives it: the synthetic source knows its answers, informal ones included)."""
     import pandas as pd
 
     frame = frame.reset_index(drop=True)
-    golds = []
-    for i, sol in enumerate(frame["answer"]):
-        m = FINAL.search(sol.rsplit("\n", 1)[-1])
-        if not m:
-            raise UserError(f"{split} row {i} has no '#### <number>' final answer line")
-        golds.append(m.group(1))  # as written; the grader (lorarank.gsm8k) normalises when it compares
+    if "gold" not in frame.columns:
+        golds = []
+        for i, sol in enumerate(frame["answer"]):
+            m = FINAL.search(sol.rsplit("\n", 1)[-1])
+            if not m:
+                raise UserError(f"{split} row {i} has no '#### <number>' final answer line")
+            golds.append(m.group(1))  # as written; the grader (lorarank.gsm8k) normalises when it compares
+        frame["gold"] = golds
     frame.insert(0, "idx", pd.Series(range(len(frame)), dtype="int32"))
-    frame["gold"] = golds
     return frame[list(COLUMNS)]
 
 
@@ -154,13 +171,32 @@ class DataSettings:
     path: str | None = opt(None, "local: directory with train.jsonl and test.jsonl", when={"source": ("local",)})
     hub_id: str = opt("openai/gsm8k", "hub: dataset id", when={"source": ("hub",)})
     hub_config: str = opt("main", "hub: dataset config", when={"source": ("hub",)})
+    revision: str | None = opt(None, "hub: dataset revision (branch, tag or commit)", when={"source": ("hub",)})
     n_train: int = opt(4000, "synthetic: training problems", type=positive_int, when={"source": ("synthetic",)})
     n_test: int = opt(500, "synthetic: test problems", type=positive_int, when={"source": ("synthetic",)})
     levels: list[int] = opt([1, 2], "synthetic: operations per problem, drawn from this list", type=levels_list,
                             when={"source": ("synthetic",)})
     seed: int = opt(0, "synthetic: generator seed", when={"source": ("synthetic",)})
+    informal_items: list[str] = opt([], "synthetic: items whose warm-up solutions end in 'The answer is N.' "
+                                        "instead of '#### N' (a data habit the strict grader rejects)",
+                                    type=csv_list, when={"source": ("synthetic",)})
+    informal_share: float = opt(1.0, "synthetic: share of those items' warm-up solutions that end in prose "
+                                      "(below 1, sampling sometimes writes '#### N' for them)",
+                                when={"source": ("synthetic",)})
+    warmup_fraction: float = opt(0.0, "share of the training split set aside (its first rows) for the tiny model's "
+                                      "warm-up: the arms train on the rest, which the warm-up never saw")
 
     def check(self) -> None:
+        unknown = [i for i in self.informal_items if i not in ITEMS]
+        if unknown:
+            raise UserError(f"--informal-items {unknown[0]!r} is not an item of the generator (allowed: {', '.join(ITEMS)})")
+        if not 0 <= self.informal_share <= 1:
+            raise UserError(f"--informal-share {self.informal_share} is outside [0, 1]")
+        if not 0 <= self.warmup_fraction < 1:
+            raise UserError(f"--warmup-fraction {self.warmup_fraction} is outside [0, 1)")
+        if self.informal_items and self.source == "synthetic" and not self.warmup_fraction:
+            raise UserError(f"--informal-items {','.join(self.informal_items)} needs --warmup-fraction > 0: the habit "
+                            "is written into the warm-up's rows only (the arms train on the run's layout)")
         if self.source == "local":
             if not self.path:
                 raise UserError("--source local needs --path (a directory with train.jsonl and test.jsonl)")
@@ -169,12 +205,18 @@ class DataSettings:
                     raise UserError(f"--path {self.path!r} has no {s}.jsonl (local GSM8K needs train.jsonl and test.jsonl)")
 
 
+def warmup_rows(settings: DataSettings, n_train: int) -> int:
+    """How many of the first training rows are set aside for the warm-up."""
+    return int(settings.warmup_fraction * n_train)
+
+
 def prepare(settings: DataSettings, out: str | Path) -> dict:
     """Write train/test parquet splits and manifest.json (last: its presence means the splits are complete)."""
     settings.check()
     inputs: dict = {}
     if settings.source == "synthetic":
-        frames = synthetic(settings.n_train, settings.n_test, settings.levels, settings.seed)
+        frames = synthetic(settings.n_train, settings.n_test, settings.levels, settings.seed, settings.informal_items,
+                           settings.informal_share, habit_rows=warmup_rows(settings, settings.n_train))
     elif settings.source == "local":
         frames = {}
         for s in SPLITS:
@@ -182,12 +224,14 @@ def prepare(settings: DataSettings, out: str | Path) -> dict:
             frames[s] = read_jsonl(f)
             inputs[s] = {"path": str(f), "sha256": sha256_file(f)}
     else:
-        frames, fingerprints = from_hub(settings.hub_id, settings.hub_config)
-        inputs = {s: {"hub_id": settings.hub_id, "config": settings.hub_config, "fingerprint": fingerprints[s]}
-                  for s in SPLITS}
+        frames, fingerprints = from_hub(settings.hub_id, settings.hub_config, settings.revision)
+        inputs = {s: {"hub_id": settings.hub_id, "config": settings.hub_config, "revision": settings.revision,
+                      "fingerprint": fingerprints[s]} for s in SPLITS}
     out = Path(out)
+    k = warmup_rows(settings, len(frames["train"]))
+    frames = {"warmup": frames["train"].iloc[:k], "train": frames["train"].iloc[k:], "test": frames["test"]}
     counts = {}
-    for s in SPLITS:
+    for s in WRITTEN:
         frame = with_gold(frames[s], s)
         counts[s] = len(frame)
         with atomic_path(out / f"{s}.parquet") as tmp:
@@ -195,8 +239,11 @@ def prepare(settings: DataSettings, out: str | Path) -> dict:
     manifest = {
         "source": settings.source, "inputs": inputs, "counts": counts, "seed": settings.seed,
         "levels": settings.levels if settings.source == "synthetic" else None,
+        "informal_items": settings.informal_items if settings.source == "synthetic" else None,
+        "informal_share": settings.informal_share if settings.source == "synthetic" else None,
         "columns": list(COLUMNS),
-        "sha256": {s: sha256_file(out / f"{s}.parquet") for s in SPLITS},
+        "warmup_fraction": settings.warmup_fraction,
+        "sha256": {s: sha256_file(out / f"{s}.parquet") for s in WRITTEN},
     }
     write_json(out / "manifest.json", manifest)
     return manifest

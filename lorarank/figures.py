@@ -29,6 +29,14 @@ def _save(fig, path: Path) -> None:
 def heatmap(per_step: pd.DataFrame, title: str, path: Path) -> None:
     """Layer share over training steps (the study's first figure): layer 0 at the bottom."""
     plt = _plt()
+    if per_step.empty:  # a run with no non-zero gradient at any step: the figure says so
+        fig, ax = plt.subplots(figsize=(7, 2))
+        ax.text(0.5, 0.5, "no step with a non-zero gradient", ha="center", va="center")
+        ax.set_axis_off()
+        ax.set_title(title)
+        _save(fig, path)
+        plt.close(fig)
+        return
     fig, ax = plt.subplots(figsize=(7, 0.18 * per_step.shape[1] + 2))
     data = 100 * per_step.to_numpy().T
     im = ax.imshow(data, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest",
@@ -75,7 +83,8 @@ def amplification(arms: dict, path: Path) -> None:
         ax.set_xlabel("allocated LoRA rank of the layer")
         ax.set_ylabel("share shift vs uniform (percentage points)")
         ax.set_title(METRIC_TITLES[metric], fontsize=10)
-        ax.legend(fontsize=7, frameon=False)
+        if ax.get_legend_handles_labels()[0]:  # no arm compared with uniform: nothing to label
+            ax.legend(fontsize=7, frameon=False)
     fig.suptitle("Do gradients follow the allocated rank? (mechanics: lora; learning: weight)")
     _save(fig, path)
     plt.close(fig)
@@ -86,8 +95,13 @@ def shares(panels: dict[str, dict[str, dict]], path: Path) -> None:
     plt = _plt()
     from matplotlib.ticker import MaxNLocator
 
+    if not panels:  # no run had a non-zero gradient at any step
+        panels = {"lora": {}}
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
     for ax, (metric, runs) in zip(axes[0], panels.items()):
+        if not runs:
+            ax.text(0.5, 0.5, "no step with a non-zero gradient", ha="center", va="center", transform=ax.transAxes)
+            continue
         for (label, s), marker in zip(runs.items(), "osD^v<>p*hx+"):
             layers = sorted(s, key=int)
             ax.plot([int(l) for l in layers], [100 * s[l] for l in layers], marker=marker, ms=3, lw=1.1, label=label)
@@ -98,6 +112,32 @@ def shares(panels: dict[str, dict[str, dict]], path: Path) -> None:
         ax.set_ylabel("mean share of gradient norm (%)")
         ax.set_title(METRIC_TITLES.get(metric, metric), fontsize=10)
         ax.legend(fontsize=7, frameon=False, ncol=2)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def contrast(doc: dict, path: Path) -> None:
+    """SFT vs GRPO: the uniform arm's per-layer shares in each regime (and the full-weight warm-up), one
+    panel per metric, top-30% share with its CI in the legend."""
+    plt = _plt()
+    metrics = [m for m in METRIC_TITLES if any(m in r for r in doc["regimes"].values())] or ["weight"]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.2), squeeze=False)
+    names = {"grpo": "GRPO uniform", "sft": "LoRA-SFT uniform", "warmup": "full-weight SFT warm-up"}
+    for ax, metric in zip(axes[0], metrics):
+        for regime, by_metric in doc["regimes"].items():
+            m = by_metric.get(metric)
+            if not m:
+                continue
+            layers = sorted(m["shares"], key=int)
+            lo, hi = m["top_30pct_share_ci95"]
+            ax.plot([int(l) for l in layers], [100 * m["shares"][l] for l in layers], marker="o", ms=3, lw=1.3,
+                    label=f"{names.get(regime, regime)}: top-30% {m['top_30pct_share']:.0%} [{lo:.0%}, {hi:.0%}]")
+        ax.set_xlabel("layer")
+        ax.set_ylabel("mean share of gradient norm (%)")
+        ax.set_title(METRIC_TITLES[metric], fontsize=10)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, frameon=False)
+    fig.suptitle("Peaked under SFT, flat under GRPO? (uniform arms, seed means)")
     _save(fig, path)
     plt.close(fig)
 

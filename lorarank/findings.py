@@ -80,4 +80,105 @@ def gradient_markdown(doc: dict) -> str:
         for metric, s in run["metrics"].items():
             lines.append(f"| {name} | {metric} | {s['hottest']['layer']} ({s['hottest']['share']:.1%}) | "
                          f"{_num(s['max_min_ratio'])} | {s['top_30pct_share']:.1%} | {_num(s['early_late_corr'], '{:.3f}')} |")
+        for note in run.get("notes", []):
+            metric, _, text = note.partition(": ")
+            lines.append(f"| {name} | {metric} | {text} | | | |")
     return "\n".join(lines) + "\n"
+
+
+def training_markdown(doc: dict) -> str:
+    """Did each run move what it optimises? First- vs last-quarter mean of its logged signal (GRPO: the
+    correctness reward; SFT: the loss)."""
+    rows = [(name, run["training"]) for name, run in doc["runs"].items() if run.get("training")]
+    if not rows:
+        return ""
+    lines = ["## Training", "", "What each run optimises, mean over the first and the last quarter of its steps "
+             "(GRPO: its total reward, format + correctness, on sampled completions; SFT: the loss).", "",
+             "| run | signal | steps | first quarter | last quarter | change |", "|" + "---|" * 6]
+    for name, t in rows:
+        lines.append(f"| {name} | {t['signal']} | {t['steps']} | {t['first_quarter']:.3f} | {t['last_quarter']:.3f} | "
+                     f"{t['last_quarter'] - t['first_quarter']:+.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+PREDICTED_SIGN = {"ratio": +1, "constant": -1, "rslora": 0}  # of the lora rank-vs-shift relation, from s sqrt(r)
+
+
+def _ci_word(ci) -> int:
+    """+1 / -1 where a CI excludes 0 above / below, 0 where it includes 0."""
+    return 0 if not ci or ci[0] <= 0 <= ci[1] else (1 if ci[0] > 0 else -1)
+
+
+def _accuracy_gain(acc, regime: str, policy: str | None):
+    rows = acc[(acc["regime"] == regime) & (acc["strategy"] == "proportional") & (acc["alpha_policy"] == policy)]
+    return None if rows.empty else rows.iloc[0]
+
+
+def contrast_markdown(doc: dict, acc) -> str:
+    """The SFT-vs-GRPO contrast table and the paragraph that says what it supports, at the measured precision.
+    `acc` is the accuracy table (`lorarank.summary.table`)."""
+    con = doc.get("contrast") or {}
+    regimes = con.get("regimes") or {}
+    policy = con.get("alpha_policy")
+    lines = ["## The contrast: SFT vs GRPO", "",
+             f"Uniform arm of each regime (alpha policy {policy}) and the full-weight SFT warm-up, seed means; "
+             "amplification and accuracy gain are the proportional arm's against that uniform arm.", "",
+             "| regime | metric | max/min | top-30% share [95% CI] | early-vs-late r | amplification r [95% CI] "
+             "| Δ accuracy proportional − uniform [95% CI], Holm p |", "|" + "---|" * 7]
+    for regime, by_metric in regimes.items():
+        arm = doc["arms"].get(f"{regime}/proportional/{policy}", {}).get("metrics", {})
+        gain = _accuracy_gain(acc, regime, policy) if regime != "warmup" else None
+        for i, (metric, m) in enumerate(by_metric.items()):
+            amp = arm.get(metric, {})
+            amp_text = f"{_r(amp.get('rank_vs_shift_pearson'))} {_ci(amp.get('pearson_ci95'))}" if amp else "—"
+            g = "—"
+            if gain is not None and i == 0:
+                g = (f"{100 * gain.diff_strict:+.1f} [{100 * gain.diff_low_strict:+.1f}, {100 * gain.diff_high_strict:+.1f}],"
+                     f" {float(gain.p_holm_strict):.3g}")
+            lo, hi = m["top_30pct_share_ci95"]
+            lines.append(f"| {regime} | {metric} | {_num(m['max_min_ratio'])} | {m['top_30pct_share']:.1%} "
+                         f"[{lo:.1%}, {hi:.1%}] | {_num(m['early_late_corr'], '{:.3f}')} | {amp_text} | {g} |")
+    return "\n".join(lines) + "\n\n" + contrast_paragraph(doc, acc) + "\n"
+
+
+def contrast_paragraph(doc: dict, acc) -> str:
+    con = doc.get("contrast") or {}
+    policy = con.get("alpha_policy")
+    said = []
+    diffs = con.get("sft_minus_grpo_top_30pct") or {}
+    metric = "weight" if "weight" in diffs else next(iter(diffs), None)
+    if metric:
+        d = diffs[metric]
+        sign = _ci_word(d["ci95"])
+        verdict = {1: "support", -1: "contradict", 0: "cannot tell at this precision"}[sign]
+        said.append(f"On the {metric} metric the LoRA-SFT uniform arm's top-30% share minus GRPO's is "
+                    f"{100 * d['diff']:+.1f} points [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]: the data "
+                    f"{verdict}{'' if sign == 0 else ' the claim'} 'peaked under SFT, flat under GRPO'.")
+    else:
+        said.append("Only one regime ran: 'peaked under SFT, flat under GRPO' needs both (config `regimes`).")
+    gains = {r: _accuracy_gain(acc, r, policy) for r in ("sft", "grpo")}
+    if all(g is not None for g in gains.values()):
+        sig = {r: (float(g.p_holm_strict) < 0.05) * (1 if g.diff_strict > 0 else -1) for r, g in gains.items()}
+        words = ", ".join(f"{r.upper() if r == 'sft' else 'GRPO'} {100 * g.diff_strict:+.1f} points (Holm p = "
+                          f"{float(g.p_holm_strict):.3g})" for r, g in gains.items())
+        verdict = ("support" if sig["sft"] == 1 and sig["grpo"] != 1 else
+                   "contradict" if sig["grpo"] == 1 and sig["sft"] != 1 else "cannot tell at this precision")
+        said.append(f"Proportional allocation against uniform: {words}; the data {verdict}"
+                    f"{'' if verdict.startswith('cannot') else ' the claim'} 'allocation helps SFT but not GRPO'.")
+    else:
+        said.append("'Allocation helps SFT but not GRPO' needs a proportional arm in both regimes.")
+    policies, seen = [], set()
+    for name, arm in doc["arms"].items():
+        if arm.get("strategy") == "proportional" and "lora" in arm.get("metrics", {}):
+            m = arm["metrics"]["lora"]
+            seen.add(arm["alpha_policy"])
+            want, got = PREDICTED_SIGN[arm["alpha_policy"]], _ci_word(m["pearson_ci95"])
+            policies.append(f"{name}: r = {_r(m['rank_vs_shift_pearson'])} {_ci(m['pearson_ci95'])}, the mechanics "
+                            f"predict {'+' if want > 0 else '−' if want < 0 else '0'}: "
+                            f"{'follows' if got == want else 'does not follow'}")
+    if len(seen) > 1:
+        said.append("Does the amplification sign follow the alpha policy? " + "; ".join(policies) + ".")
+    else:
+        said.append("Only one alpha policy ran, so whether the amplification sign follows the policy (ratio +, "
+                    "constant −, rsLoRA flat) is untested here: set `allocation.alpha_policies` (config/mini.yaml does).")
+    return " ".join(said)

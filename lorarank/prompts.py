@@ -33,8 +33,12 @@ def messages(question: str, layout: str) -> list[dict]:
 
 
 def target(solution: str, layout: str) -> str:
-    """The completion an SFT warm-up teaches: the gold solution in `layout`, calculator marks removed."""
-    body, _, final = CALCULATOR.sub("", solution).rpartition("####")
+    """The completion supervised training teaches: the solution in `layout`, calculator marks removed.
+    A solution without a '####' line (an informal ending) keeps its ending, in either layout."""
+    text = CALCULATOR.sub("", solution).strip()
+    if "####" not in text:
+        return text if layout == "hash" else f"<reasoning>\n{text}\n</reasoning>"
+    body, _, final = text.rpartition("####")
     body, final = body.strip(), final.strip()
     if layout == "hash":
         return f"{body}\n#### {final}"

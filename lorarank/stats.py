@@ -86,6 +86,38 @@ def _rowwise_pearson(x, y):
         return (yc @ xc) / den
 
 
+def _boot_step_means(m, reps: int, rng):
+    """reps x units: mean of the rows of `m` (steps x units) over steps drawn with replacement (multinomial
+    counts: one matrix product for all replicates)."""
+    import numpy as np
+
+    m = np.asarray(m, float)
+    counts = rng.multinomial(len(m), np.full(len(m), 1 / len(m)), size=reps)
+    return counts @ m / len(m)
+
+
+def _pick_seeds(per_seed, rng):
+    """reps x units: per replicate, the mean over seeds drawn with replacement of per_seed (seeds x reps x units)."""
+    import numpy as np
+
+    k, reps = per_seed.shape[:2]
+    pick = rng.integers(0, k, size=(reps, k))
+    return per_seed[pick, np.arange(reps)[:, None], :].mean(axis=1)
+
+
+def bootstrap_top_share(steps: list, top: float = 0.3, reps: int = 1000, seed: int = 0):
+    """Replicates (array of `reps`) of the share carried by the top `top` fraction of units, resampling
+    steps within each seed's run and the seeds themselves."""
+    import math
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    means = _pick_seeds(np.stack([_boot_step_means(s, reps, rng) for s in steps]), rng)
+    k = max(1, math.ceil(top * means.shape[1]))
+    return -np.sort(-means, axis=1)[:, :k].sum(axis=1)
+
+
 def bootstrap_shift_corr(arm_steps: list, ref_steps: list, ranks, reps: int = 1000, seed: int = 0,
                          level: float = 0.95) -> dict:
     """Percentile CIs of the rank-vs-shift correlation (Pearson and Spearman), resampling optimizer steps
@@ -103,16 +135,9 @@ def bootstrap_shift_corr(arm_steps: list, ref_steps: list, ranks, reps: int = 10
     if len(ranks) < 3 or np.ptp(ranks) == 0:
         return {"pearson": None, "spearman": None, "reps": reps}
     rng = np.random.default_rng(seed)
-
-    def boot_means(m):
-        m = np.asarray(m, float)
-        counts = rng.multinomial(len(m), np.full(len(m), 1 / len(m)), size=reps)
-        return counts @ m / len(m)
-
-    shifts = np.stack([boot_means(a) - boot_means(r) for a, r in zip(arm_steps, ref_steps)])  # seeds x reps x units
-    k = len(shifts)
-    pick = rng.integers(0, k, size=(reps, k))
-    shift = shifts[pick, np.arange(reps)[:, None], :].mean(axis=1)  # reps x units
+    shifts = np.stack([_boot_step_means(a, reps, rng) - _boot_step_means(r, reps, rng)
+                       for a, r in zip(arm_steps, ref_steps)])  # seeds x reps x units
+    shift = _pick_seeds(shifts, rng)
     tail = (1 - level) / 2
     out = {"reps": reps}
     for name, x, y in (("pearson", ranks, shift), ("spearman", rankdata(ranks), rankdata(shift, axis=1))):

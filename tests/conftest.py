@@ -159,6 +159,21 @@ def warm_model(tiny_model, synth_data, tmp_path_factory):
     return out
 
 
+def hub_cache(root: Path, model_dir: Path, repo: str = "lorarank/tiny-test") -> tuple[Path, str]:
+    """A TEST DOUBLE of the hub: a local Hugging Face cache (the layout huggingface_hub reads offline)
+    holding `model_dir` as `repo` at a fixed commit."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    base = root / "hub" / ("models--" + repo.replace("/", "--"))
+    snap = base / "snapshots" / commit
+    snap.mkdir(parents=True)
+    for f in model_dir.iterdir():
+        if f.is_file():
+            (snap / f.name).write_bytes(f.read_bytes())
+    (base / "refs").mkdir()
+    (base / "refs" / "main").write_text(commit)
+    return root, commit
+
+
 def repo_copy(tmp_path) -> Path:
     """The repository as a fresh clone would have it: the same files, new paths, new mtimes."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,

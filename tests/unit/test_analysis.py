@@ -163,3 +163,47 @@ def test_a_log_without_its_run_record_is_refused(cli, tmp_path):
     code, _, err = cli("analyze", "--grad-logs", log, "--out", tmp_path / "summary")
     assert code == 2 and "run record of" in err and "does not exist" in err
     assert not (tmp_path / "summary").exists()
+
+
+def test_training_trend_reads_the_trainer_log_beside_each_run(cli, tmp_path):
+    from lorarank.findings import training_markdown
+
+    log = write_grad_log(write_run(tmp_path / "u"), np.ones((8, 3)))
+    rewards = [0.1, 0.2, 0.1, 0.3, 0.4, 0.5, 0.6, 0.7]
+    lines = [json.dumps({"loss": 1.0, "rewards/correctness/mean": 0.2, "reward": r}) for r in rewards]
+    (tmp_path / "u" / "trainer_log.jsonl").write_text("\n".join(lines + [json.dumps({"train_runtime": 3.0})]))
+    doc, _ = analysis.analyze([log], window=0.25, reps=10)
+    t = doc["runs"]["grpo/uniform/ratio/seed0"]["training"]
+    assert t == {"signal": "reward", "steps": 8, "first_quarter": pytest.approx(0.15),
+                 "last_quarter": pytest.approx(0.65)}
+    assert "| grpo/uniform/ratio/seed0 | reward | 8 | 0.150 | 0.650 | +0.500 |" in training_markdown(doc)
+    # an SFT run's signal is its loss; a run without a trainer log has no trend
+    assert analysis.trend(tmp_path / "u" / "trainer_log.jsonl", "loss")["first_quarter"] == 1.0
+    assert analysis.trend(tmp_path / "nothing.jsonl", "loss") is None
+
+
+def test_a_run_without_any_gradient_is_reported_not_fatal(cli, tmp_path):
+    """A GRPO run whose groups never differed in reward has zero gradients at every step (a small model on
+    GSM8K): the other runs are analysed, the silent one gets a note and a heatmap that says so."""
+    live = write_grad_log(write_run(tmp_path / "u"), np.tile([1.0, 2.0, 3.0], (5, 1)), weight=np.ones((5, 3)))
+    silent = write_grad_log(write_run(tmp_path / "r", strategy="random"), np.zeros((5, 3)), weight=np.zeros((5, 3)))
+    code, _, err = cli("analyze", "--grad-logs", live, silent, "--bootstrap", 100, "--out", tmp_path / "s")
+    assert code == 0, err
+    doc = json.loads((tmp_path / "s/gradient_stats.json").read_text())
+    run = doc["runs"]["grpo/random/ratio/seed0"]
+    assert run["metrics"] == {} and len(run["notes"]) == 3 and "no step with a non-zero gradient" in run["notes"][0]
+    assert set(doc["runs"]["grpo/uniform/ratio/seed0"]["metrics"]) == {"lora", "lora_normalised", "weight"}
+    assert "metrics" not in doc["arms"]["grpo/random/ratio"] or doc["arms"]["grpo/random/ratio"]["metrics"] == {}
+    assert (tmp_path / "s/figures/heatmap_lora_grpo-random-ratio.png").read_bytes()[:4] == b"\x89PNG"
+    from lorarank.findings import gradient_markdown
+
+    assert "| grpo/random/ratio/seed0 | lora | no step with a non-zero gradient" in gradient_markdown(doc)
+
+
+def test_no_run_with_any_gradient_still_writes_every_figure(cli, tmp_path):
+    silent = write_grad_log(write_run(tmp_path / "u"), np.zeros((4, 3)), weight=np.zeros((4, 3)))
+    code, _, err = cli("analyze", "--grad-logs", silent, "--bootstrap", 100, "--out", tmp_path / "s")
+    assert code == 0, err
+    names = {p.name for p in (tmp_path / "s/figures").iterdir()}
+    assert {"heatmap_lora_grpo-uniform-ratio.png", "heatmap_weight_grpo-uniform-ratio.png", "shares.png",
+            "contrast.png", "amplification.png"} <= names

@@ -136,3 +136,27 @@ def test_gradient_findings_say_whether_the_relation_survives():
     text = gradient_markdown(doc)
     assert "| grpo/proportional/ratio | lora | +0.95 [+0.80, +0.99] |" in text and "| 87% |" in text
     assert "accounts for 87% of that shift" in text and "does not survive on the rank-neutral weight metric" in text
+
+
+def test_the_contrast_paragraph_says_what_the_data_support():
+    from lorarank.findings import contrast_paragraph
+
+    def acc(sft_diff, sft_p, grpo_diff, grpo_p):
+        rows = [{"regime": r, "strategy": "proportional", "alpha_policy": "ratio", "diff_strict": d, "p_holm_strict": p}
+                for r, d, p in (("sft", sft_diff, sft_p), ("grpo", grpo_diff, grpo_p))]
+        return pd.DataFrame(rows)
+
+    def doc(ci, policies=("ratio",)):
+        arms = {f"grpo/proportional/{p}": {"strategy": "proportional", "alpha_policy": p, "metrics": {"lora": {
+            "rank_vs_shift_pearson": 0.9 if p == "ratio" else -0.8,
+            "pearson_ci95": [0.5, 0.99] if p == "ratio" else [-0.95, -0.3]}}} for p in policies}
+        return {"arms": arms, "contrast": {"alpha_policy": "ratio",
+                                           "sft_minus_grpo_top_30pct": {"weight": {"diff": 0.1, "ci95": ci}}}}
+
+    text = contrast_paragraph(doc([0.05, 0.15]), acc(0.08, 0.01, 0.01, 0.9))
+    assert "the data support the claim 'peaked under SFT" in text
+    assert "the data support the claim 'allocation helps SFT but not GRPO'" in text
+    assert "Only one alpha policy ran" in text
+    text = contrast_paragraph(doc([-0.02, 0.15], ("ratio", "constant")), acc(0.01, 0.7, 0.02, 0.6))
+    assert "cannot tell at this precision 'peaked" in text and "cannot tell at this precision 'allocation" in text
+    assert "grpo/proportional/constant: r = -0.80" in text and text.count(": follows") == 2

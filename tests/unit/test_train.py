@@ -216,3 +216,80 @@ def test_checkpoints_of_another_configuration_are_not_resumed(plain_run, warm_mo
     assert json.loads((out / "run.json").read_text())["resumed_from"] is None
     assert digest(out / "final" / "adapter_model.safetensors") == digest(plain_run / "final" / "adapter_model.safetensors")
     assert not (out / "checkpoints").exists()  # a finished run keeps no checkpoints
+
+
+# --- LoRA-SFT: the study's contrast arm, with the same profiler and guarantees -----------------------
+def sft_lora(model, lora, data, out, steps=4, check=True):
+    return run_lorarank("sft", "--model", model, "--lora", lora, "--data", data, "--out", out, "--steps", steps,
+                        "--batch-size", 8, "--lr", "1e-3", "--warmup-steps", 0, "--save-steps", 2, "--seed", 7,
+                        check=check)
+
+
+@pytest.fixture(scope="module")
+def sft_run(warm_model, lora_json, synth_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sft-lora") / "run"
+    sft_lora(warm_model / "final", lora_json, synth_data / "train.parquet", out)
+    return out
+
+
+def test_lora_sft_is_profiled_on_every_metric_and_records_its_identity(sft_run, lora_json):
+    df = pd.read_parquet(sft_run / "grad_norms.parquet")
+    lora = json.loads(lora_json.read_text())
+    assert set(df["matrix"]) == {"A", "B", "G"} and len(df) == 4 * 3 * len(lora["modules"])
+    assert (df[df.matrix == "G"]["grad_norm"] > 0).all()
+    run = json.loads((sft_run / "run.json").read_text())
+    assert (run["identity"]["kind"], run["identity"]["strategy"], run["identity"]["seed"]) == ("sft", "random", 7)
+    assert run["trainable_params"] == lora["expected_trainable_params"]
+    assert (sft_run / "final" / "adapter_model.safetensors").is_file()
+
+
+def test_lora_sft_is_bit_identical_on_rerun_and_after_a_kill(sft_run, warm_model, lora_json, synth_data, tmp_path):
+    sft_lora(warm_model / "final", lora_json, synth_data / "train.parquet", tmp_path / "again")
+    assert digest(tmp_path / "again/final/adapter_model.safetensors") == digest(sft_run / "final/adapter_model.safetensors")
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "lorarank", "sft", "--model", str(warm_model / "final"), "--lora", str(lora_json),
+           "--data", str(synth_data / "train.parquet"), "--out", str(out), "--steps", "4", "--batch-size", "8",
+           "--lr", "1e-3", "--warmup-steps", "0", "--save-steps", "2", "--seed", "7"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONHASHSEED": "0"})
+    marker = out / "checkpoints" / "checkpoint-2" / "lorarank.json"
+    deadline = time.time() + 600
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert marker.exists(), "no checkpoint appeared before the run ended"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    sft_lora(warm_model / "final", lora_json, synth_data / "train.parquet", out)
+    assert json.loads((out / "run.json").read_text())["resumed_from"].endswith("checkpoint-2")
+    assert digest(out / "final/adapter_model.safetensors") == digest(sft_run / "final/adapter_model.safetensors")
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "grad_norms.parquet"), pd.read_parquet(sft_run / "grad_norms.parquet"))
+
+
+def test_lora_sft_loss_is_the_completion_tokens_alone(warm_model, lora_json, synth_data, tmp_path):
+    """The loss TRL trains on is the mean cross-entropy of the answer's tokens alone: prompt positions carry
+    no target, so what follows a prompt token never enters the loss (the mean over all tokens differs)."""
+    import torch
+    from trl import SFTConfig, SFTTrainer
+
+    from lorarank.data import load_split
+    from lorarank.lora import load_model_and_lora
+    from lorarank.sft import dataset
+
+    model, tok, _ = load_model_and_lora(str(warm_model / "final"), str(lora_json), 0)
+    cfg = SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_length=256, packing=False,
+                    completion_only_loss=True, report_to=[], use_cpu=True, bf16=False)
+    trainer = SFTTrainer(model=model, args=cfg, train_dataset=dataset(load_split(synth_data / "train.parquet")[:8], "hash"),
+                         processing_class=tok)
+    batch = next(iter(trainer.get_train_dataloader()))
+    labels = batch["labels"]
+    scored = labels != -100
+    assert 0 < scored.sum() < (batch["attention_mask"] == 1).sum()  # some tokens, not the prompt
+    model.eval()
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, batch)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+    ce = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), batch["input_ids"][:, 1:], reduction="none")
+    completion = scored[:, 1:]
+    assert float(loss) == pytest.approx(float(ce[completion].mean()), rel=1e-5)
+    everything = batch["attention_mask"][:, 1:] == 1
+    assert float(ce[everything].mean()) != pytest.approx(float(loss), rel=1e-3)

@@ -1,6 +1,6 @@
 """The workflow on a real one-node Slurm cluster (Debian slurm-wlm + munge, started by
 scripts/slurm-up.sh), through `snakemake --profile slurm` as a user runs it, on a two-arm slice of
-the test config (uniform and random: every kind of job, a third of the queue time). Every run is
+the test config (GRPO, uniform and random: every kind of cluster job, a fraction of the queue time). Every run is
 bounded by `timeout`: without a status command that works, Snakemake would wait forever."""
 
 import json
@@ -19,7 +19,7 @@ from lorarank.containers import COMMAND_ENV
 
 pytestmark = [pytest.mark.dag, pytest.mark.slurm]
 
-CLUSTER_RULES = {"run_warmup": 1, "train_grpo": 2, "evaluate_model": 3}
+CLUSTER_RULES = {"run_warmup": 1, "train_grpo": 2, "evaluate_model": 2, "evaluate_base": 1}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,8 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def slice_config(tmp_path_factory):
-    return edited_config(tmp_path_factory.mktemp("slice"), lambda c: c["allocation"].update(strategies=["random"]))
+    return edited_config(tmp_path_factory.mktemp("slice"),
+                         lambda c: (c.update(regimes=["grpo"]), c["allocation"].update(strategies=["random"])))
 
 
 def slurm_snakemake(work, *args, configfile, limit=1200):
@@ -101,7 +102,7 @@ def test_a_failing_rule_is_reported_and_fails_the_run(slurm_run, slice_config, t
     r = slurm_snakemake(copy, "--retries", "0", configfile=slice_config, limit=600)
     assert r.returncode != 0
     text = r.stdout + r.stderr
-    assert "Error in rule evaluate_model" in text and "SLURM jobid" in text
+    assert "Error in rule evaluate_" in text and "SLURM jobid" in text
 
 
 def test_scancel_mid_job_then_rerun_does_only_what_is_missing(slurm_run, slice_config, tmp_path):

@@ -2,12 +2,12 @@
 reruns: settings, operational settings, code."""
 
 import json
+import shutil
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
-import yaml
 from conftest import ROOT, edited_config, planned, repo_copy, snakemake
 
 pytestmark = pytest.mark.dag
@@ -18,36 +18,47 @@ def finished(dag_run):
     return dag_run[0]
 
 
+RESULTS = "results/test"
+ARM = RESULTS + "/{kind}/{regime}/{strategy}/ratio"
+
+
 def test_whole_dag_produces_the_summary(finished):
-    res = pd.read_csv(finished / "results/test/summary/results.csv")
-    assert set(res["strategy"]) == {"base", "uniform", "proportional", "reduced", "inverse", "random", "manual"}
+    res = pd.read_csv(finished / f"{RESULTS}/summary/results.csv")
+    assert set(res["regime"]) == {"grpo", "sft"}
+    for regime, block in res.groupby("regime"):
+        assert list(block["strategy"]) == ["base", "uniform", "proportional", "random", "manual"], regime
     assert (res["n"] == 16).all() and res["acc_strict"].between(0, 1).all()
-    uni = res.set_index("strategy").loc["uniform"]
-    assert (uni["rank_min"], uni["rank_max"]) == (8, 8)
-    red = res.set_index("strategy").loc["reduced"]
-    assert red["trainable_params"] < uni["trainable_params"]  # 70% budget
-    assert res.set_index("strategy").loc["manual", "rank_max"] == 12
-    md = (finished / "results/test/summary/results.md").read_text()
+    arms = res.set_index("arm")
+    assert (arms.loc["grpo/uniform/ratio", "rank_min"], arms.loc["grpo/uniform/ratio", "rank_max"]) == (8, 8)
+    assert arms.loc["sft/proportional/ratio", "trainable_params"] == arms.loc["sft/uniform/ratio", "trainable_params"]
+    assert arms.loc["grpo/manual/ratio", "rank_max"] == 12
+    md = (finished / f"{RESULTS}/summary/results.md").read_text()
     significant = (res["p_holm_strict"].dropna().astype(float) < 0.05).any()
-    assert "| grpo/uniform/ratio |" in md
+    assert "| grpo/uniform/ratio |" in md and "### LoRA-SFT arms" in md and "## The contrast: SFT vs GRPO" in md
     assert ("Significantly different from uniform" in md) == significant
     assert ("No arm differs significantly from uniform" in md) == (not significant)
     # contracts between stages
-    g = pd.read_parquet(finished / "results/test/runs/proportional/seed0/grad_norms.parquet")
-    assert sorted(g["step"].unique()) == [1, 2, 3] and set(g["matrix"]) == {"A", "B", "G"}
-    stats = json.loads((finished / "results/test/summary/gradient_stats.json").read_text())
+    for regime in ("grpo", "sft"):
+        run = finished / ARM.format(kind="runs", regime=regime, strategy="proportional") / "seed0"
+        g = pd.read_parquet(run / "grad_norms.parquet")
+        assert set(g["matrix"]) == {"A", "B", "G"} and g["step"].max() == (3 if regime == "grpo" else 4)
+        ident = json.loads((run / "run.json").read_text())["identity"]
+        assert (ident["kind"], ident["strategy"], ident["alpha_policy"]["name"]) == (regime, "proportional", "ratio")
+        # each regime allocates from its own uniform run's profile
+        alloc = json.loads((finished / ARM.format(kind="allocations", regime=regime, strategy="proportional")
+                            ).with_suffix(".json").read_text())
+        assert alloc["profile"]["path"].endswith(f"runs/{regime}/uniform/ratio/seed0/grad_norms.parquet")
+        assert sum(alloc["ranks"]) == 16
+    stats = json.loads((finished / f"{RESULTS}/summary/gradient_stats.json").read_text())
     assert set(stats["arms"]["grpo/proportional/ratio"]["metrics"]) == {"lora", "lora_normalised", "weight"}
-    assert "## Gradient importance: mechanics or learning?" in md and "| grpo/proportional/ratio | weight |" in md
-    alloc = yaml.safe_load((finished / "results/test/allocations/proportional.json").read_text())
-    assert alloc["profile"]["path"].endswith("runs/uniform/seed0/grad_norms.parquet") and sum(alloc["ranks"]) == 16
-    preds = pd.read_parquet(finished / "results/test/eval/base/seed0/predictions.parquet")
-    assert len(preds) == 16
-    run = json.loads((finished / "results/test/runs/proportional/seed0/run.json").read_text())
-    assert run["identity"]["strategy"] == "proportional" and run["identity"]["kind"] == "grpo"
-    metrics = json.loads((finished / "results/test/eval/base/seed0/metrics.json").read_text())
-    assert metrics["identity"]["kind"] == "base"
-    assert list((finished / "logs/test/train_grpo/uniform").glob("seed0.log"))
-    assert list((finished / "benchmarks/test/train_grpo/uniform").glob("seed0.tsv"))
+    assert set(stats["contrast"]["regimes"]) == {"grpo", "sft", "warmup"}
+    assert "## Gradient importance: mechanics or learning?" in md and "| sft/proportional/ratio | weight |" in md
+    # the warm-up trained on rows the arms never see
+    warm, train = (pd.read_parquet(finished / f"{RESULTS}/data/{s}.parquet") for s in ("warmup", "train"))
+    assert len(warm) == 300 and len(train) == 300 and not set(warm["question"]) & set(train["question"])
+    assert json.loads((finished / f"{RESULTS}/eval/base/seed0/metrics.json").read_text())["identity"]["kind"] == "base"
+    assert (finished / "logs/test/train_sft/uniform/ratio/seed0.log").is_file()
+    assert (finished / "benchmarks/test/train_grpo/uniform/ratio/seed0.tsv").is_file()
 
 
 def test_complete_run_schedules_nothing(finished):
@@ -64,7 +75,7 @@ def test_the_archive_of_a_real_run_verifies_and_rebuilds_byte_identical(finished
     assert set(doc["files"]) == produced  # every result file, and nothing else
     assert doc["code"]["git_commit"] and len(doc["code"]["tracked_files_sha256"]) == 64
     assert doc["environments"]["train"][0]["environment"]["packages"]["trl"].startswith("1.")
-    assert len(doc["environments"]["train"][0]["recorded_by"]) == 14  # SFT, 6 GRPO runs, 7 evaluations
+    assert len(doc["environments"]["train"][0]["recorded_by"]) == 18  # warm-up, 8 runs, 9 evaluations
     before = (archive / "test.tar.gz").read_bytes()
     again = snakemake(finished, "--forcerun", "archive_results")
     assert again.returncode == 0, again.stderr[-3000:]
@@ -80,12 +91,13 @@ def test_lint_is_clean_once_images_are_named(tmp_path):
 def test_evaluation_setting_reruns_only_evaluation_and_summary(finished, tmp_path):
     cfg = edited_config(tmp_path, lambda c: c["evaluation"].update(max_new_tokens=24))
     jobs = planned(finished, cfg)
-    assert jobs == {"evaluate_model": 7, "summarize_results": 1, "archive_results": 1, "all": 1}
+    assert jobs == {"evaluate_model": 8, "evaluate_base": 1, "summarize_results": 1, "archive_results": 1, "all": 1}
 
 
 OPERATIONAL = {
     "grpo.save_steps": (lambda c: c["grpo"].update(save_steps=1), "train_grpo", "--save-steps 1 "),
     "warmup.save_steps": (lambda c: c["warmup"].update(save_steps=7), "run_warmup", "--save-steps 7 "),
+    "sft.save_steps": (lambda c: c["sft"].update(save_steps=3), "train_sft", "--save-steps 3 "),
     "evaluation.batch_size": (lambda c: c["evaluation"].update(batch_size=5), "evaluate_model", "--batch-size 5 "),
 }
 
@@ -104,16 +116,52 @@ def test_operational_settings_rerun_nothing(finished, tmp_path, key):
 def test_random_seed_reruns_only_the_random_chain(finished, tmp_path):
     cfg = edited_config(tmp_path, lambda c: c["allocation"]["random"].update(seed=5))
     jobs = planned(finished, cfg)
-    assert jobs == {"allocate_ranks": 1, "write_lora_config": 1, "train_grpo": 1, "evaluate_model": 1,
+    # the random arm of each regime, nothing else
+    assert jobs == {"allocate_ranks": 2, "write_lora_config": 2, "train_grpo": 1, "train_sft": 1, "evaluate_model": 2,
                     "analyze_gradients": 1, "summarize_results": 1, "archive_results": 1, "all": 1}
 
 
 def test_budget_reruns_everything_downstream_of_allocation(finished, tmp_path):
     cfg = edited_config(tmp_path, lambda c: c["allocation"].update(budget=20, manual_ranks=[8, 12]))
     jobs = planned(finished, cfg)
-    # every arm's allocation, config, training and evaluation; not data, model, SFT or the base evaluation
-    assert jobs == {"allocate_ranks": 6, "write_lora_config": 6, "train_grpo": 6, "evaluate_model": 6,
+    # every arm's allocation, config, training and evaluation; not data, model, warm-up or the base evaluation
+    assert jobs == {"allocate_ranks": 8, "write_lora_config": 8, "train_grpo": 4, "train_sft": 4, "evaluate_model": 8,
                     "analyze_gradients": 1, "summarize_results": 1, "archive_results": 1, "all": 1}
+
+
+def test_adding_an_alpha_policy_runs_only_its_own_arms(finished, tmp_path):
+    cfg = edited_config(tmp_path, lambda c: c["allocation"].update(alpha_policies=["ratio", "rslora"]))
+    r = snakemake(finished, "-n", configfile=cfg)
+    assert r.returncode == 0, r.stderr[-2000:]
+    jobs = planned(finished, cfg)
+    assert jobs == {"allocate_ranks": 8, "write_lora_config": 8, "train_grpo": 4, "train_sft": 4, "evaluate_model": 8,
+                    "analyze_gradients": 1, "summarize_results": 1, "archive_results": 1, "all": 1}
+    planned_outputs = [line for line in r.stdout.splitlines() if line.strip().startswith("output:")]
+    assert planned_outputs and not any("/ratio" in line for line in planned_outputs
+                                       if "/runs/" in line or "/eval/" in line or "/lora/" in line)
+
+
+def test_adding_the_sft_regime_runs_only_its_own_arms(finished, tmp_path):
+    """A finished GRPO-only study (the shared run without its sft outputs), then `regimes: [grpo, sft]`."""
+    copy = tmp_path / "grpo-only"
+    shutil.copytree(finished, copy, symlinks=True)
+    for kind in ("allocations", "lora", "runs", "eval"):
+        shutil.rmtree(copy / RESULTS / kind / "sft")
+    grpo_only = edited_config(tmp_path, lambda c: c.update(regimes=["grpo"]))
+    assert planned(copy, grpo_only) == {"analyze_gradients": 1, "summarize_results": 1, "archive_results": 1, "all": 1}
+    r = snakemake(copy, configfile=grpo_only)  # now it is a finished GRPO-only study, its records included
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert planned(copy) == {"allocate_ranks": 4, "write_lora_config": 4, "train_sft": 4, "evaluate_model": 4,
+                             "analyze_gradients": 1, "summarize_results": 1, "archive_results": 1, "all": 1}
+
+
+def test_regimes_and_policies_plan_as_configured(tmp_path):
+    """Dry runs of small configs: one chain per (regime, strategy, policy, seed), one warm-up, one base evaluation."""
+    cfg = edited_config(tmp_path, lambda c: (c.update(regimes=["sft"], seeds=[0, 1]), c["allocation"].update(
+        strategies=["proportional"], alpha_policies=["constant", "rslora"])))
+    assert planned(tmp_path, cfg) == {
+        "prepare_data": 1, "build_model": 1, "run_warmup": 1, "allocate_ranks": 4, "write_lora_config": 4,
+        "train_sft": 8, "evaluate_model": 8, "evaluate_base": 1, "analyze_gradients": 1, "summarize_results": 1, "archive_results": 1, "all": 1}
 
 
 def test_real_gsm8k_runs_the_same_dag_dry(tmp_path):
@@ -121,7 +169,7 @@ def test_real_gsm8k_runs_the_same_dag_dry(tmp_path):
 
     cfg = edited_config(tmp_path, lambda c: c["data"].update(source="local", path=GSM8K_DIR))
     jobs = planned(tmp_path, cfg)
-    assert jobs["prepare_data"] == 1 and jobs["train_grpo"] == 6
+    assert jobs["prepare_data"] == 1 and jobs["train_grpo"] == 4 and jobs["train_sft"] == 4
 
 
 def test_a_bad_value_fails_at_parse_time_naming_the_key(tmp_path):
@@ -138,8 +186,11 @@ def replace(path, old, new):
     path.write_text(text.replace(old, new))
 
 
-DOWNSTREAM_OF_TRAINING = {"allocate_ranks": 3, "write_lora_config": 3, "train_grpo": 6, "evaluate_model": 7,
-                          "analyze_gradients": 1, "summarize_results": 1, "archive_results": 1, "all": 1}
+# the grader scores the GRPO reward and every evaluation: GRPO's runs rerun, with the allocation profiled from
+# its uniform run; the LoRA-SFT runs (which never grade) do not
+DOWNSTREAM_OF_TRAINING = {"allocate_ranks": 1, "write_lora_config": 1, "train_grpo": 4, "evaluate_model": 8,
+                          "evaluate_base": 1, "analyze_gradients": 1, "summarize_results": 1, "archive_results": 1,
+                          "all": 1}
 
 
 def test_fresh_clone_and_touch_rerun_nothing(finished, tmp_path):
@@ -173,7 +224,8 @@ def test_evaluation_code_edit_reruns_evaluation_and_summary(finished, tmp_path):
     clone = repo_copy(tmp_path)
     f = clone / "lorarank/evaluate.py"
     replace(f, "torch.manual_seed(settings.seed)", "torch.manual_seed(settings.seed + 0)")
-    assert planned(finished, repo=clone) == {"evaluate_model": 7, "summarize_results": 1, "archive_results": 1, "all": 1}
+    assert planned(finished, repo=clone) == {"evaluate_model": 8, "evaluate_base": 1, "summarize_results": 1,
+                                             "archive_results": 1, "all": 1}
 
 
 def test_allocation_code_edit_reruns_the_allocated_chain(finished, tmp_path):
@@ -181,7 +233,7 @@ def test_allocation_code_edit_reruns_the_allocated_chain(finished, tmp_path):
     f = clone / "lorarank/allocation.py"
     replace(f, "missing = total - sum(floors)", "missing = int(total - sum(floors))")
     jobs = planned(finished, repo=clone)
-    assert jobs == {"allocate_ranks": 6, "write_lora_config": 6, "train_grpo": 6, "evaluate_model": 6,
+    assert jobs == {"allocate_ranks": 8, "write_lora_config": 8, "train_grpo": 4, "train_sft": 4, "evaluate_model": 8,
                     "analyze_gradients": 1, "summarize_results": 1, "archive_results": 1, "all": 1}
     assert not {"prepare_data", "build_model", "run_warmup"} & set(jobs)
 

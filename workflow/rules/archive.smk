@@ -14,11 +14,15 @@ rule archive_results:
         config=config_json,
         snakemake=snakemake.__version__,
         results=subpath(output.manifest, ancestor=2),
+        resources=resource_records,
         out=subpath(output.manifest, parent=True),
     log:
         "logs/{experiment}/archive_results.log",
+    benchmark:
+        "benchmarks/{experiment}/archive_results.tsv"
     container:
         image("archive")
     shell:
         "(python -m lorarank archive --results {params.results} --inputs {input}"
-        " --config-json {params.config:q} --snakemake-version {params.snakemake} --out {params.out}) > {log} 2>&1"
+        " --config-json {params.config:q} --snakemake-version {params.snakemake} --resources {params.resources}"
+        " --out {params.out}) > {log} 2>&1"

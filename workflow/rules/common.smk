@@ -3,14 +3,29 @@
 # the one mapping from config keys to command flags.
 
 import json
+import os
 
-TINY = config["model"]["source"] == "tiny"
+SOURCE = config["model"]["source"]
+TINY = SOURCE == "tiny"
+# a pretrained model given as a hub id is fetched once by a local rule (fetch_model) into resources/
+HUB = workflow_config.hub_model(config)
+REGIMES = config["regimes"]
 # uniform always runs: it is the arm the others are compared with and the profiling run
 STRATEGIES = list(dict.fromkeys(["uniform"] + config["allocation"]["strategies"]))
+POLICIES = config["allocation"]["alpha_policies"]
 PROFILED = ("proportional", "reduced", "inverse")
 SEEDS = config["seeds"]
-PROFILE_SEED = SEEDS[0]
+# the profiled strategies of a regime read its uniform run under the first policy and seed, so that
+# every policy allocates the same ranks: the policies then differ in their scaling alone
+PROFILE_POLICY, PROFILE_SEED = POLICIES[0], SEEDS[0]
 EVAL_SEED = config["evaluation"]["seed"]
+ARMS = [(regime, strategy, policy) for regime in REGIMES for policy in POLICIES for strategy in STRATEGIES]
+
+
+def arm_files(pattern, experiment, seeds=True):
+    """`pattern` ({experiment}, {regime}, {strategy}, {policy}, {seed}) for every arm (and seed)."""
+    return [pattern.format(experiment=experiment, regime=r, strategy=s, policy=p, seed=seed)
+            for r, s, p in ARMS for seed in (SEEDS if seeds else [None])]
 
 
 def image(command):
@@ -22,7 +37,7 @@ def settings_flags(rule):
     """Params function: the flags of the settings that change `rule`'s results (so they trigger reruns)."""
 
     def result_flags(wildcards):
-        extra = {"strategy": wildcards.strategy} if rule == "allocate_ranks" else {}
+        extra = {"strategy": wildcards.strategy, "alpha_policy": wildcards.policy} if rule == "allocate_ranks" else {}
         return workflow_config.flags(config, rule, **extra)
 
     return result_flags
@@ -39,22 +54,22 @@ def operational_flags(rule):
     return ops
 
 
-# The architecture (for allocation and LoRA configs) and the weights training starts from: the
-# tiny model's are files this workflow makes; a pretrained model is a hub id or a local directory.
+# The model directory every stage reads: the shape (allocation, LoRA configs) and the weights training
+# and evaluation start from. Always a local directory: compute jobs never need the network.
+def base_model(wildcards):
+    if SOURCE in ("tiny", "gguf"):
+        return f"results/{wildcards.experiment}/model/base"
+    if HUB:
+        return f"resources/{wildcards.experiment}/model"
+    return config["model"]["name_or_path"]
+
+
 def shape_inputs(wildcards):
-    return {"model": f"results/{wildcards.experiment}/model/base"} if TINY else {}
-
-
-def shape_spec(wildcards):
-    return shape_inputs(wildcards).get("model", config["model"]["name_or_path"])
+    return {"model": base_model(wildcards)}
 
 
 def start_inputs(wildcards):
-    return {"model": f"results/{wildcards.experiment}/warmup/final"} if TINY else {}
-
-
-def start_spec(wildcards):
-    return start_inputs(wildcards).get("model", config["model"]["name_or_path"])
+    return {"model": f"results/{wildcards.experiment}/warmup/final" if TINY else base_model(wildcards)}
 
 
 def prepare_data_inputs(wildcards):
@@ -67,7 +82,8 @@ def prepare_data_inputs(wildcards):
 def allocate_inputs(wildcards):
     inputs = shape_inputs(wildcards)
     if wildcards.strategy in PROFILED:
-        inputs["grad_log"] = f"results/{wildcards.experiment}/runs/uniform/seed{PROFILE_SEED}/grad_norms.parquet"
+        run = f"results/{wildcards.experiment}/runs/{wildcards.regime}/uniform/{PROFILE_POLICY}/seed{PROFILE_SEED}"
+        inputs["grad_log"] = f"{run}/grad_norms.parquet"
     return inputs
 
 
@@ -77,55 +93,50 @@ def grad_log_flag(wildcards, input):
     return f"--grad-log {input.grad_log}" if "grad_log" in input.keys() else ""
 
 
+def run_dir(wildcards):
+    w = wildcards
+    return f"results/{w.experiment}/runs/{w.regime}/{w.strategy}/{w.policy}/seed{w.seed}"
+
+
 def evaluate_inputs(wildcards):
-    inputs = {"test": f"results/{wildcards.experiment}/data/test.parquet", **start_inputs(wildcards)}
-    if wildcards.strategy != "base":
-        run = f"results/{wildcards.experiment}/runs/{wildcards.strategy}/seed{wildcards.seed}"
-        inputs.update(adapter=f"{run}/final", run=f"{run}/run.json")  # run.json: what the adapter is
-    return inputs
-
-
-def adapter_flag(wildcards, input):
-    return f"--adapter {input.adapter}" if "adapter" in input.keys() else ""
-
-
-def run_dirs(experiment):
-    return expand("results/{experiment}/runs/{strategy}/seed{seed}", experiment=experiment, strategy=STRATEGIES,
-                  seed=SEEDS)
+    run = run_dir(wildcards)  # run.json says what the adapter is: the evaluation records it
+    return {"test": f"results/{wildcards.experiment}/data/test.parquet", **start_inputs(wildcards),
+            "adapter": f"{run}/final", "run": f"{run}/run.json"}
 
 
 def summary_inputs(wildcards):
-    runs = expand("results/{experiment}/eval/{strategy}/seed{seed}/metrics.json",
-                  experiment=wildcards.experiment, strategy=STRATEGIES, seed=SEEDS)
-    base = [f"results/{wildcards.experiment}/eval/base/seed{EVAL_SEED}/metrics.json"]
-    return {"metrics": base + runs, "gradients": f"results/{wildcards.experiment}/summary/gradient_stats.json"}
+    exp = wildcards.experiment
+    return {"metrics": [f"results/{exp}/eval/base/seed{EVAL_SEED}/metrics.json"]
+            + arm_files("results/{experiment}/eval/{regime}/{strategy}/{policy}/seed{seed}/metrics.json", exp),
+            "gradients": f"results/{exp}/summary/gradient_stats.json"}
 
 
 def analysis_inputs(wildcards):
-    """Every gradient log with the run.json that says what it is (the warm-up's too: the SFT side)."""
-    dirs = run_dirs(wildcards.experiment) + ([f"results/{wildcards.experiment}/warmup"] if TINY else [])
+    """Every gradient log with the run.json that says what it is (the warm-up's too: a full-weight SFT)."""
+    dirs = arm_files("results/{experiment}/runs/{regime}/{strategy}/{policy}/seed{seed}", wildcards.experiment)
+    dirs += [f"results/{wildcards.experiment}/warmup"] if TINY else []
     return {"grad_logs": [f"{d}/grad_norms.parquet" for d in dirs], "runs": [f"{d}/run.json" for d in dirs]}
 
 
-# heatmap_<metric>_<arm>.png: every arm on the study's and the rank-neutral metric; the warm-up's weights
-HEATMAPS = [f"{metric}_grpo-{s}-{config['allocation']['alpha_policy']}" for s in STRATEGIES for metric in ("lora", "weight")]
+# heatmap_<metric>_<regime>-<strategy>-<policy>.png: every arm on the study's and the rank-neutral metric
+HEATMAPS = [f"{metric}_{r}-{s}-{p}" for r, s, p in ARMS for metric in ("lora", "weight")]
 HEATMAPS += ["weight_warmup"] if TINY else []
 
 
 # Cluster resources (Slurm). The tiny model runs on CPUs; a pretrained model gets GPUs. GPU count is
 # an experiment fact (`grpo.gpus`, it sets the per-device batch), memory and runtime are site
 # defaults sized for a 1.5B model, overridable with --set-resources.
-GPUS = 0 if TINY else config["grpo"]["gpus"]
+GPUS = config["grpo"]["gpus"] if SOURCE == "pretrained" else 0
 
 
 def train_resources():
-    if TINY:
+    if not GPUS:
         return {"cpus_per_task": 2, "mem_mb": 4000, "runtime": 60}
     return {"gpu": GPUS, "cpus_per_task": 8 * GPUS, "mem_mb": 32000 * GPUS, "runtime": 24 * 60}
 
 
 def eval_resources():
-    if TINY:
+    if not GPUS:
         return {"cpus_per_task": 2, "mem_mb": 4000, "runtime": 30}
     return {"gpu": 1, "cpus_per_task": 8, "mem_mb": 48000, "runtime": 4 * 60}
 
@@ -141,15 +152,22 @@ def archive_inputs(wildcards):
     """Every file the DAG produced for this experiment: the outputs of each rule, expanded."""
     exp = wildcards.experiment
     files = list(rules.prepare_data.output) + list(rules.analyze_gradients.output) + list(rules.summarize_results.output)
+    files += list(rules.evaluate_base.output)
     if TINY:
         files += list(rules.build_model.output) + list(rules.run_warmup.output)
-    files += expand(list(rules.allocate_ranks.output) + list(rules.write_lora_config.output), strategy=STRATEGIES,
-                    allow_missing=True)
-    files += expand(list(rules.train_grpo.output), strategy=STRATEGIES, seed=SEEDS, allow_missing=True)
-    evals = list(rules.evaluate_model.output)
-    files += expand(evals, strategy=STRATEGIES, seed=SEEDS, allow_missing=True)
-    files += expand(evals, strategy="base", seed=EVAL_SEED, allow_missing=True)
-    return sorted(set(expand(files, experiment=exp)))
+    if SOURCE == "gguf":
+        files += list(rules.import_model.output)
+    for r, s, p in ARMS:
+        arm = dict(regime=r, strategy=s, policy=p)
+        files += expand(list(rules.allocate_ranks.output) + list(rules.write_lora_config.output), **arm, allow_missing=True)
+        train = rules.train_grpo if r == "grpo" else rules.train_sft
+        files += expand(list(train.output) + list(rules.evaluate_model.output), **arm, seed=SEEDS, allow_missing=True)
+    return sorted(set(expand(files, experiment=exp, seed=EVAL_SEED, allow_missing=True)))
+
+
+def resource_records(wildcards):
+    """Records of what was fetched from outside results/ (the archive embeds them in its manifest)."""
+    return [f"resources/{wildcards.experiment}/model/fetch.json"] if HUB else []
 
 
 def config_json(wildcards):

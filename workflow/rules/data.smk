@@ -5,6 +5,7 @@ rule prepare_data:
     input:
         unpack(prepare_data_inputs),
     output:
+        warmup="results/{experiment}/data/warmup.parquet",
         train="results/{experiment}/data/train.parquet",
         test="results/{experiment}/data/test.parquet",
         manifest="results/{experiment}/data/manifest.json",
@@ -14,6 +15,8 @@ rule prepare_data:
         out=subpath(output.manifest, parent=True),
     log:
         "logs/{experiment}/prepare_data.log",
+    benchmark:
+        "benchmarks/{experiment}/prepare_data.tsv"
     container:
         image("prepare-data")
     shell:

@@ -6,6 +6,7 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
+from snakemake.utils import validate
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 sys.path.insert(0, workflow.basedir)  # lorarank's workflow-facing modules import nothing but the standard library
@@ -13,6 +14,15 @@ from lorarank import workflow_config
 from lorarank.containers import COMMAND_ENV, references, stale
 from lorarank.errors import UserError
 from lorarank.fingerprint import fingerprints
+
+# The schema first, as one line naming the key (Snakemake's own message is a page), then Snakemake's
+# validation, which fills in the schema's defaults.
+SCHEMA = f"{workflow.basedir}/workflow/schemas/config.schema.yaml"
+try:
+    workflow_config.check_schema(config, SCHEMA)
+except UserError as e:
+    raise WorkflowError(f"config: {e}") from None
+validate(config, SCHEMA)
 
 # Cross-field mistakes (random.low > high, manual ranks of the wrong length, ...) fail here, in one
 # line naming the key, before any job is planned: the commands' own checks, run on the config.

@@ -15,11 +15,15 @@ rule analyze_gradients:
                              caption="../report/amplification.rst", category="Gradients"),
         shares=report("results/{experiment}/summary/figures/shares.png", caption="../report/shares.rst",
                       category="Gradients"),
+        contrast=report("results/{experiment}/summary/figures/contrast.png", caption="../report/contrast.rst",
+                        category="Gradients"),
     params:
         code=CODE["analyze"],
         out=subpath(output.stats, parent=True),
     log:
         "logs/{experiment}/analyze_gradients.log",
+    benchmark:
+        "benchmarks/{experiment}/analyze_gradients.tsv"
     container:
         image("analyze")
     shell:
@@ -39,6 +43,8 @@ rule summarize_results:
         out=subpath(output.csv, parent=True),
     log:
         "logs/{experiment}/summarize_results.log",
+    benchmark:
+        "benchmarks/{experiment}/summarize_results.tsv"
     container:
         image("summarize")
     shell:
