@@ -150,7 +150,10 @@ def accuracies(df: pd.DataFrame, path: Path) -> None:
     x = np.arange(len(df))
     for off, mode, color in ((-0.17, "strict", "#1f77b4"), (0.17, "flexible", "#ff7f0e")):
         acc = 100 * df[f"acc_{mode}"].to_numpy(float)
-        err = [acc - 100 * df[f"ci_low_{mode}"].to_numpy(float), 100 * df[f"ci_high_{mode}"].to_numpy(float) - acc]
+        # a t interval across seeds can reach below 0: the bar shows the interval, clipped to what exists
+        low = np.clip(100 * df[f"ci_low_{mode}"].to_numpy(float), 0, None)
+        high = np.clip(100 * df[f"ci_high_{mode}"].to_numpy(float), None, 100)
+        err = [np.clip(acc - low, 0, None), np.clip(high - acc, 0, None)]
         ax.bar(x + off, acc, width=0.34, color=color, label=f"{mode} grading", yerr=err, capsize=3)
     ax.set_xticks(x, df["arm"], rotation=30, ha="right")
     ax.set_ylabel("GSM8K accuracy (%) with 95% CI")

@@ -98,6 +98,7 @@ def arm_row(runs, info, key, regime, ref) -> dict:
             mean = accs[0]
         else:
             mean, lo, hi = mean_ci(accs)
+            lo, hi = max(0.0, lo), min(1.0, hi)  # an accuracy lies in [0, 1], whatever a t interval says
         row.update({f"acc_{mode}": mean, f"ci_low_{mode}": lo, f"ci_high_{mode}": hi})
     return row | paired_vs(runs, key, ref)
 
