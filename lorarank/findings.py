@@ -163,8 +163,13 @@ def contrast_paragraph(doc: dict, acc) -> str:
                           f"{float(g.p_holm_strict):.3g})" for r, g in gains.items())
         verdict = ("support" if sig["sft"] == 1 and sig["grpo"] != 1 else
                    "contradict" if sig["grpo"] == 1 and sig["sft"] != 1 else "cannot tell at this precision")
-        said.append(f"Proportional allocation against uniform: {words}; the data {verdict}"
-                    f"{'' if verdict.startswith('cannot') else ' the claim'} 'allocation helps SFT but not GRPO'.")
+        text = (f"Proportional allocation against uniform: {words}; the data {verdict}"
+                f"{'' if verdict.startswith('cannot') else ' the claim'} 'allocation helps SFT but not GRPO'")
+        if verdict.startswith("cannot"):  # say which half fails, and how
+            halves = {1: "helps", -1: "hurts", 0: "changes nothing measurable"}
+            text += (f": under SFT allocation {halves[sig['sft']]}, under GRPO it {halves[sig['grpo']]}"
+                     if sig["sft"] or sig["grpo"] else "")
+        said.append(text + ".")
     else:
         said.append("'Allocation helps SFT but not GRPO' needs a proportional arm in both regimes.")
     policies, seen = [], set()

@@ -160,3 +160,8 @@ def test_the_contrast_paragraph_says_what_the_data_support():
     text = contrast_paragraph(doc([-0.02, 0.15], ("ratio", "constant")), acc(0.01, 0.7, 0.02, 0.6))
     assert "cannot tell at this precision 'peaked" in text and "cannot tell at this precision 'allocation" in text
     assert "grpo/proportional/constant: r = -0.80" in text and text.count(": follows") == 2
+    assert "under SFT allocation" not in text  # neither half is significant: nothing more to say
+    # the default miniature's outcome: SFT unchanged, GRPO significantly worse
+    text = contrast_paragraph(doc([-0.02, 0.15]), acc(-0.005, 0.89, -0.078, 0.0006))
+    assert ("cannot tell at this precision 'allocation helps SFT but not GRPO': under SFT allocation changes "
+            "nothing measurable, under GRPO it hurts.") in text

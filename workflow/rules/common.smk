@@ -112,10 +112,12 @@ def summary_inputs(wildcards):
 
 
 def analysis_inputs(wildcards):
-    """Every gradient log with the run.json that says what it is (the warm-up's too: a full-weight SFT)."""
+    """Every gradient log with the run.json that says what it is (the warm-up's too: a full-weight SFT)
+    and the trainer log the training trend is read from."""
     dirs = arm_files("results/{experiment}/runs/{regime}/{strategy}/{policy}/seed{seed}", wildcards.experiment)
     dirs += [f"results/{wildcards.experiment}/warmup"] if TINY else []
-    return {"grad_logs": [f"{d}/grad_norms.parquet" for d in dirs], "runs": [f"{d}/run.json" for d in dirs]}
+    return {"grad_logs": [f"{d}/grad_norms.parquet" for d in dirs], "runs": [f"{d}/run.json" for d in dirs],
+            "trainer_logs": [f"{d}/trainer_log.jsonl" for d in dirs]}
 
 
 # heatmap_<metric>_<regime>-<strategy>-<policy>.png: every arm on the study's and the rank-neutral metric
