@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from dataclasses import dataclass
-from pathlib import Path
 
 from lorarank.argtypes import positive_int
 from lorarank.errors import UserError
-from lorarank.io import write_json
+from lorarank.io import atomic_dir, write_json
 from lorarank.options import add_arguments, from_args, opt
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -94,16 +92,12 @@ def build(data: str, out: str, shape: TinyModel) -> dict:
     model = Qwen2ForCausalLM(config)
     model.generation_config.eos_token_id = config.eos_token_id
     model.generation_config.pad_token_id = config.pad_token_id
-    out_p = Path(out)
-    tmp = out_p.with_name(f".{out_p.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
     info = {"seed": shape.seed, "data": str(data), "params": sum(p.numel() for p in model.parameters()),
             "vocab_size": len(tokenizer), "layers": layers, "hidden": hidden}
-    write_json(tmp / "build.json", info)
-    shutil.rmtree(out_p, ignore_errors=True)
-    tmp.rename(out_p)  # the directory appears whole or not at all
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / "build.json", info)
     return info
 
 

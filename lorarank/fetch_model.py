@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lorarank.errors import UserError
-from lorarank.io import sha256_file, write_json
+from lorarank.io import atomic_dir, sha256_file, write_json
 from lorarank.options import add_arguments, from_args, opt
 
 RECORD = "fetch.json"
@@ -51,17 +51,12 @@ def fetch(hub: HubModel, out: str | Path) -> dict:
     files = sorted(p for p in snapshot.iterdir() if p.is_file())
     if not any(p.suffix == ".safetensors" for p in files):
         raise UserError(f"model {hub.model!r} has no safetensors weights (only those are loaded: no pickles)")
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for p in files:
-        shutil.copyfile(p, tmp / p.name)  # the cache holds symlinks into blobs: copy the content
-    record = {"model": hub.model, "revision": hub.revision, "commit": snapshot.name,
-              "files": {p.name: sha256_file(tmp / p.name) for p in files}}
-    write_json(tmp / RECORD, record)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with atomic_dir(out) as tmp:
+        for p in files:
+            shutil.copyfile(p, tmp / p.name)  # the cache holds symlinks into blobs: copy the content
+        record = {"model": hub.model, "revision": hub.revision, "commit": snapshot.name,
+                  "files": {p.name: sha256_file(tmp / p.name) for p in files}}
+        write_json(tmp / RECORD, record)
     return record
 
 

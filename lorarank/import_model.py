@@ -17,12 +17,11 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import importlib.util
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from lorarank.errors import UserError
-from lorarank.io import read_json, sha256_file, write_json
+from lorarank.io import atomic_dir, read_json, sha256_file, write_json
 from lorarank.options import add_arguments, from_args, opt
 
 RECORD = "import.json"
@@ -112,13 +111,10 @@ def import_gguf(source: GGUFSource, out: str | Path) -> dict:
     record = {"source": {**what, "sha256": sha, "bytes": path.stat().st_size},
               "architecture": cfg.model_type, "layers": int(cfg.num_hidden_layers), "hidden": int(cfg.hidden_size),
               "params": sum(p.numel() for p in plain.parameters()), "dtype": "float32 (dequantised)"}
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    plain.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    write_json(tmp / RECORD, record)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)  # the directory appears whole or not at all
+    with atomic_dir(out) as tmp:
+        plain.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / RECORD, record)
     return record
 
 

@@ -112,3 +112,12 @@ def test_a_hub_model_with_no_way_to_fetch_it_is_one_line(tmp_path):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "could not be fetched from the hub or the local hub cache" in r.stderr
     assert not (tmp_path / "res").exists()
+
+
+@pytest.mark.train
+def test_imported_files_are_readable_by_collaborators(smollm2):
+    # savers write model.safetensors as 0600; results on a shared cluster are read by a project group
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in smollm2.iterdir():
+        assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f.name
