@@ -122,20 +122,26 @@ def test_deepspeed_zero2_agrees_with_plain(plain_run, warm_model, lora_json, syn
     np.testing.assert_allclose(merged.grad_norm_ds, merged.grad_norm_plain, rtol=1e-5, atol=1e-9)
 
 
-def test_sigterm_then_rerun_resumes_bit_identically(plain_run, warm_model, lora_json, synth_data, tmp_path):
-    out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "lorarank", "train", "--model", str(warm_model / "final"), "--lora", str(lora_json),
-           "--data", str(synth_data / "train.parquet"), "--out", str(out), "--steps", "4", "--prompts-per-step", "4",
-           "--generations", "4", "--max-completion-length", "40", "--save-steps", "2", "--seed", "7"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONHASHSEED": "0"})
+def kill_at_first_checkpoint(out, *argv) -> bool:
+    """Start `python -m lorarank *argv` writing to `out`, SIGTERM it once checkpoint-2 is complete (as a
+    preemption would); True if that checkpoint was there."""
+    proc = subprocess.Popen([sys.executable, "-m", "lorarank", *map(str, argv), "--out", str(out)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONHASHSEED": "0"})
     marker = out / "checkpoints" / "checkpoint-2" / "lorarank.json"
     deadline = time.time() + 600
     while not marker.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert marker.exists(), "no checkpoint appeared before the run ended"
+        time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
+    return marker.exists()
+
+
+def test_sigterm_then_rerun_resumes_bit_identically(plain_run, warm_model, lora_json, synth_data, tmp_path):
+    out = tmp_path / "killed"
+    assert kill_at_first_checkpoint(
+        out, "train", "--model", warm_model / "final", "--lora", lora_json, "--data", synth_data / "train.parquet",
+        "--steps", 4, "--prompts-per-step", 4, "--generations", 4, "--max-completion-length", 40, "--save-steps", 2,
+        "--seed", 7), "no checkpoint appeared before the run ended"
     assert not (out / "final").exists() and not (out / "grad_norms.parquet").exists()
     grpo(warm_model / "final", lora_json, synth_data / "train.parquet", out)
     run = json.loads((out / "run.json").read_text())
@@ -200,17 +206,10 @@ def test_sft_warmup_is_profiled_with_the_same_profiler(warm_model):
 def test_checkpoints_of_another_configuration_are_not_resumed(plain_run, warm_model, lora_json, synth_data, tmp_path):
     """A run killed under one seed, rerun under another (as after a config change): start afresh."""
     out = tmp_path / "switched"
-    cmd = [sys.executable, "-m", "lorarank", "train", "--model", str(warm_model / "final"), "--lora", str(lora_json),
-           "--data", str(synth_data / "train.parquet"), "--out", str(out), "--steps", "4", "--prompts-per-step", "4",
-           "--generations", "4", "--max-completion-length", "40", "--save-steps", "2", "--seed", "8"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    marker = out / "checkpoints" / "checkpoint-2" / "lorarank.json"
-    deadline = time.time() + 600
-    while not marker.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=60)
-    assert marker.exists()
+    assert kill_at_first_checkpoint(
+        out, "train", "--model", warm_model / "final", "--lora", lora_json, "--data", synth_data / "train.parquet",
+        "--steps", 4, "--prompts-per-step", 4, "--generations", 4, "--max-completion-length", 40, "--save-steps", 2,
+        "--seed", 8)
     r = grpo(warm_model / "final", lora_json, synth_data / "train.parquet", out)  # seed 7
     assert "another run configuration" in r.stderr
     assert json.loads((out / "run.json").read_text())["resumed_from"] is None
@@ -247,18 +246,10 @@ def test_lora_sft_is_bit_identical_on_rerun_and_after_a_kill(sft_run, warm_model
     sft_lora(warm_model / "final", lora_json, synth_data / "train.parquet", tmp_path / "again")
     assert digest(tmp_path / "again/final/adapter_model.safetensors") == digest(sft_run / "final/adapter_model.safetensors")
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "lorarank", "sft", "--model", str(warm_model / "final"), "--lora", str(lora_json),
-           "--data", str(synth_data / "train.parquet"), "--out", str(out), "--steps", "4", "--batch-size", "8",
-           "--lr", "1e-3", "--warmup-steps", "0", "--save-steps", "2", "--seed", "7"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONHASHSEED": "0"})
-    marker = out / "checkpoints" / "checkpoint-2" / "lorarank.json"
-    deadline = time.time() + 600
-    while not marker.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    assert marker.exists(), "no checkpoint appeared before the run ended"
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=60)
+    assert kill_at_first_checkpoint(
+        out, "sft", "--model", warm_model / "final", "--lora", lora_json, "--data", synth_data / "train.parquet",
+        "--steps", 4, "--batch-size", 8, "--lr", "1e-3", "--warmup-steps", 0, "--save-steps", 2, "--seed", 7), \
+        "no checkpoint appeared before the run ended"
     sft_lora(warm_model / "final", lora_json, synth_data / "train.parquet", out)
     assert json.loads((out / "run.json").read_text())["resumed_from"].endswith("checkpoint-2")
     assert digest(out / "final/adapter_model.safetensors") == digest(sft_run / "final/adapter_model.safetensors")
