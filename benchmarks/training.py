@@ -1,4 +1,5 @@
-"""GRPO step time on the plain and DeepSpeed ZeRO-2 paths, and what the gradient profiler costs.
+"""GRPO step time on the plain and DeepSpeed ZeRO-2 paths, and with AdaLoRA, and what the gradient
+profiler and AdaLoRA's allocator cost.
 
     python benchmarks/training.py [--layers 28] [--steps 10]
 
@@ -6,6 +7,8 @@ A 28-layer tiny Qwen2 with LoRA on all 7 projections (392 profiled A/B matrices 
 gradients G, as in the study). Profiler cost is measured inside the same run: time spent in
 `GradProfiler.record` (A/B norms; goal <= 1% of step time) and in forming and measuring G
 (`lorarank.weightgrad`; goal <= 10% every step, <= 1% every 10th step), over the Trainer's train_runtime.
+The AdaLoRA row starts every matrix at rank 12 and prunes to the same budget (mean 8); its allocator's
+time (`update_and_allocate` each step) is the last column.
 """
 
 from __future__ import annotations
@@ -31,23 +34,29 @@ def main() -> None:
              "--intermediate", 176, "--out", s / "m")
     lorarank("allocate", "--strategy", "uniform", "--budget", 8 * args.layers, "--model", s / "m", "--out", s / "a.json")
     lorarank("lora-config", "--allocation", s / "a.json", "--model", s / "m", "--out", s / "l.json", "--verify")
+    lorarank("allocate", "--strategy", "adalora", "--budget", 8 * args.layers, "--init-r", 12, "--tinit", 1,
+             "--tfinal", 2, "--model", s / "m", "--out", s / "ada.json")
+    lorarank("lora-config", "--allocation", s / "ada.json", "--model", s / "m", "--out", s / "ada-lora.json", "--verify")
     rows = []
-    paths = (("plain, G every step", ["--weight-grad-every", 1]),
-             ("plain, G every 10th step", ["--weight-grad-every", 10]),
-             ("deepspeed-zero2, G every step", ["--deepspeed", ROOT / "config/deepspeed/zero2.json"]))
-    for i, (path, extra) in enumerate(paths):
+    paths = (("plain, G every step", s / "l.json", ["--weight-grad-every", 1]),
+             ("plain, G every 10th step", s / "l.json", ["--weight-grad-every", 10]),
+             ("deepspeed-zero2, G every step", s / "l.json", ["--deepspeed", ROOT / "config/deepspeed/zero2.json"]),
+             ("adalora 12 -> 8, G every step", s / "ada-lora.json", ["--weight-grad-every", 1]))
+    for i, (path, lora, extra) in enumerate(paths):
         out = s / f"run{i}"
-        lorarank("train", "--model", s / "m", "--lora", s / "l.json", "--data", s / "d/train.parquet", "--out", out,
+        lorarank("train", "--model", s / "m", "--lora", lora, "--data", s / "d/train.parquet", "--out", out,
                  "--steps", args.steps, "--prompts-per-step", args.prompts_per_step, "--generations", args.generations,
                  "--max-completion-length", 32, "--save-steps", 1000, *extra)
         run = json.loads((out / "run.json").read_text())
-        matrices = len(json.loads((s / "l.json").read_text())["modules"]) * 2
+        matrices = len(json.loads(lora.read_text())["modules"]) * 2
         per_step = run["train_seconds"] / args.steps
         rows.append([path, args.steps, matrices, per_step, 1000 * run["profiler_seconds"] / args.steps,
                      f"{100 * run['profiler_seconds'] / run['train_seconds']:.2f}%",
                      1000 * run["weight_grad_seconds"] / args.steps,
-                     f"{100 * run['weight_grad_seconds'] / run['train_seconds']:.2f}%"])
-    print(table(["path", "steps", "A/B matrices", "s/step", "A/B ms/step", "A/B share", "G ms/step", "G share"], rows))
+                     f"{100 * run['weight_grad_seconds'] / run['train_seconds']:.2f}%",
+                     1000 * run["adapter_info"].get("allocator_seconds", 0.0) / args.steps])
+    print(table(["path", "steps", "A/B matrices", "s/step", "A/B ms/step", "A/B share", "G ms/step", "G share",
+                 "allocator ms/step"], rows))
 
 
 if __name__ == "__main__":

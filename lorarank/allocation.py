@@ -12,6 +12,13 @@ The budget is the sum of per-layer ranks (the study: 896 = 28 x 32). Strategies:
   inverse       rank proportional to 1 / share: a control; if gradients follow rank it flips the map.
   random        integers drawn uniformly in [low, high] with --seed, rescaled to the exact budget.
   manual        an explicit list (--ranks 8,16,... or --ranks @file.json).
+  adalora       dynamic: PEFT's AdaLoRA starts every adapted matrix at --init-r and prunes singular
+                values during training to a global final budget equal to this budget (one threshold
+                over all matrices, `lorarank.adalora`). The file holds the budget as uniform targets
+                and the AdaLoRA settings; the ranks themselves are decided by the training run.
+  adalora-final the final ranks of an adalora run (--rank-log its ranks.parquet), per (layer,
+                module), rescaled to the exact budget by the rounding below: a static arm that
+                separates "the final allocation matters" from "the process matters".
 With --granularity module every (layer, projection) pair is its own unit: the total over all
 modules is budget x len(modules) (so uniform means the same at both granularities) and shares
 are per (layer, module).
@@ -26,6 +33,7 @@ rational arithmetic, so the result does not depend on float summation order.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -37,8 +45,9 @@ from lorarank.argtypes import csv_list, positive_float, positive_int
 from lorarank.errors import UserError
 from lorarank.io import read_json, sha256_file, write_json
 from lorarank.options import add_arguments, from_args, opt
-from lorarank.study import ALPHA_POLICIES, DEFAULT_MODULES, PROFILE_STRATEGIES, STRATEGIES
+from lorarank.study import ALPHA_POLICIES, DEFAULT_MODULES, DYNAMIC, FROZEN_DYNAMIC, PROFILE_STRATEGIES, STRATEGIES
 
+ADALORA = {"strategy": (DYNAMIC,)}
 MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 BUDGETED = tuple(s for s in STRATEGIES if s != "manual")  # a manual allocation's budget is its sum
 
@@ -117,6 +126,22 @@ class AllocationSpec:
     seed: int = opt(0, "random: seed of the draw", when={"strategy": ("random",)})
     ranks: str | None = opt(None, "manual: comma list, or @file.json (a list; per-module dicts allowed)",
                             when={"strategy": ("manual",)})
+    # AdaLoRA (PEFT AdaLoraConfig); its final budget is --budget. beta1/beta2 are the paper's and PEFT's
+    init_r: int = opt(12, "adalora: initial rank of every adapted matrix, above the mean target rank (the paper "
+                          "starts at 1.5x the target)", type=positive_int, when=ADALORA)
+    tinit: int = opt(5, "adalora: steps at the initial budget before pruning starts (its importance "
+                        "estimates need a few steps)", when=ADALORA)
+    tfinal: int = opt(10, "adalora: last steps at the final budget, ranks frozen: the adapter settles", when=ADALORA)
+    delta_t: int = opt(1, "adalora: steps between reallocations during pruning", type=positive_int, when=ADALORA)
+    beta1: float = opt(0.85, "adalora: EMA coefficient of the sensitivity |w * dL/dw|, in (0, 1)", when=ADALORA)
+    beta2: float = opt(0.85, "adalora: EMA coefficient of its uncertainty, in (0, 1)", when=ADALORA)
+    orth_reg_weight: float = opt(0.5, "adalora: weight of the penalty that keeps P and Q orthogonal (PEFT's "
+                                      "default; the paper used 0.1)", when=ADALORA)
+    lr_scale: float = opt(1.0, "adalora: its learning rate as a multiple of the regime's (1: the same rate as the "
+                               "static arms; AdaLoRA starts E at 0 and P, Q at N(0, 0.02), so at the same rate its "
+                               "update grows far slower)", type=positive_float, when=ADALORA)
+    rank_log: str | None = opt(None, "adalora-final: ranks.parquet of the adalora run whose final ranks this "
+                               "static arm takes", when={"strategy": (FROZEN_DYNAMIC,)})
     allow_remainder: bool = opt(False, "uniform: give a remainder to the lowest-indexed layers")
     alpha_policy: str = opt("ratio", "ratio: alpha = k*r (scaling constant); constant: one alpha; rslora: alpha/sqrt(r)",
                             choices=ALPHA_POLICIES)
@@ -149,6 +174,8 @@ class AllocationSpec:
             raise UserError(f"--fraction {self.fraction} is outside (0, 1]")
         if s == "random" and self.low > self.high:
             raise UserError(f"--low {self.low} is above --high {self.high}")
+        if s == DYNAMIC:
+            self.check_adalora()
         if num_layers is None:
             return
         n_mod = len(self.target_modules) if self.granularity == "module" else 1
@@ -161,6 +188,8 @@ class AllocationSpec:
                 raise UserError(f"{what} {budget} is below {num_layers} layers x --min-rank {self.min_rank}")
             if self.max_rank is not None and budget * n_mod > units * self.max_rank:
                 raise UserError(f"{what} {budget} is above {num_layers} layers x --max-rank {self.max_rank}")
+        if s == DYNAMIC:
+            self.check_adalora(num_layers)
         if s == "uniform" and (self.budget * n_mod) % units and not self.allow_remainder:
             per = self.budget * n_mod // units
             rem = self.budget * n_mod - per * units
@@ -168,6 +197,24 @@ class AllocationSpec:
                 f"--budget {self.budget} does not divide over {units} units ({per} each, remainder {rem}); "
                 f"pass --allow-remainder to give the remainder to the lowest-indexed layers, or use a multiple of {units}"
             )
+
+    def check_adalora(self, num_layers: int | None = None) -> None:
+        for name in ("beta1", "beta2"):
+            if not 0 < getattr(self, name) < 1:
+                raise UserError(f"--{name} {getattr(self, name)} is outside (0, 1)")
+        for name in ("tinit", "tfinal", "orth_reg_weight"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)} must be >= 0")
+        if num_layers is not None and self.init_r <= Fraction(self.budget, num_layers):
+            raise UserError(f"--init-r {self.init_r} is not above the mean target rank {float(self.budget / num_layers):g} "
+                            f"(--budget {self.budget} over {num_layers} layers): AdaLoRA prunes from init_r down to the "
+                            f"budget (the paper starts at 1.5x the target)")
+
+    def check_steps(self, steps: int, what: str = "--steps") -> None:
+        """AdaLoRA's schedule needs a pruning phase: tinit + tfinal < the run's optimizer steps."""
+        if self.tinit + self.tfinal >= steps:
+            raise UserError(f"--tinit {self.tinit} + --tfinal {self.tfinal} = {self.tinit + self.tfinal} leaves no "
+                            f"pruning phase in {what} {steps} (it needs tinit + tfinal < steps)")
 
     def effective_budget(self) -> int:
         """The budget the ranks sum to: floor(fraction x budget) for reduced (never above the fraction)."""
@@ -237,6 +284,29 @@ def profile_weights(df, units: list, granularity: str, num_layers: int, modules:
     return [float(s.get((layer, m), 0.0)) for layer, m in units]
 
 
+ADALORA_KEYS = ("init_r", "tinit", "tfinal", "delta_t", "beta1", "beta2", "orth_reg_weight", "lr_scale")
+
+
+def final_ranks(path: str, units: list[tuple[int, str]]) -> tuple[list[int], dict]:
+    """An adalora run's ranks at its last logged step, one per (layer, module) unit, and the profile record."""
+    from lorarank import ranklog
+
+    df = ranklog.read(path)
+    step, ranks = ranklog.final(df)
+    lacking = [u for u in units if u not in ranks]
+    if lacking:
+        raise UserError(f"rank log {path!r} has no rank for layer {lacking[0][0]} {lacking[0][1]} at its last step {step} "
+                        f"(it must come from an adalora run on this model and these modules)")
+    extra = sorted(set(ranks) - set(units))
+    if extra:
+        raise UserError(f"rank log {path!r} has ranks for layer {extra[0][0]} {extra[0][1]}, which this allocation "
+                        f"does not adapt")
+    if step == 0:
+        raise UserError(f"rank log {path!r} holds only step 0: it is not from a finished adalora run")
+    return [ranks[u] for u in units], {"path": str(path), "sha256": sha256_file(path), "step": step,
+                                       "rank_total": sum(ranks.values())}
+
+
 class Ranks(NamedTuple):
     ranks: list[int]  # one per unit
     shares: list[float] | None  # the profile's, for the profiled strategies
@@ -257,6 +327,12 @@ def compute_ranks(spec: AllocationSpec, units: list, profile_shares: list[float]
     if s == "uniform":
         weights: list = [1] * len(units)
         params = {}
+    elif s == DYNAMIC:  # the targets: AdaLoRA's budget is global, its mean rank per matrix budget / layers
+        weights = [1] * len(units)
+        params = {k: getattr(spec, k) for k in ADALORA_KEYS}
+    elif s == FROZEN_DYNAMIC:  # the adalora run's final ranks, rescaled to the exact budget
+        weights = profile_shares
+        params["final_ranks"] = [int(w) for w in weights]
     elif s in PROFILE_STRATEGIES:
         shares = profile_shares
         if s == "reduced":
@@ -302,6 +378,10 @@ def resolve_num_layers(spec: AllocationSpec, log_layers: int | None) -> int:
 def build(spec: AllocationSpec) -> dict:
     """The allocation document (DESIGN.md contract) for a spec."""
     spec.check()
+    if spec.strategy == FROZEN_DYNAMIC:  # AdaLoRA ranks each matrix: so does its frozen arm
+        spec = dataclasses.replace(spec, granularity="module")
+        if spec.rank_log is None:
+            raise UserError(f"strategy {FROZEN_DYNAMIC!r} needs --rank-log (the ranks.parquet of an adalora run)")
     df, profile, log_layers = None, None, None
     if spec.strategy in PROFILE_STRATEGIES:
         from lorarank import gradlog
@@ -316,6 +396,8 @@ def build(spec: AllocationSpec) -> dict:
     units = allocation_units(num_layers, spec.target_modules, spec.granularity)
     shares = (profile_weights(df, units, spec.granularity, num_layers, spec.target_modules, spec.importance,
                               spec.grad_log) if df is not None else None)
+    if spec.strategy == FROZEN_DYNAMIC:
+        shares, profile = final_ranks(spec.rank_log, units)
     result = compute_ranks(spec, units, shares)
     alpha = spec.alpha if spec.alpha is not None else default_alpha(spec.alpha_policy, result.budget, num_layers)
     if spec.granularity == "module":

@@ -14,6 +14,11 @@ or alpha/sqrt(r) with rsLoRA), renormalised per step into shares. It is what the
 if the loss asked nothing new of any layer; `explained` = 1 - sum (observed - predicted shift)^2 / sum
 observed shift^2 is the fraction of the observed `lora` shift it accounts for (1: all mechanics; 0: none).
 
+An AdaLoRA run (strategy adalora, `lorarank.adalora`) also gets its rank trajectory from the ranks.parquet
+beside its log: total rank against the budget at each reallocation, the final ranks per layer and per
+projection type, and the parameters they cost. Its rank moves during the run, so it has no rank-vs-shift
+statistic; its frozen result (adalora-final) is a static arm and has one.
+
 A statistic undefined on the data (max/min with a zero-share layer, a correlation of a constant vector,
 early-vs-late with a single step) is null, with the reason in `notes`, never a crash.
 """
@@ -27,9 +32,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lorarank import gradlog
+from lorarank import gradlog, ranklog
 from lorarank.errors import UserError
-from lorarank.study import arm_key, arm_name, reference_arm, scaling
+from lorarank.study import DYNAMIC, arm_key, arm_name, reference_arm, scaling
 
 DEFINITION = ("share = sqrt(sum of squared gradient norms of a layer's matrices of the metric) / sum over layers, "
               "averaged over steps; metrics: lora (A/B norms, the study's), lora_normalised (each A/B norm / "
@@ -150,6 +155,22 @@ def trend(trainer_log: str | Path, key: str) -> dict | None:
             "last_quarter": float(np.mean(values[-q:]))}
 
 
+def rank_trajectory(path: Path, adapter_info: dict) -> dict:
+    """An AdaLoRA run's ranks over training (`ranklog`) and what its final ranks cost."""
+    df = ranklog.read(path)
+    totals = df.groupby("step").agg(total=("rank", "sum"), budget=("budget", "first"))
+    step, final = ranklog.final(df)
+    layers = ranklog.per_layer(df).loc[step]
+    modules = df[df["step"] == step].groupby("module")["rank"].sum()
+    return {"steps": [int(x) for x in totals.index], "total": [int(x) for x in totals["total"]],
+            "budget": [int(x) for x in totals["budget"]], "final_step": step,
+            "final_mean_rank_per_layer": {str(int(k)): float(v) for k, v in layers.items()},
+            "final_rank_per_module": {str(k): int(v) for k, v in modules.items()},
+            "zero_rank_matrices": sum(1 for r in final.values() if r == 0),
+            "trainable_params_start": adapter_info.get("trainable_params"),
+            "effective_params_final": adapter_info.get("effective_params_final")}
+
+
 class Run:
     """One gradient log with the identity run.json gives it, its share maps per metric computed once."""
 
@@ -161,6 +182,7 @@ class Run:
             raise UserError(f"run record beside {grad_log!r} has no identity (written before lorarank 0.2: rerun it)")
         self.identity = record["identity"]
         self.key, self.seed = arm_key(self.identity), self.identity["seed"]
+        self.path = grad_log
         self.df = gradlog.read(grad_log)
         policy = self.identity.get("alpha_policy")
         per_step = {m: gradlog.step_shares(gradlog.select(self.df, m, policy, grad_log))
@@ -173,6 +195,8 @@ class Run:
         self.stats = {m: run_stats(ps, window) for m, ps in self.per_step.items()}
         self.training = trend(Path(grad_log).with_name("trainer_log.jsonl"),
                               TRAINING_SIGNAL.get(self.identity.get("kind"), "loss"))
+        self.ranks = (rank_trajectory(Path(grad_log).with_name("ranks.parquet"), record.get("adapter_info") or {})
+                      if self.key[1] == DYNAMIC else None)
 
 
 def compare(runs: list[Run], uniform: list[Run], reps: int) -> dict:
@@ -254,7 +278,8 @@ def contrast(arms: dict, reps: int) -> dict:
 
 
 def analyze(grad_logs: list[str], window: float, reps: int = 1000) -> tuple[dict, dict]:
-    """(gradient_stats document, per-step shares per (arm, metric) of each arm's first seed for the heatmaps)."""
+    """(gradient_stats document, per-step shares per (arm, metric) of each arm's first seed for the heatmaps,
+    rank trajectories (steps x layers) of each AdaLoRA arm's first seed)."""
     runs = [Run(p, window) for p in grad_logs]
     arms: dict[tuple, list[Run]] = {}
     for r in runs:
@@ -266,19 +291,25 @@ def analyze(grad_logs: list[str], window: float, reps: int = 1000) -> tuple[dict
         rs.sort(key=lambda r: r.seed if r.seed is not None else -1)
     doc = {"definition": DEFINITION, "metrics": list(gradlog.METRICS), "window": window, "bootstrap_reps": reps,
            "runs": {f"{arm_name(r.key)}/seed{r.seed}": {"identity": r.identity, "metrics": r.stats,
-                                                         "training": r.training, "notes": r.notes} for r in runs},
+                                                         "training": r.training, "notes": r.notes,
+                                                         **({"ranks": r.ranks} if r.ranks else {})} for r in runs},
            "arms": {}}
     for key, rs in arms.items():
         entry = {"seeds": [r.seed for r in rs], "regime": key[0], "strategy": key[1], "alpha_policy": key[2]}
         ref = reference_arm(key)
-        if key[1] not in (None, "uniform") and ref in arms:
+        if key[1] == DYNAMIC:
+            entry["notes"] = ["rank vs shift: undefined for ranks that move during the run (see its rank trajectory; "
+                              "the adalora-final arm holds its final ranks fixed)"]
+        elif key[1] not in (None, "uniform") and ref in arms:
             entry.update(compare(rs, arms[ref], reps))
         doc["arms"][arm_name(key)] = entry
     doc["contrast"] = contrast(arms, reps)
     # every arm gets its heatmaps (the workflow expects them), empty where its first seed had no gradient
     heat = {(arm_name(key), m): rs[0].per_step.get(m, pd.DataFrame()) for key, rs in arms.items()
             for m in ("lora", "weight") if m in gradlog.metrics(rs[0].df)}
-    return doc, heat
+    trajectories = {arm_name(key): ranklog.per_layer(ranklog.read(Path(rs[0].path).with_name("ranks.parquet")))
+                    for key, rs in arms.items() if key[1] == DYNAMIC}
+    return doc, heat, trajectories
 
 
 def configure(p) -> None:
@@ -297,7 +328,7 @@ def run(args) -> int:
         raise UserError(f"--window {args.window} is outside (0, 0.5]")
     if args.bootstrap < 100:
         raise UserError(f"--bootstrap {args.bootstrap} is below 100 replicates (too few for a 95% interval)")
-    doc, heat = analyze(args.grad_logs, args.window, args.bootstrap)
+    doc, heat, trajectories = analyze(args.grad_logs, args.window, args.bootstrap)
     figs = Path(args.out) / "figures"
     for (arm, metric), table in heat.items():
         figures.heatmap(table, f"Gradient share per layer ({metric} metric): {arm}",
@@ -310,6 +341,8 @@ def run(args) -> int:
             continue
         panels.setdefault(metric, {})[arm] = {str(int(l)): float(v) for l, v in table.mean(axis=0).items()}
     figures.shares(panels, figs / "shares.png")
+    if trajectories:
+        figures.rank_trajectories(trajectories, figs / "ranks.png")
     write_json(Path(args.out) / "gradient_stats.json", doc)
     for name, arm in doc["arms"].items():
         for metric, m in arm.get("metrics", {}).items():

@@ -50,6 +50,28 @@ def heatmap(per_step: pd.DataFrame, title: str, path: Path) -> None:
     plt.close(fig)
 
 
+def rank_trajectories(tables: dict[str, pd.DataFrame], path: Path) -> None:
+    """AdaLoRA's ranks over training, one panel per arm (its first seed): the mean rank of each layer's
+    adapted matrices at step 0 and at every reallocation, held until the next (layer 0 at the bottom)."""
+    plt = _plt()
+    height = max(2.6, 0.18 * max(t.shape[1] for t in tables.values()) + 2)
+    fig, axes = plt.subplots(len(tables), 1, figsize=(7, height * len(tables)), squeeze=False)
+    vmax = max(float(t.to_numpy().max()) for t in tables.values())
+    for ax, (arm, table) in zip(axes[:, 0], tables.items()):
+        steps = table.index.to_numpy()
+        edges = np.append(steps, steps[-1] + 1) - 0.5  # each reallocation holds until the next
+        im = ax.pcolormesh(edges, np.arange(table.shape[1] + 1) - 0.5, table.to_numpy().T, cmap="magma",
+                           vmin=0, vmax=vmax, shading="flat")
+        ax.set_xlabel("optimizer step (last column: the final, frozen ranks)")
+        ax.set_ylabel("layer")
+        ax.set_yticks(range(0, table.shape[1], max(1, table.shape[1] // 14)))
+        ax.set_title(f"AdaLoRA rank per layer (mean over its matrices): {arm}")
+        fig.colorbar(im, ax=ax, label="rank")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
 METRIC_TITLES = {"lora": "lora: A/B norms (the study's)", "lora_normalised": "lora_normalised: / (s sqrt(r))",
                  "weight": "weight: full-weight gradient (rank-neutral)"}
 

@@ -101,6 +101,30 @@ def training_markdown(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def dynamic_markdown(doc: dict) -> str:
+    """AdaLoRA runs: where the budget went, and what it cost (its budget counts ranks, not parameters)."""
+    rows = [(name, run["ranks"]) for name, run in doc["runs"].items() if run.get("ranks")]
+    if not rows:
+        return ""
+    lines = ["## Dynamic allocation (AdaLoRA)", "",
+             "Total rank over all adapted matrices at the start, at the freeze (total_step − tfinal) and the budget "
+             "it was pruned to (the static arms' total); the final mean rank per layer, layer 0 first; the final "
+             "rank per projection type; parameters at the start and at the end. AdaLoRA's budget counts ranks: "
+             "a rank costs in + out + 1 parameters (its singular value included), so an MLP rank costs several "
+             "times an attention rank, and the same total rank can cost a different number of parameters. The "
+             "figure `ranks.png` shows the trajectory.", "",
+             "| run | total rank: start → final (budget) | freeze step | final mean rank per layer | final rank per "
+             "projection | zero-rank matrices | params: start → end |", "|" + "---|" * 7]
+    for name, t in rows:
+        per_layer = ", ".join(f"{v:.1f}" for _, v in sorted(t["final_mean_rank_per_layer"].items(), key=lambda kv: int(kv[0])))
+        per_module = ", ".join(f"{m} {r}" for m, r in t["final_rank_per_module"].items())
+        params = (f"{t['trainable_params_start']:,} → {t['effective_params_final']:,}"
+                  if t.get("effective_params_final") is not None else "—")
+        lines.append(f"| {name} | {t['total'][0]} → {t['total'][-1]} ({t['budget'][-1]}) | {t['final_step']} | "
+                     f"{per_layer} | {per_module} | {t['zero_rank_matrices']} | {params} |")
+    return "\n".join(lines) + "\n"
+
+
 PREDICTED_SIGN = {"ratio": +1, "constant": -1, "rslora": 0}  # of the lora rank-vs-shift relation, from s sqrt(r)
 
 

@@ -14,6 +14,13 @@ Alpha policies (recorded, never implicit; scaling is alpha/r, or alpha/sqrt(r) w
   ratio     alpha = k * r per module: scaling k everywhere (default k = 2);
   constant  one alpha everywhere: scaling alpha/r differs between layers of different rank;
   rslora    one alpha with use_rslora: scaling alpha/sqrt(r).
+
+An `adalora` allocation becomes `AdaLoraConfig` kwargs instead (`"adapter": "adalora"`; training adds
+`total_step`, `lorarank.adalora`): the same target modules, every matrix at init_r, a final budget
+equal to the allocation's total rank (the static arms' sum of ranks over all adapted matrices), and
+lora_alpha = s x init_r, where s is the scaling a static arm of the mean target rank gets under the
+alpha policy: AdaLoRA's scaling is lora_alpha / init_r whatever rank a matrix keeps. A rank costs
+in + out + 1 parameters there (its singular value), in + out in LoRA.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from lorarank.errors import UserError
 from lorarank.io import read_json, sha256_file, write_json
 from lorarank.model import Target
 from lorarank.options import add_arguments, opt
-from lorarank.study import ALPHA_POLICIES, alpha_for, load_allocation, scaling
+from lorarank.study import ALPHA_POLICIES, DYNAMIC, alpha_for, load_allocation, scaling
 
 
 def pattern_key(name: str) -> str:
@@ -49,18 +56,24 @@ def _num(x: float) -> float | int:
     return int(x) if float(x).is_integer() else float(x)
 
 
-def build(alloc: dict, targets: list[Target], dropout: float) -> dict:
-    """The lora.json document: LoraConfig kwargs, per-module expectations, closed-form count."""
-    ranks = per_module_ranks(alloc, targets)
+def _fits(targets: list[Target], ranks: list[int]) -> None:
     for t, r in zip(targets, ranks):
         if r > min(t.in_features, t.out_features):
             raise UserError(
                 f"rank {r} for {t.name} exceeds min(in={t.in_features}, out={t.out_features}) = "
                 f"{min(t.in_features, t.out_features)}"
             )
+
+
+def build(alloc: dict, targets: list[Target], dropout: float) -> dict:
+    """The lora.json document: LoraConfig kwargs, per-module expectations, closed-form count."""
+    ranks = per_module_ranks(alloc, targets)
     policy = alloc["alpha_policy"]
     if policy["name"] not in ALPHA_POLICIES:
         raise UserError(f"alpha policy {policy['name']!r} is unknown (allowed: {', '.join(ALPHA_POLICIES)})")
+    if alloc["strategy"] == DYNAMIC:
+        return build_adalora(alloc, targets, ranks, dropout)
+    _fits(targets, ranks)
     default_r = Counter(ranks).most_common(1)[0][0]
     kwargs = {
         "task_type": "CAUSAL_LM",
@@ -91,22 +104,74 @@ def build(alloc: dict, targets: list[Target], dropout: float) -> dict:
     }
 
 
-def verify(doc: dict, model):
-    """Build PEFT on `model` (meta device is fine), check every promise in `doc`, return the PEFT model."""
+def build_adalora(alloc: dict, targets: list[Target], targets_r: list[int], dropout: float) -> dict:
+    """The lora.json of an AdaLoRA arm: AdaLoraConfig kwargs (all but total_step) and the expectations."""
+    p = alloc["params"]
+    budget = sum(targets_r)  # the static arms' total rank over every adapted matrix
+    mean = budget / len(targets)
+    init_r = int(p["init_r"])
+    if init_r <= mean:
+        raise UserError(f"init_r {init_r} is not above the mean target rank {mean:g}: AdaLoRA prunes from init_r down")
+    _fits(targets, [init_r] * len(targets))
+    alpha = _num(scaling(alloc["alpha_policy"], mean) * init_r)  # AdaLoRA's scaling is alpha / init_r
+    kwargs = {
+        "task_type": "CAUSAL_LM", "target_modules": [t.name for t in targets], "init_r": init_r,
+        # PEFT's target budget is target_r x matrices; training sets it to `target_budget` exactly
+        "target_r": int(mean), "lora_alpha": alpha, "lora_dropout": dropout, "bias": "none",
+        "tinit": int(p["tinit"]), "tfinal": int(p["tfinal"]), "deltaT": int(p["delta_t"]),
+        "beta1": p["beta1"], "beta2": p["beta2"], "orth_reg_weight": p["orth_reg_weight"],
+    }
+    modules = [
+        {"name": t.name, "layer": t.layer, "module": t.module, "in_features": t.in_features,
+         "out_features": t.out_features, "r": init_r, "lora_alpha": alpha, "scaling": alpha / init_r}
+        for t in targets
+    ]
+    return {
+        "adapter": DYNAMIC,
+        "lora_config": kwargs,
+        "target_budget": budget,
+        "lr_scale": p.get("lr_scale", 1.0),  # training multiplies the regime's learning rate by it
+        "expected_trainable_params": sum(init_r * (t.in_features + t.out_features + 1) for t in targets),
+        "alpha_policy": alloc["alpha_policy"],
+        "modules": modules,
+    }
+
+
+def peft_config(doc: dict, total_step: int | None = None):
+    """The PEFT config of a lora.json: LoraConfig, or AdaLoraConfig with `total_step` (default: the
+    shortest valid schedule, enough to build and check the modules)."""
+    from peft import AdaLoraConfig, LoraConfig
+
+    if doc.get("adapter") != DYNAMIC:
+        return LoraConfig(**doc["lora_config"])
+    kw = doc["lora_config"]
+    return AdaLoraConfig(**kw, total_step=total_step or kw["tinit"] + kw["tfinal"] + 1)
+
+
+def verify(doc: dict, model, total_step: int | None = None):
+    """Build PEFT on `model` (meta device is fine), check every promise in `doc`, return the PEFT model.
+    An AdaLoRA doc also gets its exact final budget (`total_step`: the run's steps)."""
     import warnings
 
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
+    from peft.tuners.adalora import AdaLoraLayer
     from peft.tuners.lora import LoraLayer
 
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     try:
-        peft_model = get_peft_model(model, LoraConfig(**doc["lora_config"]))
+        peft_model = get_peft_model(model, peft_config(doc, total_step))
     except (re.error, ValueError) as e:
         raise UserError(f"PEFT rejects this LoraConfig: {e}") from None
+    if doc.get("adapter") == DYNAMIC:
+        allocator = peft_model.base_model.rankallocator
+        allocator.target_bgt = doc["target_budget"]  # PEFT's target_r x matrices, exact for any budget
     actual = {}
     for name, mod in peft_model.base_model.model.named_modules():
         if isinstance(mod, LoraLayer) and "default" in mod.r:
-            actual[name] = (mod.r["default"], mod.lora_alpha["default"], mod.scaling["default"])
+            r, scale = mod.r["default"], mod.scaling["default"]
+            if isinstance(mod, AdaLoraLayer):
+                scale = scale / r  # AdaLoRA divides by its (fixed) ranknum = init_r in forward
+            actual[name] = (r, mod.lora_alpha["default"], scale)
     expected = {m["name"]: m for m in doc["modules"]}
     problems = [f"{n} got no LoRA adapter" for n in sorted(set(expected) - set(actual))]
     problems += [f"{n} got a LoRA adapter it was not meant to have" for n in sorted(set(actual) - set(expected))]
@@ -122,9 +187,14 @@ def verify(doc: dict, model):
     if problems:
         others = "; other modules: " + ", ".join(p.split(" ", 1)[0] for p in problems[1:]) if problems[1:] else ""
         raise UserError(f"verify: {len(problems)} module(s) differ from the LoRA config: {problems[0]}{others}")
-    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    # AdaLoRA's ranknum (its fixed init_r) is a frozen parameter, but built on the meta device it comes out
+    # requires_grad: it is never trained, so it is never counted
+    trainable = sum(p.numel() for n, p in peft_model.named_parameters() if p.requires_grad and ".ranknum." not in n)
     if trainable != doc["expected_trainable_params"]:
         raise UserError(f"verify: {trainable:,} trainable parameters, expected {doc['expected_trainable_params']:,}")
+    if doc.get("adapter") == DYNAMIC and allocator.init_bgt != sum(m["r"] for m in doc["modules"]):
+        raise UserError(f"verify: AdaLoRA's initial budget is {allocator.init_bgt}, expected "
+                        f"{sum(m['r'] for m in doc['modules'])} (init_r x matrices)")
     return peft_model
 
 
@@ -159,8 +229,9 @@ def read_lora(path: str) -> dict:
     return doc
 
 
-def load_model_and_lora(spec: str, lora_path: str | None, seed: int, bf16: bool = False):
-    """(model, tokenizer, lora doc or None): the LoRA config verified on the real model first."""
+def load_model_and_lora(spec: str, lora_path: str | None, seed: int, bf16: bool = False, total_step: int | None = None):
+    """(model, tokenizer, lora doc or None): the LoRA config verified on the real model first (an AdaLoRA
+    config with the run's `total_step`)."""
     from transformers import set_seed
 
     from lorarank.model import load, load_config
@@ -173,7 +244,7 @@ def load_model_and_lora(spec: str, lora_path: str | None, seed: int, bf16: bool 
     model, tokenizer = load(spec, bf16)
     if doc:
         set_seed(seed)  # LoRA A init is random: seed it so adapters are reproducible
-        model = verify(doc, model)
+        model = verify(doc, model, total_step)
     return model, tokenizer, doc
 
 
@@ -202,6 +273,10 @@ def run(args) -> int:
     write_json(args.out, doc)
     ranks = [m["r"] for m in doc["modules"]]
     status = "verified" if doc["verified"] else "not verified"
+    if doc.get("adapter") == DYNAMIC:
+        print(f"{len(ranks)} AdaLoRA modules at init_r {ranks[0]}, final budget {doc['target_budget']} ranks, "
+              f"{doc['expected_trainable_params']:,} trainable params at the start ({status}) -> {args.out}")
+        return 0
     print(f"{len(ranks)} LoRA modules, r {min(ranks)}-{max(ranks)}, "
           f"{doc['expected_trainable_params']:,} trainable params ({status}) -> {args.out}")
     return 0

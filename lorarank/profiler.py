@@ -3,7 +3,7 @@ and of the full-weight gradient G of every adapted projection (`lorarank.weightg
 
 One `torch._foreach_norm` over all tracked gradients and one host transfer per step, so profiling
 stays cheap on the 392 matrices of the study. Rows follow the gradient-log contract
-(`lorarank.gradlog`): matrix 'A'/'B' for LoRA runs plus 'G' (the adapted projection's full-weight
+(`lorarank.gradlog`): matrix 'A'/'B' for LoRA runs (and 'E' for AdaLoRA's singular values) plus 'G' (the adapted projection's full-weight
 gradient, rank = the module's r) on sampled steps, 'W' (the projection's full weight, rank 0) for
 full-parameter runs such as the tiny model's SFT warm-up.
 
@@ -29,8 +29,9 @@ import torch
 from lorarank.gradlog import SCHEMA
 from lorarank.weightgrad import WeightGradients
 
-# layers.<i>.<path>.<module>[.lora_A|B.<adapter>].weight; the lazy path keeps <module> the projection.
-PARAM = re.compile(r"(?:^|\.)layers\.(\d+)\.(?:\w+\.)*?(\w+)\.(?:lora_(A|B)\.\w+\.)?weight$")
+# layers.<i>.<path>.<module>.weight, .lora_A|B.<adapter>.weight (LoRA) or .lora_A|B|E.<adapter> (AdaLoRA's
+# parameter dicts); the lazy path keeps <module> the projection.
+PARAM = re.compile(r"(?:^|\.)layers\.(\d+)\.(?:\w+\.)*?(\w+)\.(?:lora_(A|B)\.\w+\.weight|lora_(A|B|E)\.\w+|weight)$")
 
 
 # the adapted projection itself: layers.<i>.<path>.<module> (PEFT wraps it, keeping its name)
@@ -52,10 +53,11 @@ class GradProfiler:
             m = PARAM.search(name)
             if not m or m.group(2) not in modules or not p.requires_grad:
                 continue
-            matrix = m.group(3) or "W"
+            matrix = m.group(3) or m.group(4) or "W"
             if lora and matrix == "W":
                 continue
-            rank = p.shape[0] if matrix == "A" else p.shape[1] if matrix == "B" else 0
+            # AdaLoRA: A is (r, in), E (r, 1), B (out, r), r its init_r: the live rank is in the rank log
+            rank = p.shape[0] if matrix in "AE" else p.shape[1] if matrix == "B" else 0
             self.entries.append((int(m.group(1)), m.group(2), matrix, int(rank), p))
         if not self.entries:
             raise ValueError(f"no trainable {modules} weights found to profile")

@@ -5,6 +5,9 @@ A run directory holds:
                               grad_norms.partial.parquet and lorarank.json, written last: a
                               checkpoint without it is incomplete (killed mid-save) and is ignored
   grad_norms.parquet          the gradient log (gradlog contract), every step exactly once
+  ranks.parquet               LoRA runs: the rank log (ranklog contract): the adapter's ranks at step
+                              0, and an AdaLoRA run's at every reallocation (its allocator state is in
+                              each checkpoint too, `lorarank.adalora`)
   trainer_log.jsonl           one JSON object per logged step (loss, rewards per function, KL, ...)
   run.json                    identity (regime, strategy, alpha policy, seed, model), settings, input
                               hashes, environment (packages, hardware), trainable parameters
@@ -75,11 +78,13 @@ def common_args(out: Path, steps: int, lr: float, seed: int, save_steps: int, ma
 
 
 class CheckpointGradLog(TrainerCallback):
-    """Store the gradient log so far inside each checkpoint, then mark the checkpoint complete."""
+    """Store the gradient log so far (and the state of `extra`: objects with save(dir) and load(dir), such
+    as AdaLoRA's allocator) inside each checkpoint, then mark the checkpoint complete."""
 
-    def __init__(self, profiler, run_key: str):
+    def __init__(self, profiler, run_key: str, extra=None):
         self.profiler = profiler
         self.run_key = run_key
+        self.extra = extra
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
@@ -87,6 +92,8 @@ class CheckpointGradLog(TrainerCallback):
             self.profiler.truncate(state.global_step)
             with atomic_path(ckpt / PARTIAL) as tmp:
                 self.profiler.frame().to_parquet(tmp, index=False)
+            if self.extra is not None:
+                self.extra.save(ckpt)
             write_json(ckpt / MARKER, {"step": state.global_step, "run_key": self.run_key})
         return control
 
@@ -124,8 +131,8 @@ def newest_checkpoint(out: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-def resume(out: Path, profiler, key: str) -> str | None:
-    """The newest complete checkpoint of this same run, its gradient log restored; else None."""
+def resume(out: Path, profiler, key: str, extra=None) -> str | None:
+    """The newest complete checkpoint of this same run, its gradient log (and `extra`'s state) restored; else None."""
     ckpt = newest_checkpoint(out)
     if ckpt is None:
         return None
@@ -134,22 +141,31 @@ def resume(out: Path, profiler, key: str) -> str | None:
         shutil.rmtree(out / "checkpoints")
         return None
     profiler.load(ckpt / PARTIAL)
+    if extra is not None:
+        extra.load(ckpt)
     return str(ckpt)
 
 
-def train_and_record(trainer, out: Path, record: dict, extra: dict) -> dict:
-    """Train (resuming where this run left off), then write the outputs and run.json."""
+def train_and_record(trainer, out: Path, record: dict, extra: dict, lora_doc: dict | None = None) -> dict:
+    """Train (resuming where this run left off), then write the outputs and run.json. An AdaLoRA run's
+    control is `trainer.adalora`: its state resumes with the run, its final ranks go in run.json."""
+    from lorarank import ranklog
+
     profiler = trainer.profiler
-    ckpt = resume(out, profiler, run_key(record))
+    adalora = getattr(trainer, "adalora", None)
+    ckpt = resume(out, profiler, run_key(record), adalora)
     result = trainer.train(resume_from_checkpoint=ckpt)
     info = {**record, **extra, "resumed_from": ckpt, "train_seconds": result.metrics.get("train_runtime"),
             "profiler_seconds": profiler.seconds, "weight_grad_seconds": profiler.weight_seconds,
             "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)}
-    finish(trainer, profiler, out, info)
+    if adalora is not None:  # the ranks it ended with; trainable_params stays the count it started with
+        info["adapter_info"] = {**info["adapter_info"], **adalora.summary()}
+    ranks = adalora.frame() if adalora is not None else ranklog.static(lora_doc) if lora_doc else None
+    finish(trainer, profiler, out, info, ranks)
     return info
 
 
-def finish(trainer, profiler, out: Path, run_info: dict) -> None:
+def finish(trainer, profiler, out: Path, run_info: dict, ranks=None) -> None:
     """Write the final outputs atomically; the checkpoints are no longer needed after this."""
     if not trainer.is_world_process_zero():
         return
@@ -162,6 +178,9 @@ def finish(trainer, profiler, out: Path, run_info: dict) -> None:
     tmp.rename(final)
     with atomic_path(out / "grad_norms.parquet") as t:
         profiler.frame().to_parquet(t, index=False)
+    if ranks is not None:
+        with atomic_path(out / "ranks.parquet") as t:
+            ranks.to_parquet(t, index=False)
     with atomic_path(out / "trainer_log.jsonl") as t:
         t.write_text("".join(json.dumps(r) + "\n" for r in trainer.state.log_history))
     weights = next(final.glob("*.safetensors"))

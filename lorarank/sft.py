@@ -60,11 +60,13 @@ def dataset(df, layout: str):
 
 def run_sft(model: str, data: str, out: str | Path, settings: SFTSettings, lora: str | None = None) -> dict:
     """Train into `out` (resuming there if it was interrupted): all weights, or the adapter of `lora`."""
-    from lorarank import runs
+    from lorarank import adalora, runs
     from lorarank.data import load_split
+    from lorarank.lora import read_lora
 
     settings.check()
     ds_cfg = runs.deepspeed_config(settings.deepspeed)
+    adalora.check(read_lora(lora) if lora else None, settings.steps, settings.deepspeed)
     df = load_split(data)
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
@@ -78,26 +80,28 @@ def run_sft(model: str, data: str, out: str | Path, settings: SFTSettings, lora:
         runs.ensure_distributed_env()
     s = settings
     set_seed(s.seed)
-    lm, tokenizer, lora_doc = load_model_and_lora(model, lora, s.seed, s.bf16)
+    lm, tokenizer, lora_doc = load_model_and_lora(model, lora, s.seed, s.bf16, total_step=s.steps)
+    dynamic = adalora.control(lm, lora_doc)
     modules = [m["module"] for m in lora_doc["modules"]] if lora_doc else list(DEFAULT_MODULES)
     profiler = GradProfiler(lm, sorted(set(modules)), s.weight_grad_every)
     train = dataset(df, s.layout)
 
-    class Trainer(ProfiledTrainerMixin, SFTTrainer):
+    class Trainer(adalora.AdaLoraTrainerMixin, ProfiledTrainerMixin, SFTTrainer):
         pass
 
     cfg = SFTConfig(
-        **runs.common_args(out, s.steps, s.lr, s.seed, s.save_steps, s.max_grad_norm, s.bf16, ds_cfg, s.warmup_steps),
+        **runs.common_args(out, s.steps, adalora.learning_rate(s.lr, lora_doc), s.seed, s.save_steps, s.max_grad_norm, s.bf16, ds_cfg, s.warmup_steps),
         per_device_train_batch_size=s.batch_size, gradient_accumulation_steps=1,
         max_length=s.max_length, packing=False, completion_only_loss=True,
     )
     kind = "sft" if lora else "warmup"
     record = runs.run_record(kind, settings, model, {"data": data, "lora": lora, "deepspeed": s.deepspeed}, lora_doc)
     trainer = Trainer(model=lm, args=cfg, train_dataset=train, processing_class=tokenizer, profiler=profiler,
-                      callbacks=[runs.CheckpointGradLog(profiler, runs.run_key(record))])
-    extra = {"allocation": lora_doc.get("allocation"),
+                      adalora=dynamic,
+                      callbacks=[c for c in (dynamic, runs.CheckpointGradLog(profiler, runs.run_key(record), dynamic)) if c])
+    extra = {"allocation": lora_doc.get("allocation"), "learning_rate": cfg.learning_rate,
              "expected_trainable_params": lora_doc["expected_trainable_params"]} if lora_doc else {}
-    return runs.train_and_record(trainer, out, record, extra)
+    return runs.train_and_record(trainer, out, record, extra, lora_doc)
 
 
 def configure(p: argparse.ArgumentParser) -> None:

@@ -14,8 +14,10 @@ from pathlib import Path
 from lorarank.errors import UserError
 from lorarank.io import read_json
 
-STRATEGIES = ("uniform", "proportional", "reduced", "inverse", "random", "manual")
+STRATEGIES = ("uniform", "proportional", "reduced", "inverse", "random", "manual", "adalora", "adalora-final")
 PROFILE_STRATEGIES = ("proportional", "reduced", "inverse")  # need a gradient log
+DYNAMIC = "adalora"  # ranks move during training (lorarank.adalora); its allocation holds the target only
+FROZEN_DYNAMIC = "adalora-final"  # a static arm: the adalora run's final ranks (needs its rank log)
 DEFAULT_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ALPHA_POLICIES = ("ratio", "constant", "rslora")
 

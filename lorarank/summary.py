@@ -26,7 +26,7 @@ import pandas as pd
 from lorarank.errors import UserError
 from lorarank.io import atomic_path, read_json
 from lorarank.stats import holm, mcnemar_exact, mean_ci, paired_bootstrap_ci, wilson
-from lorarank.study import arm_key, arm_name, reference_arm
+from lorarank.study import DYNAMIC, FROZEN_DYNAMIC, arm_key, arm_name, reference_arm
 
 MODES = ("strict", "flexible")
 REGIME_TITLES = {"grpo": "GRPO", "sft": "LoRA-SFT"}
@@ -90,7 +90,10 @@ def arm_row(runs, info, key, regime, ref) -> dict:
     ai = info.get(key, {})
     row = {"regime": regime, "arm": arm_name(key), "strategy": key[1] or key[0], "alpha_policy": key[2],
            "seeds": len(seeds), "rank_min": ai.get("rank_min"), "rank_max": ai.get("rank_max"),
-           "trainable_params": ai.get("trainable_params", 0), "n": len(runs[(key, seeds[0])])}
+           "trainable_params": ai.get("trainable_params", 0),
+           # AdaLoRA starts above the budget and prunes: what its adapter holds at the end
+           "effective_params": ai.get("effective_params_final", ai.get("trainable_params", 0)),
+           "n": len(runs[(key, seeds[0])])}
     for mode in MODES:
         accs = [runs[(key, s)][f"correct_{mode}"].mean() for s in seeds]
         if len(seeds) == 1:
@@ -136,7 +139,7 @@ def missing(x) -> bool:
 
 
 def regime_markdown(df: pd.DataFrame, alpha: float = 0.05) -> str:
-    lines = ["| arm | seeds | ranks | trainable params | strict acc % [95% CI] | flexible acc % [95% CI] "
+    lines = ["| arm | seeds | ranks | trainable params (AdaLoRA: start → end) | strict acc % [95% CI] | flexible acc % [95% CI] "
              "| Δ strict vs uniform [95% CI] | McNemar p | Holm p |", "|" + "---|" * 9]
     for r in df.itertuples():
         ranks = "—" if missing(r.rank_min) else (f"{int(r.rank_min)}" if r.rank_min == r.rank_max
@@ -145,7 +148,10 @@ def regime_markdown(df: pd.DataFrame, alpha: float = 0.05) -> str:
             f"{100 * r.diff_strict:+.1f} [{100 * r.diff_low_strict:+.1f}, {100 * r.diff_high_strict:+.1f}]"
         p = "—" if missing(r.p_mcnemar_strict) else f"{r.p_mcnemar_strict:.3g}"
         ph = "—" if missing(r.p_holm_strict) else f"{float(r.p_holm_strict):.3g}"
-        lines.append(f"| {r.arm} | {r.seeds} | {ranks} | {int(r.trainable_params or 0):,} | "
+        params = f"{int(r.trainable_params or 0):,}"
+        if not missing(r.effective_params) and r.effective_params != r.trainable_params:
+            params += f" → {int(r.effective_params):,}"
+        lines.append(f"| {r.arm} | {r.seeds} | {ranks} | {params} | "
                      f"{pct(r.acc_strict)} [{pct(r.ci_low_strict)}, {pct(r.ci_high_strict)}] | "
                      f"{pct(r.acc_flexible)} [{pct(r.ci_low_flexible)}, {pct(r.ci_high_flexible)}] | {diff} | {p} | {ph} |")
     tested = df[df["p_mcnemar_strict"].notna()]
@@ -180,6 +186,27 @@ def markdown(df: pd.DataFrame, alpha: float = 0.05) -> str:
     return "\n".join(parts) + f"\n{note}\n"
 
 
+def dynamic_vs_frozen(runs) -> str:
+    """Each adalora arm against its own frozen result (adalora-final, same regime and policy), paired on the
+    same questions and seeds: does the process matter, beyond the allocation it ends with?"""
+    lines = []
+    for key in dict.fromkeys(k for k, _ in runs if k[1] == DYNAMIC):
+        frozen = (key[0], FROZEN_DYNAMIC, key[2])
+        if not seeds_of(runs, frozen):
+            continue
+        d = paired_vs(runs, key, frozen)
+        lines.append(f"| {arm_name(key)} − {arm_name(frozen)} | {100 * d['diff_strict']:+.1f} "
+                     f"[{100 * d['diff_low_strict']:+.1f}, {100 * d['diff_high_strict']:+.1f}] | "
+                     f"{d['p_mcnemar_strict']:.3g} | {100 * d['diff_flexible']:+.1f} | {d['p_mcnemar_flexible']:.3g} |")
+    if not lines:
+        return ""
+    return ("\n### Dynamic vs its frozen result\n\nThe adalora arm against adalora-final, which trains the ranks "
+            "AdaLoRA ended with from scratch, as a static arm (paired, pooled over seeds, exact McNemar, not "
+            "adjusted): a gap says the process matters beyond the final allocation.\n\n"
+            "| comparison | Δ strict [95% CI] | McNemar p | Δ flexible | McNemar p |\n|---|---|---|---|---|\n"
+            + "\n".join(lines) + "\n")
+
+
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", nargs="+", required=True, help="metrics.json of every evaluation")
     p.add_argument("--gradient-stats", help="gradient_stats.json (`lorarank analyze`): adds the gradient findings")
@@ -191,10 +218,12 @@ def run(args) -> int:
     df = table(runs, info)
     text = "## Accuracy\n\n" + markdown(df)
     if args.gradient_stats:
-        from lorarank.findings import contrast_markdown, gradient_markdown, training_markdown
+        from lorarank.findings import contrast_markdown, dynamic_markdown, gradient_markdown, training_markdown
 
         grads = read_json(args.gradient_stats, "gradient statistics")
         text += "\n" + training_markdown(grads) + "\n" + contrast_markdown(grads, df) + "\n" + gradient_markdown(grads)
+        dynamic = dynamic_markdown(grads)
+        text += "\n" + dynamic + dynamic_vs_frozen(runs) if dynamic else ""
     out = Path(args.out)
     with atomic_path(out / "results.csv") as tmp:
         df.to_csv(tmp, index=False)

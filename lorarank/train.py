@@ -88,13 +88,15 @@ def reward_functions(layout: str, partial_credit: bool):
 
 def run_grpo(model: str, lora: str, data: str, out: str | Path, settings: GRPOSettings) -> dict:
     """Train one GRPO run into `out` (resuming there if it was interrupted); returns run.json."""
-    from lorarank import runs
+    from lorarank import adalora, runs
     from lorarank.data import load_split
+    from lorarank.lora import read_lora
 
     # cheap checks first: bad input fails in a second, before TRL is even imported
     world = int(os.environ.get("WORLD_SIZE", "1"))
     settings.check(world)
     ds_cfg = runs.deepspeed_config(settings.deepspeed)
+    adalora.check(read_lora(lora), settings.steps, settings.deepspeed)
     df = load_split(data)
     from transformers import set_seed
     from trl import GRPOConfig, GRPOTrainer
@@ -107,15 +109,16 @@ def run_grpo(model: str, lora: str, data: str, out: str | Path, settings: GRPOSe
         runs.ensure_distributed_env()
     train = dataset(df, settings.layout)
     set_seed(settings.seed)
-    lm, tokenizer, doc = load_model_and_lora(model, lora, settings.seed, settings.bf16)
+    lm, tokenizer, doc = load_model_and_lora(model, lora, settings.seed, settings.bf16, total_step=settings.steps)
     profiler = GradProfiler(lm, sorted({m["module"] for m in doc["modules"]}), settings.weight_grad_every)
+    dynamic = adalora.control(lm, doc)
 
-    class Trainer(ProfiledTrainerMixin, GRPOTrainer):
+    class Trainer(adalora.AdaLoraTrainerMixin, ProfiledTrainerMixin, GRPOTrainer):
         pass
 
     s = settings
     cfg = GRPOConfig(
-        **runs.common_args(out, s.steps, s.lr, s.seed, s.save_steps, s.max_grad_norm, s.bf16, ds_cfg),
+        **runs.common_args(out, s.steps, adalora.learning_rate(s.lr, doc), s.seed, s.save_steps, s.max_grad_norm, s.bf16, ds_cfg),
         per_device_train_batch_size=s.prompts_per_step * s.generations // world,
         gradient_accumulation_steps=1, num_generations=s.generations,
         max_completion_length=s.max_completion_length, temperature=s.temperature,
@@ -124,11 +127,11 @@ def run_grpo(model: str, lora: str, data: str, out: str | Path, settings: GRPOSe
     )
     record = runs.run_record("grpo", settings, model, {"data": data, "lora": lora, "deepspeed": s.deepspeed}, doc)
     trainer = Trainer(model=lm, reward_funcs=reward_functions(s.layout, s.partial_credit), args=cfg,
-                      train_dataset=train, processing_class=tokenizer, profiler=profiler,
-                      callbacks=[runs.CheckpointGradLog(profiler, runs.run_key(record))])
-    extra = {"allocation": doc.get("allocation"), "deepspeed": ds_cfg,
+                      train_dataset=train, processing_class=tokenizer, profiler=profiler, adalora=dynamic,
+                      callbacks=[c for c in (dynamic, runs.CheckpointGradLog(profiler, runs.run_key(record), dynamic)) if c])
+    extra = {"allocation": doc.get("allocation"), "deepspeed": ds_cfg, "learning_rate": cfg.learning_rate,
              "expected_trainable_params": doc["expected_trainable_params"]}
-    return runs.train_and_record(trainer, out, record, extra)
+    return runs.train_and_record(trainer, out, record, extra, doc)
 
 
 def configure(p: argparse.ArgumentParser) -> None:

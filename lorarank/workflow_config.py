@@ -57,7 +57,9 @@ WIRING = {
     "allocate_ranks": (AllocationSpec, {
         **_same("allocation", "budget", "granularity", "target_modules", "min_rank", "max_rank", "fraction",
                 "alpha", "importance"),
-        **_same("allocation.random", "low", "high", "seed"), "allocation.manual_ranks": "ranks"}),
+        **_same("allocation.random", "low", "high", "seed"), "allocation.manual_ranks": "ranks",
+        **_same("allocation.adalora", "init_r", "tinit", "tfinal", "delta_t", "beta1", "beta2", "orth_reg_weight",
+                "lr_scale")}),
     "write_lora_config": (LoraSettings, {"allocation.dropout": "dropout"}),
 }
 
@@ -70,7 +72,7 @@ WORKFLOW_KEYS = {
     "model": "a section", "model.source": "chooses build_model + run_warmup or a pretrained model",
     "model.tiny": "a section", "model.gguf": "a section",
     "warmup": "a section", "grpo": "a section", "evaluation": "a section", "allocation": "a section",
-    "allocation.random": "a section",
+    "allocation.random": "a section", "allocation.adalora": "a section",
     "allocation.strategies": "the arms: one allocate/train/evaluate chain each",
     "grpo.gpus": "Slurm resources and the accelerate launcher",
     "seeds": "one training run per arm and seed",
@@ -205,6 +207,7 @@ def check(config: dict) -> None:
             settings(config, rule).check(**world.get(rule, {}))
         except UserError as e:
             raise UserError(_config_names(str(e), rule)) from None
+    check_adalora(config)
     n = num_layers(config)
     for policy in config["allocation"]["alpha_policies"]:
         for strategy in dict.fromkeys(["uniform", *config["allocation"]["strategies"]]):
@@ -212,3 +215,23 @@ def check(config: dict) -> None:
                 settings(config, "allocate_ranks", strategy=strategy, alpha_policy=policy).check(n)
             except UserError as e:
                 raise UserError(f"allocation ({strategy} arm): " + _config_names(str(e), "allocate_ranks")) from None
+
+
+def check_adalora(config: dict) -> None:
+    """The adalora arms need a pruning phase in every regime's run, no DeepSpeed, and adalora-final its adalora."""
+    strategies = config["allocation"]["strategies"]
+    if "adalora-final" in strategies and "adalora" not in strategies:
+        raise UserError("allocation.strategies has adalora-final but not adalora: the frozen arm takes the final ranks "
+                        "of the adalora run, add adalora")
+    if "adalora" not in strategies:
+        return
+    if "grpo" in config["regimes"] and config["grpo"].get("deepspeed"):
+        raise UserError(f"grpo.deepspeed {config['grpo']['deepspeed']!r} with the adalora strategy: AdaLoRA cannot run "
+                        f"under DeepSpeed (its allocator needs the gradients between the optimizer step and zero_grad); "
+                        f"set grpo.deepspeed to null or drop adalora")
+    spec = settings(config, "allocate_ranks", strategy="adalora", alpha_policy=config["allocation"]["alpha_policies"][0])
+    for regime in config["regimes"]:
+        try:
+            spec.check_steps(config[regime]["steps"], f"{regime}.steps")
+        except UserError as e:
+            raise UserError("allocation (adalora arm): " + _config_names(str(e), "allocate_ranks")) from None

@@ -28,6 +28,17 @@ def alloc_file(tmp, doc):
     return str(p)
 
 
+def rank_log(tmp, layers=2, steps=(0, 5)):
+    """A rank log (ranklog contract) of an AdaLoRA run on a `layers`-layer model."""
+    from lorarank import ranklog
+
+    mods = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    path = tmp / "ranks.parquet"
+    ranklog.frame([(s, layer, m, 4, 8 * len(mods)) for s in steps for layer in range(layers) for m in mods]
+                  ).to_parquet(path)
+    return str(path)
+
+
 def nan_norm(df):
     df.loc[5, "grad_norm"] = np.nan
     return df
@@ -58,6 +69,16 @@ CASES = {
     "bad module name": (lambda t, m: A + ["--strategy", "uniform", "--budget", "16", "--target-modules", "q.proj"], "'q.proj'"),
     "low above high": (lambda t, m: A + ["--strategy", "random", "--budget", "64", "--low", "20", "--high", "10"], "--low 20 is above --high 10"),
     "min above max": (lambda t, m: A + ["--strategy", "random", "--budget", "64", "--min-rank", "9", "--max-rank", "3"], "--max-rank 3 is below"),
+    "adalora init_r at the target": (lambda t, m: A + ["--strategy", "adalora", "--budget", "16", "--init-r", "4"],
+                                     "--init-r 4 is not above the mean target rank 4"),
+    "adalora beta of 1": (lambda t, m: A + ["--strategy", "adalora", "--budget", "16", "--beta2", "1"], "--beta2 1.0 is outside (0, 1)"),
+    "adalora-final without a rank log": (lambda t, m: A + ["--strategy", "adalora-final", "--budget", "16"], "needs --rank-log"),
+    "adalora-final from another model's rank log": (lambda t, m: A + ["--strategy", "adalora-final", "--budget", "16",
+                                                                     "--rank-log", rank_log(t)], "has no rank for layer 2"),
+    "adalora-final from an unfinished run": (lambda t, m: A + ["--strategy", "adalora-final", "--budget", "16",
+                                                              "--rank-log", rank_log(t, 4, (0,))], "holds only step 0"),
+    "adalora-final from a missing rank log": (lambda t, m: A + ["--strategy", "adalora-final", "--budget", "16",
+                                                               "--rank-log", str(t / "none.parquet")], "does not exist"),
     "grad log missing for proportional": (lambda t, m: A + ["--strategy", "proportional", "--budget", "16"], "needs --grad-log"),
     "grad log does not exist": (lambda t, m: A + ["--strategy", "proportional", "--budget", "16", "--grad-log", str(t / "nope.parquet")], "does not exist"),
     "grad log wrong layer count": (lambda t, m: ["allocate", "--num-layers", "28", "--strategy", "proportional", "--budget", "896", "--grad-log", log(t)], "covers 4 layers"),

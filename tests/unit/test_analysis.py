@@ -172,7 +172,7 @@ def test_training_trend_reads_the_trainer_log_beside_each_run(cli, tmp_path):
     rewards = [0.1, 0.2, 0.1, 0.3, 0.4, 0.5, 0.6, 0.7]
     lines = [json.dumps({"loss": 1.0, "rewards/correctness/mean": 0.2, "reward": r}) for r in rewards]
     (tmp_path / "u" / "trainer_log.jsonl").write_text("\n".join(lines + [json.dumps({"train_runtime": 3.0})]))
-    doc, _ = analysis.analyze([log], window=0.25, reps=10)
+    doc, *_ = analysis.analyze([log], window=0.25, reps=10)
     t = doc["runs"]["grpo/uniform/ratio/seed0"]["training"]
     assert t == {"signal": "reward", "steps": 8, "first_quarter": pytest.approx(0.15),
                  "last_quarter": pytest.approx(0.65)}

@@ -72,6 +72,17 @@ CASES = {
                                       "model.name_or_path 'no-such-dir' is neither a local directory nor a hub id"),
     "completions that do not divide over the GPUs": (lambda t, c: _pretrained(t, c, 3),
                                                      "8 completions per step do not divide over 3 processes"),
+    "adalora starting at the target rank": (lambda t, c: c["allocation"]["adalora"].update(init_r=8),
+                                            "allocation.adalora.init_r 8 is not above the mean target rank 8"),
+    "adalora without a pruning phase": (lambda t, c: c["allocation"]["adalora"].update(tinit=2, tfinal=1),
+                                        "allocation.adalora.tinit 2 + allocation.adalora.tfinal 1 = 3 leaves no "
+                                        "pruning phase in grpo.steps 3"),
+    "adalora under DeepSpeed": (lambda t, c: c["grpo"].update(deepspeed="config/deepspeed/zero2.json"),
+                                "AdaLoRA cannot run under DeepSpeed"),
+    "adalora-final without adalora": (lambda t, c: c["allocation"].update(strategies=["uniform", "adalora-final"]),
+                                      "allocation.strategies has adalora-final but not adalora"),
+    "an adalora beta of 1": (lambda t, c: c["allocation"]["adalora"].update(beta1=1),
+                             "allocation.adalora.beta1: 1 is greater than or equal to the maximum of 1"),
 }
 
 

@@ -26,7 +26,8 @@ def test_whole_dag_produces_the_summary(finished):
     res = pd.read_csv(finished / f"{RESULTS}/summary/results.csv")
     assert set(res["regime"]) == {"grpo", "sft"}
     for regime, block in res.groupby("regime"):
-        assert list(block["strategy"]) == ["base", "uniform", "proportional", "random", "manual"], regime
+        assert list(block["strategy"]) == ["base", "uniform", "proportional", "random", "manual", "adalora",
+                                           "adalora-final"], regime
     assert (res["n"] == 16).all() and res["acc_strict"].between(0, 1).all()
     arms = res.set_index("arm")
     assert (arms.loc["grpo/uniform/ratio", "rank_min"], arms.loc["grpo/uniform/ratio", "rank_max"]) == (8, 8)
@@ -59,6 +60,19 @@ def test_whole_dag_produces_the_summary(finished):
     assert json.loads((finished / f"{RESULTS}/eval/base/seed0/metrics.json").read_text())["identity"]["kind"] == "base"
     assert (finished / "logs/test/train_sft/uniform/ratio/seed0.log").is_file()
     assert (finished / "benchmarks/test/train_grpo/uniform/ratio/seed0.tsv").is_file()
+    # the dynamic arm: pruned to the static arms' total rank, its final ranks frozen as a static arm
+    for regime in ("grpo", "sft"):
+        run = finished / ARM.format(kind="runs", regime=regime, strategy="adalora") / "seed0"
+        ranks = pd.read_parquet(run / "ranks.parquet")
+        assert ranks[ranks.step == ranks.step.max()]["rank"].sum() == 16 * 7
+        assert stats["runs"][f"{regime}/adalora/ratio/seed0"]["ranks"]["total"][-1] == 16 * 7
+        frozen = json.loads((finished / ARM.format(kind="allocations", regime=regime, strategy="adalora-final")
+                             ).with_suffix(".json").read_text())
+        assert frozen["profile"]["path"].endswith(f"runs/{regime}/adalora/ratio/seed0/ranks.parquet")
+        assert sum(sum(layer.values()) for layer in frozen["ranks"]) == 16 * 7
+        assert arms.loc[f"{regime}/adalora/ratio", "effective_params"] < arms.loc[f"{regime}/adalora/ratio", "trainable_params"]
+    assert "| grpo/adalora/ratio − grpo/adalora-final/ratio |" in md
+    assert "## Dynamic allocation (AdaLoRA)" in md and (finished / f"{RESULTS}/summary/figures/ranks.png").is_file()
 
 
 def test_complete_run_schedules_nothing(finished):
@@ -125,7 +139,7 @@ def test_budget_reruns_everything_downstream_of_allocation(finished, tmp_path):
     cfg = edited_config(tmp_path, lambda c: c["allocation"].update(budget=20, manual_ranks=[8, 12]))
     jobs = planned(finished, cfg)
     # every arm's allocation, config, training and evaluation; not data, model, warm-up or the base evaluation
-    assert jobs == {"allocate_ranks": 8, "write_lora_config": 8, "train_grpo": 4, "train_sft": 4, "evaluate_model": 8,
+    assert jobs == {"allocate_ranks": 12, "write_lora_config": 12, "train_grpo": 6, "train_sft": 6, "evaluate_model": 12,
                     "analyze_gradients": 1, "summarize_results": 1, "archive_results": 1, "all": 1}
 
 
@@ -134,7 +148,7 @@ def test_adding_an_alpha_policy_runs_only_its_own_arms(finished, tmp_path):
     r = snakemake(finished, "-n", configfile=cfg)
     assert r.returncode == 0, r.stderr[-2000:]
     jobs = planned(finished, cfg)
-    assert jobs == {"allocate_ranks": 8, "write_lora_config": 8, "train_grpo": 4, "train_sft": 4, "evaluate_model": 8,
+    assert jobs == {"allocate_ranks": 12, "write_lora_config": 12, "train_grpo": 6, "train_sft": 6, "evaluate_model": 12,
                     "analyze_gradients": 1, "summarize_results": 1, "archive_results": 1, "all": 1}
     planned_outputs = [line for line in r.stdout.splitlines() if line.strip().startswith("output:")]
     assert planned_outputs and not any("/ratio" in line for line in planned_outputs
@@ -151,7 +165,7 @@ def test_adding_the_sft_regime_runs_only_its_own_arms(finished, tmp_path):
     assert planned(copy, grpo_only) == {"analyze_gradients": 1, "summarize_results": 1, "archive_results": 1, "all": 1}
     r = snakemake(copy, configfile=grpo_only)  # now it is a finished GRPO-only study, its records included
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    assert planned(copy) == {"allocate_ranks": 4, "write_lora_config": 4, "train_sft": 4, "evaluate_model": 4,
+    assert planned(copy) == {"allocate_ranks": 6, "write_lora_config": 6, "train_sft": 6, "evaluate_model": 6,
                              "analyze_gradients": 1, "summarize_results": 1, "archive_results": 1, "all": 1}
 
 
@@ -169,7 +183,7 @@ def test_real_gsm8k_runs_the_same_dag_dry(tmp_path):
 
     cfg = edited_config(tmp_path, lambda c: c["data"].update(source="local", path=GSM8K_DIR))
     jobs = planned(tmp_path, cfg)
-    assert jobs["prepare_data"] == 1 and jobs["train_grpo"] == 4 and jobs["train_sft"] == 4
+    assert jobs["prepare_data"] == 1 and jobs["train_grpo"] == 6 and jobs["train_sft"] == 6
 
 
 def test_a_bad_value_fails_at_parse_time_naming_the_key(tmp_path):
@@ -186,9 +200,10 @@ def replace(path, old, new):
     path.write_text(text.replace(old, new))
 
 
-# the grader scores the GRPO reward and every evaluation: GRPO's runs rerun, with the allocation profiled from
-# its uniform run; the LoRA-SFT runs (which never grade) do not
-DOWNSTREAM_OF_TRAINING = {"allocate_ranks": 1, "write_lora_config": 1, "train_grpo": 4, "evaluate_model": 8,
+# the grader scores the GRPO reward and every evaluation: GRPO's runs rerun, with the allocations taken from
+# its runs (proportional from uniform's profile, adalora-final from adalora's ranks); the LoRA-SFT runs (which
+# never grade) do not
+DOWNSTREAM_OF_TRAINING = {"allocate_ranks": 2, "write_lora_config": 2, "train_grpo": 6, "evaluate_model": 12,
                           "evaluate_base": 1, "analyze_gradients": 1, "summarize_results": 1, "archive_results": 1,
                           "all": 1}
 
@@ -224,7 +239,7 @@ def test_evaluation_code_edit_reruns_evaluation_and_summary(finished, tmp_path):
     clone = repo_copy(tmp_path)
     f = clone / "lorarank/evaluate.py"
     replace(f, "torch.manual_seed(settings.seed)", "torch.manual_seed(settings.seed + 0)")
-    assert planned(finished, repo=clone) == {"evaluate_model": 8, "evaluate_base": 1, "summarize_results": 1,
+    assert planned(finished, repo=clone) == {"evaluate_model": 12, "evaluate_base": 1, "summarize_results": 1,
                                              "archive_results": 1, "all": 1}
 
 
@@ -233,7 +248,7 @@ def test_allocation_code_edit_reruns_the_allocated_chain(finished, tmp_path):
     f = clone / "lorarank/allocation.py"
     replace(f, "missing = total - sum(floors)", "missing = int(total - sum(floors))")
     jobs = planned(finished, repo=clone)
-    assert jobs == {"allocate_ranks": 8, "write_lora_config": 8, "train_grpo": 4, "train_sft": 4, "evaluate_model": 8,
+    assert jobs == {"allocate_ranks": 12, "write_lora_config": 12, "train_grpo": 6, "train_sft": 6, "evaluate_model": 12,
                     "analyze_gradients": 1, "summarize_results": 1, "archive_results": 1, "all": 1}
     assert not {"prepare_data", "build_model", "run_warmup"} & set(jobs)
 

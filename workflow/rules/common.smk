@@ -84,12 +84,17 @@ def allocate_inputs(wildcards):
     if wildcards.strategy in PROFILED:
         run = f"results/{wildcards.experiment}/runs/{wildcards.regime}/uniform/{PROFILE_POLICY}/seed{PROFILE_SEED}"
         inputs["grad_log"] = f"{run}/grad_norms.parquet"
+    if wildcards.strategy == "adalora-final":  # the adalora run of the same regime, first policy and seed
+        run = f"results/{wildcards.experiment}/runs/{wildcards.regime}/adalora/{PROFILE_POLICY}/seed{PROFILE_SEED}"
+        inputs["rank_log"] = f"{run}/ranks.parquet"
     return inputs
 
 
 def grad_log_flag(wildcards, input):
-    """The profiled strategies read the uniform run's gradient log (derived from the input: no rerun trigger
-    of its own, the input's is enough)."""
+    """The profiled strategies read the uniform run's gradient log, adalora-final the adalora run's rank log
+    (derived from the input: no rerun trigger of its own, the input's is enough)."""
+    if "rank_log" in input.keys():
+        return f"--rank-log {input.rank_log}"
     return f"--grad-log {input.grad_log}" if "grad_log" in input.keys() else ""
 
 
@@ -117,12 +122,16 @@ def analysis_inputs(wildcards):
     dirs = arm_files("results/{experiment}/runs/{regime}/{strategy}/{policy}/seed{seed}", wildcards.experiment)
     dirs += [f"results/{wildcards.experiment}/warmup"] if TINY else []
     return {"grad_logs": [f"{d}/grad_norms.parquet" for d in dirs], "runs": [f"{d}/run.json" for d in dirs],
-            "trainer_logs": [f"{d}/trainer_log.jsonl" for d in dirs]}
+            "trainer_logs": [f"{d}/trainer_log.jsonl" for d in dirs],
+            "rank_logs": [f"results/{wildcards.experiment}/runs/{r}/{s}/{p}/seed{seed}/ranks.parquet"
+                          for r, s, p in ARMS if s == "adalora" for seed in SEEDS]}
 
 
 # heatmap_<metric>_<regime>-<strategy>-<policy>.png: every arm on the study's and the rank-neutral metric
 HEATMAPS = [f"{metric}_{r}-{s}-{p}" for r, s, p in ARMS for metric in ("lora", "weight")]
 HEATMAPS += ["weight_warmup"] if TINY else []
+# AdaLoRA's rank trajectories, one panel per adalora arm: a figure only where there is one
+RANK_FIGURES = ["ranks"] if "adalora" in STRATEGIES else []
 
 
 # Cluster resources (Slurm). The tiny model runs on CPUs; a pretrained model gets GPUs. GPU count is

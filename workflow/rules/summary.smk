@@ -17,6 +17,8 @@ rule analyze_gradients:
                       category="Gradients"),
         contrast=report("results/{experiment}/summary/figures/contrast.png", caption="../report/contrast.rst",
                         category="Gradients"),
+        ranks=report(expand("results/{{experiment}}/summary/figures/{name}.png", name=RANK_FIGURES),
+                     caption="../report/ranks.rst", category="Gradients"),
     params:
         code=CODE["analyze"],
         out=subpath(output.stats, parent=True),

@@ -1,6 +1,7 @@
 # Training stage: one run per arm (regime, strategy, alpha policy) and seed, profiled: GRPO (TRL
 # GRPOTrainer) or LoRA-SFT (TRL SFTTrainer, loss on the completion), from the same start model and the
-# same training rows. A rerun after preemption resumes from the run directory's newest checkpoint
+# same training rows; ranks.parquet is the adapter's ranks (an adalora run's over training, `lorarank.adalora`).
+# A rerun after preemption resumes from the run directory's newest checkpoint
 # (checkpoints are not outputs, so they survive). Compute jobs run offline (HF_HUB_OFFLINE): they read
 # local paths only, which compute nodes without internet require.
 
@@ -15,6 +16,7 @@ rule train_grpo:
         grad_log="results/{experiment}/runs/grpo/{strategy}/{policy}/seed{seed}/grad_norms.parquet",
         trainer_log="results/{experiment}/runs/grpo/{strategy}/{policy}/seed{seed}/trainer_log.jsonl",
         run="results/{experiment}/runs/grpo/{strategy}/{policy}/seed{seed}/run.json",
+        ranks="results/{experiment}/runs/grpo/{strategy}/{policy}/seed{seed}/ranks.parquet",
     params:
         code=CODE["train"],
         settings=settings_flags("train_grpo"),
@@ -44,6 +46,7 @@ rule train_sft:
         grad_log="results/{experiment}/runs/sft/{strategy}/{policy}/seed{seed}/grad_norms.parquet",
         trainer_log="results/{experiment}/runs/sft/{strategy}/{policy}/seed{seed}/trainer_log.jsonl",
         run="results/{experiment}/runs/sft/{strategy}/{policy}/seed{seed}/run.json",
+        ranks="results/{experiment}/runs/sft/{strategy}/{policy}/seed{seed}/ranks.parquet",
     params:
         code=CODE["sft"],
         settings=settings_flags("train_sft"),

@@ -1,0 +1,60 @@
+"""The rank log contract (`ranks.parquet`): the rank of every adapted matrix over training.
+
+Long format, one row per (step, layer, module): step int32, layer int16, module str, rank int16,
+budget int32 (the sum of ranks the allocation aimed at when the row was written). Step 0 is the
+adapter as built. A static LoRA arm has step 0 only: its ranks never move. An AdaLoRA run
+(`lorarank.adalora`) adds the live ranks (the singular values its allocator keeps) at every
+reallocation, the last one at `total_step - tfinal`, after which they are frozen; its budget column
+follows AdaLoRA's cubic schedule from init_r x matrices down to the target.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+from lorarank.errors import UserError
+
+SCHEMA = {"step": "int32", "layer": "int16", "module": "object", "rank": "int16", "budget": "int32"}
+
+
+def frame(rows: list[tuple]) -> pd.DataFrame:
+    """rows of (step, layer, module, rank, budget) -> the contract's frame."""
+    return pd.DataFrame(rows, columns=list(SCHEMA)).astype(SCHEMA)
+
+
+def static(lora_doc: dict) -> pd.DataFrame:
+    """A static adapter's log: its ranks at step 0, from the verified LoRA config."""
+    total = sum(m["r"] for m in lora_doc["modules"])
+    return frame([(0, m["layer"], m["module"], m["r"], total) for m in lora_doc["modules"]])
+
+
+def read(path: str | os.PathLike) -> pd.DataFrame:
+    """Read and check a rank log; a violation is one UserError line naming it."""
+    if not os.path.isfile(path):
+        raise UserError(f"rank log {str(path)!r} does not exist")
+    try:
+        df = pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises several unrelated types for a non-parquet file
+        raise UserError(f"rank log {str(path)!r} is not a readable parquet file: {e}") from None
+    missing = [c for c in SCHEMA if c not in df.columns]
+    if missing:
+        raise UserError(f"rank log {str(path)!r} lacks column(s) {', '.join(missing)} (required: {', '.join(SCHEMA)})")
+    if df.empty:
+        raise UserError(f"rank log {str(path)!r} has no rows")
+    if (df["rank"] < 0).any():
+        raise UserError(f"rank log {str(path)!r} has negative ranks")
+    return df.astype(SCHEMA)
+
+
+def final(df: pd.DataFrame) -> tuple[int, dict[tuple[int, str], int]]:
+    """(last step, {(layer, module): rank at that step})."""
+    step = int(df["step"].max())
+    last = df[df["step"] == step]
+    return step, {(int(r.layer), str(r.module)): int(r.rank) for r in last.itertuples()}
+
+
+def per_layer(df: pd.DataFrame) -> pd.DataFrame:
+    """Steps (rows) x layers (columns): the mean rank of the layer's matrices."""
+    return df.pivot_table(index="step", columns="layer", values="rank", aggfunc="mean").sort_index()
