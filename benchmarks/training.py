@@ -54,7 +54,7 @@ def main() -> None:
                      f"{100 * run['profiler_seconds'] / run['train_seconds']:.2f}%",
                      1000 * run["weight_grad_seconds"] / args.steps,
                      f"{100 * run['weight_grad_seconds'] / run['train_seconds']:.2f}%",
-                     1000 * run["adapter_info"].get("allocator_seconds", 0.0) / args.steps])
+                     1000 * run.get("allocator_seconds", 0.0) / args.steps])
     print(table(["path", "steps", "A/B matrices", "s/step", "A/B ms/step", "A/B share", "G ms/step", "G share",
                  "allocator ms/step"], rows))
 

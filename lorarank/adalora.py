@@ -49,7 +49,7 @@ from transformers import TrainerCallback
 from lorarank import ranklog
 from lorarank.errors import UserError
 from lorarank.io import atomic_path
-from lorarank.study import DYNAMIC
+from lorarank.study import DYNAMIC, check_schedule
 
 STATE = "adalora_state.safetensors"
 ADAPTER = "default"
@@ -69,10 +69,7 @@ def check(lora_doc: dict | None, steps: int, deepspeed: str | None) -> None:
         raise UserError(f"--deepspeed {deepspeed}: the adalora strategy cannot run under DeepSpeed (the engine zeroes "
                         f"gradients inside backward, before AdaLoRA's allocator can read them, and ZeRO's fp32 master "
                         f"weights would undo its masking); run it without --deepspeed (plain or DDP)")
-    kw = lora_doc["lora_config"]
-    if kw["tinit"] + kw["tfinal"] >= steps:
-        raise UserError(f"--steps {steps}: AdaLoRA's tinit {kw['tinit']} + tfinal {kw['tfinal']} = "
-                        f"{kw['tinit'] + kw['tfinal']} leaves no pruning phase (it needs tinit + tfinal < steps)")
+    check_schedule(lora_doc["lora_config"]["tinit"], lora_doc["lora_config"]["tfinal"], steps)
 
 
 def learning_rate(lr: float, lora_doc: dict | None) -> float:
@@ -198,13 +195,12 @@ class AdaLoraControl(TrainerCallback):
         """What run.json records about the allocation the run ended with."""
         ranks = self.live_ranks()
         dims = {n: self._dims(n) for n in self.units}
-        final = [r for r in ranks.values()]
+        final = list(ranks.values())
         return {"rank_min": min(final), "rank_max": max(final), "rank_total_final": sum(final),
                 "target_budget": int(self.allocator.target_bgt), "initial_budget": int(self.allocator.init_bgt),
                 # a rank costs in + out + 1 parameters here: its row of P, column of Q and singular value
                 "effective_params_final": sum(ranks[n] * (dims[n][0] + dims[n][1] + 1) for n in self.units),
-                "allocator_calls": len(self.calls), "freeze_step": self.freeze_step(),
-                "allocator_seconds": self.seconds}
+                "allocator_calls": len(self.calls), "freeze_step": self.freeze_step()}
 
     def _dims(self, e_name: str) -> tuple[int, int]:
         a = dict(self.pairs)[e_name.replace(".lora_E.", ".lora_A.")]

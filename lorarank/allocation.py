@@ -210,12 +210,6 @@ class AllocationSpec:
                             f"(--budget {self.budget} over {num_layers} layers): AdaLoRA prunes from init_r down to the "
                             f"budget (the paper starts at 1.5x the target)")
 
-    def check_steps(self, steps: int, what: str = "--steps") -> None:
-        """AdaLoRA's schedule needs a pruning phase: tinit + tfinal < the run's optimizer steps."""
-        if self.tinit + self.tfinal >= steps:
-            raise UserError(f"--tinit {self.tinit} + --tfinal {self.tfinal} = {self.tinit + self.tfinal} leaves no "
-                            f"pruning phase in {what} {steps} (it needs tinit + tfinal < steps)")
-
     def effective_budget(self) -> int:
         """The budget the ranks sum to: floor(fraction x budget) for reduced (never above the fraction)."""
         if self.strategy == "reduced":

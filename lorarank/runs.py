@@ -160,6 +160,7 @@ def train_and_record(trainer, out: Path, record: dict, extra: dict, lora_doc: di
             "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)}
     if adalora is not None:  # the ranks it ended with; trainable_params stays the count it started with
         info["adapter_info"] = {**info["adapter_info"], **adalora.summary()}
+        info["allocator_seconds"] = adalora.seconds
     ranks = adalora.frame() if adalora is not None else ranklog.static(lora_doc) if lora_doc else None
     finish(trainer, profiler, out, info, ranks)
     return info

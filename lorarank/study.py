@@ -70,3 +70,11 @@ def arm_of(identity: dict) -> str:
 def reference_arm(key: tuple) -> tuple:
     """The arm another arm is compared with: the uniform arm of the same regime and alpha policy."""
     return key[0], "uniform", key[2]
+
+
+def check_schedule(tinit: int, tfinal: int, steps: int, what: str = "--steps") -> None:
+    """AdaLoRA's schedule needs a pruning phase: tinit + tfinal < the run's optimizer steps (the training
+    commands and the workflow's config check both ask)."""
+    if tinit + tfinal >= steps:
+        raise UserError(f"{what} {steps}: AdaLoRA's tinit {tinit} + tfinal {tfinal} = {tinit + tfinal} leaves no "
+                        f"pruning phase (it needs tinit + tfinal < steps)")

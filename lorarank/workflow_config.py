@@ -29,6 +29,7 @@ from lorarank.fetch_model import HubModel
 from lorarank.import_model import GGUFSource
 from lorarank.lora import LoraSettings
 from lorarank.sft import SFTSettings
+from lorarank.study import check_schedule
 from lorarank.train import GRPOSettings
 
 
@@ -229,9 +230,9 @@ def check_adalora(config: dict) -> None:
         raise UserError(f"grpo.deepspeed {config['grpo']['deepspeed']!r} with the adalora strategy: AdaLoRA cannot run "
                         f"under DeepSpeed (its allocator needs the gradients between the optimizer step and zero_grad); "
                         f"set grpo.deepspeed to null or drop adalora")
-    spec = settings(config, "allocate_ranks", strategy="adalora", alpha_policy=config["allocation"]["alpha_policies"][0])
+    adalora = config["allocation"]["adalora"]
     for regime in config["regimes"]:
         try:
-            spec.check_steps(config[regime]["steps"], f"{regime}.steps")
+            check_schedule(adalora["tinit"], adalora["tfinal"], config[regime]["steps"], f"{regime}.steps")
         except UserError as e:
-            raise UserError("allocation (adalora arm): " + _config_names(str(e), "allocate_ranks")) from None
+            raise UserError(f"{e} (allocation.adalora.tinit, tfinal)") from None

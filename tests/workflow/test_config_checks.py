@@ -75,8 +75,8 @@ CASES = {
     "adalora starting at the target rank": (lambda t, c: c["allocation"]["adalora"].update(init_r=8),
                                             "allocation.adalora.init_r 8 is not above the mean target rank 8"),
     "adalora without a pruning phase": (lambda t, c: c["allocation"]["adalora"].update(tinit=2, tfinal=1),
-                                        "allocation.adalora.tinit 2 + allocation.adalora.tfinal 1 = 3 leaves no "
-                                        "pruning phase in grpo.steps 3"),
+                                        "grpo.steps 3: AdaLoRA's tinit 2 + tfinal 1 = 3 leaves no pruning phase "
+                                        "(it needs tinit + tfinal < steps) (allocation.adalora.tinit, tfinal)"),
     "adalora under DeepSpeed": (lambda t, c: c["grpo"].update(deepspeed="config/deepspeed/zero2.json"),
                                 "AdaLoRA cannot run under DeepSpeed"),
     "adalora-final without adalora": (lambda t, c: c["allocation"].update(strategies=["uniform", "adalora-final"]),

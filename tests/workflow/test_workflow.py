@@ -89,7 +89,7 @@ def test_the_archive_of_a_real_run_verifies_and_rebuilds_byte_identical(finished
     assert set(doc["files"]) == produced  # every result file, and nothing else
     assert doc["code"]["git_commit"] and len(doc["code"]["tracked_files_sha256"]) == 64
     assert doc["environments"]["train"][0]["environment"]["packages"]["trl"].startswith("1.")
-    assert len(doc["environments"]["train"][0]["recorded_by"]) == 18  # warm-up, 8 runs, 9 evaluations
+    assert len(doc["environments"]["train"][0]["recorded_by"]) == 26  # warm-up, 12 runs, 13 evaluations
     before = (archive / "test.tar.gz").read_bytes()
     again = snakemake(finished, "--forcerun", "archive_results")
     assert again.returncode == 0, again.stderr[-3000:]
@@ -105,7 +105,7 @@ def test_lint_is_clean_once_images_are_named(tmp_path):
 def test_evaluation_setting_reruns_only_evaluation_and_summary(finished, tmp_path):
     cfg = edited_config(tmp_path, lambda c: c["evaluation"].update(max_new_tokens=24))
     jobs = planned(finished, cfg)
-    assert jobs == {"evaluate_model": 8, "evaluate_base": 1, "summarize_results": 1, "archive_results": 1, "all": 1}
+    assert jobs == {"evaluate_model": 12, "evaluate_base": 1, "summarize_results": 1, "archive_results": 1, "all": 1}
 
 
 OPERATIONAL = {
