@@ -141,8 +141,8 @@ class AdaLoraControl(TrainerCallback):
         self.seconds += time.perf_counter() - t0
         self.calls.append(step)
         if self.reallocates(step):
-            budget = self.allocator.target_bgt if step >= self.freeze_step() else self.allocator.budget_schedule(step)[0]
-            self._record(step, budget)
+            frozen = step >= self.freeze_step()
+            self._record(step, self.allocator.target_bgt if frozen else self.allocator.budget_schedule(step)[0])
         return control
 
     def on_train_end(self, args, state, control, **kwargs):

@@ -3,9 +3,9 @@ and of the full-weight gradient G of every adapted projection (`lorarank.weightg
 
 One `torch._foreach_norm` over all tracked gradients and one host transfer per step, so profiling
 stays cheap on the 392 matrices of the study. Rows follow the gradient-log contract
-(`lorarank.gradlog`): matrix 'A'/'B' for LoRA runs (and 'E' for AdaLoRA's singular values) plus 'G' (the adapted projection's full-weight
-gradient, rank = the module's r) on sampled steps, 'W' (the projection's full weight, rank 0) for
-full-parameter runs such as the tiny model's SFT warm-up.
+(`lorarank.gradlog`): matrix 'A'/'B' for LoRA runs ('A'/'E'/'B' for AdaLoRA, E its singular values)
+plus 'G' (the adapted projection's full-weight gradient, rank = the module's r) on sampled steps, 'W'
+(the projection's full weight, rank 0) for full-parameter runs such as the tiny model's SFT warm-up.
 
 Where the norms are read, so that they are pre-clip on both paths:
   plain    `ProfiledTrainerMixin` reads `param.grad` in the Trainer's clip step, before clipping

@@ -78,13 +78,13 @@ def common_args(out: Path, steps: int, lr: float, seed: int, save_steps: int, ma
 
 
 class CheckpointGradLog(TrainerCallback):
-    """Store the gradient log so far (and the state of `extra`: objects with save(dir) and load(dir), such
-    as AdaLoRA's allocator) inside each checkpoint, then mark the checkpoint complete."""
+    """Store the gradient log so far (and an `allocator`'s state: an object with save(dir) and load(dir),
+    AdaLoRA's control) inside each checkpoint, then mark the checkpoint complete."""
 
-    def __init__(self, profiler, run_key: str, extra=None):
+    def __init__(self, profiler, run_key: str, allocator=None):
         self.profiler = profiler
         self.run_key = run_key
-        self.extra = extra
+        self.allocator = allocator
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
@@ -92,8 +92,8 @@ class CheckpointGradLog(TrainerCallback):
             self.profiler.truncate(state.global_step)
             with atomic_path(ckpt / PARTIAL) as tmp:
                 self.profiler.frame().to_parquet(tmp, index=False)
-            if self.extra is not None:
-                self.extra.save(ckpt)
+            if self.allocator is not None:
+                self.allocator.save(ckpt)
             write_json(ckpt / MARKER, {"step": state.global_step, "run_key": self.run_key})
         return control
 
@@ -131,8 +131,9 @@ def newest_checkpoint(out: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-def resume(out: Path, profiler, key: str, extra=None) -> str | None:
-    """The newest complete checkpoint of this same run, its gradient log (and `extra`'s state) restored; else None."""
+def resume(out: Path, profiler, key: str, allocator=None) -> str | None:
+    """The newest complete checkpoint of this same run, its gradient log (and `allocator`'s state) restored;
+    else None."""
     ckpt = newest_checkpoint(out)
     if ckpt is None:
         return None
@@ -141,8 +142,8 @@ def resume(out: Path, profiler, key: str, extra=None) -> str | None:
         shutil.rmtree(out / "checkpoints")
         return None
     profiler.load(ckpt / PARTIAL)
-    if extra is not None:
-        extra.load(ckpt)
+    if allocator is not None:
+        allocator.load(ckpt)
     return str(ckpt)
 
 
