@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from lorarank.errors import UserError
+from lorarank.io import read_parquet
 
 MATRICES = ("A", "B", "E", "G", "W")
 METRICS = ("lora", "lora_normalised", "weight")
@@ -44,13 +45,7 @@ SCHEMA = {
 
 def read(path: str | os.PathLike) -> pd.DataFrame:
     """Read and validate a gradient log; any violation is a one-line UserError naming it."""
-    if not os.path.isfile(path):
-        raise UserError(f"gradient log {str(path)!r} does not exist")
-    try:
-        df = pd.read_parquet(path)
-    except Exception as e:  # pyarrow raises several unrelated types for a non-parquet file
-        raise UserError(f"gradient log {str(path)!r} is not a readable parquet file: {e}") from None
-    return validate(df, str(path))
+    return validate(read_parquet(path, "gradient log"), str(path))
 
 
 def validate(df: pd.DataFrame, name: str = "gradient log") -> pd.DataFrame:

@@ -75,6 +75,18 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
         raise UserError(f"{what} {str(path)!r} is not valid JSON: {e}") from None
 
 
+def read_parquet(path: str | os.PathLike, what: str = "table"):
+    """Read a parquet file (a pandas DataFrame), turning a missing or unreadable file into a one-line UserError."""
+    import pandas as pd
+
+    if not os.path.isfile(path):
+        raise UserError(f"{what} {str(path)!r} does not exist")
+    try:
+        return pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises several unrelated types for a non-parquet file
+        raise UserError(f"{what} {str(path)!r} is not a readable parquet file: {e}") from None
+
+
 def sha256_stream(f) -> tuple[str, int]:
     """(sha256, bytes) of a binary file object, read in 1 MiB chunks (weights can be GBs)."""
     h, size = hashlib.sha256(), 0

@@ -15,6 +15,7 @@ import os
 import pandas as pd
 
 from lorarank.errors import UserError
+from lorarank.io import read_parquet
 
 SCHEMA = {"step": "int32", "layer": "int16", "module": "object", "rank": "int16", "budget": "int32"}
 
@@ -32,12 +33,7 @@ def static(lora_doc: dict) -> pd.DataFrame:
 
 def read(path: str | os.PathLike) -> pd.DataFrame:
     """Read and check a rank log; a violation is one UserError line naming it."""
-    if not os.path.isfile(path):
-        raise UserError(f"rank log {str(path)!r} does not exist")
-    try:
-        df = pd.read_parquet(path)
-    except Exception as e:  # pyarrow raises several unrelated types for a non-parquet file
-        raise UserError(f"rank log {str(path)!r} is not a readable parquet file: {e}") from None
+    df = read_parquet(path, "rank log")
     missing = [c for c in SCHEMA if c not in df.columns]
     if missing:
         raise UserError(f"rank log {str(path)!r} lacks column(s) {', '.join(missing)} (required: {', '.join(SCHEMA)})")
