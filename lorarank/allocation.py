@@ -175,7 +175,7 @@ class AllocationSpec:
         if s == "random" and self.low > self.high:
             raise UserError(f"--low {self.low} is above --high {self.high}")
         if s == DYNAMIC:
-            self.check_adalora()
+            self.check_adalora(num_layers)
         if num_layers is None:
             return
         n_mod = len(self.target_modules) if self.granularity == "module" else 1
@@ -188,8 +188,6 @@ class AllocationSpec:
                 raise UserError(f"{what} {budget} is below {num_layers} layers x --min-rank {self.min_rank}")
             if self.max_rank is not None and budget * n_mod > units * self.max_rank:
                 raise UserError(f"{what} {budget} is above {num_layers} layers x --max-rank {self.max_rank}")
-        if s == DYNAMIC:
-            self.check_adalora(num_layers)
         if s == "uniform" and (self.budget * n_mod) % units and not self.allow_remainder:
             per = self.budget * n_mod // units
             rem = self.budget * n_mod - per * units
