@@ -155,9 +155,8 @@ def trend(trainer_log: str | Path, key: str) -> dict | None:
             "last_quarter": float(np.mean(values[-q:]))}
 
 
-def rank_trajectory(path: Path, adapter_info: dict) -> dict:
-    """An AdaLoRA run's ranks over training (`ranklog`) and what its final ranks cost."""
-    df = ranklog.read(path)
+def rank_trajectory(df: pd.DataFrame, adapter_info: dict) -> dict:
+    """An AdaLoRA run's ranks over training (its `ranklog`) and what its final ranks cost."""
     totals = df.groupby("step").agg(total=("rank", "sum"), budget=("budget", "first"))
     step, final = ranklog.final(df)
     layers = ranklog.per_layer(df).loc[step]
@@ -182,7 +181,6 @@ class Run:
             raise UserError(f"run record beside {grad_log!r} has no identity (written before lorarank 0.2: rerun it)")
         self.identity = record["identity"]
         self.key, self.seed = arm_key(self.identity), self.identity["seed"]
-        self.path = grad_log
         self.df = gradlog.read(grad_log)
         policy = self.identity.get("alpha_policy")
         per_step = {m: gradlog.step_shares(gradlog.select(self.df, m, policy, grad_log))
@@ -195,8 +193,8 @@ class Run:
         self.stats = {m: run_stats(ps, window) for m, ps in self.per_step.items()}
         self.training = trend(Path(grad_log).with_name("trainer_log.jsonl"),
                               TRAINING_SIGNAL.get(self.identity.get("kind"), "loss"))
-        self.ranks = (rank_trajectory(Path(grad_log).with_name("ranks.parquet"), record.get("adapter_info") or {})
-                      if self.key[1] == DYNAMIC else None)
+        self.rank_log = ranklog.read(Path(grad_log).with_name("ranks.parquet")) if self.key[1] == DYNAMIC else None
+        self.ranks = None if self.rank_log is None else rank_trajectory(self.rank_log, record.get("adapter_info") or {})
 
 
 def compare(runs: list[Run], uniform: list[Run], reps: int) -> dict:
@@ -307,8 +305,7 @@ def analyze(grad_logs: list[str], window: float, reps: int = 1000) -> tuple[dict
     # every arm gets its heatmaps (the workflow expects them), empty where its first seed had no gradient
     heat = {(arm_name(key), m): rs[0].per_step.get(m, pd.DataFrame()) for key, rs in arms.items()
             for m in ("lora", "weight") if m in gradlog.metrics(rs[0].df)}
-    trajectories = {arm_name(key): ranklog.per_layer(ranklog.read(Path(rs[0].path).with_name("ranks.parquet")))
-                    for key, rs in arms.items() if key[1] == DYNAMIC}
+    trajectories = {arm_name(key): ranklog.per_layer(rs[0].rank_log) for key, rs in arms.items() if key[1] == DYNAMIC}
     return doc, heat, trajectories
 
 
