@@ -11,7 +11,8 @@ import pytest
 from safetensors import safe_open
 
 from conftest import run_lorarank
-from test_train import digest, kill_at_first_checkpoint
+from test_train import digest, kill_at_first_checkpoint, sft_lora
+from test_train import grpo as train_grpo
 
 pytestmark = pytest.mark.train
 
@@ -32,16 +33,12 @@ def ada_lora(warm_model, tmp_path_factory):
     return adalora_config(warm_model / "final", tmp_path_factory.mktemp("adalora"), "--lr-scale", 2)
 
 
-def grpo(model, lora, data, out, *extra, steps=STEPS, check=True):
-    return run_lorarank("train", "--model", model, "--lora", lora, "--data", data, "--out", out, "--steps", steps,
-                        "--prompts-per-step", 4, "--generations", 4, "--max-completion-length", 32,
-                        "--save-steps", 2, "--seed", 3, *extra, check=check)
+def grpo(*args, steps=STEPS, check=True):
+    return train_grpo(*args, steps=steps, check=check)
 
 
-def sft(model, lora, data, out, *extra, steps=STEPS, check=True):
-    return run_lorarank("sft", "--model", model, "--lora", lora, "--data", data, "--out", out, "--steps", steps,
-                        "--batch-size", 8, "--lr", "1e-3", "--warmup-steps", 0, "--save-steps", 2, "--seed", 3,
-                        *extra, check=check)
+def sft(*args, steps=STEPS, check=True):
+    return sft_lora(*args, steps=steps, check=check)
 
 
 @pytest.fixture(scope="module")
@@ -152,8 +149,8 @@ def test_orthogonality_penalty_reaches_the_gradients(regime, warm_model, synth_d
     (grpo if regime == "grpo" else sft)(warm_model / "final", lora, synth_data / "train.parquet", out, steps=4)
     df = pd.read_parquet(out / "grad_norms.parquet")
     got = df[(df.step == 1) & df.matrix.isin(["A", "B"])].set_index(["layer", "module", "matrix"])["grad_norm"]
-    # the same initial adapter as the runs (seed 3), and the penalty's own gradient on it
-    model, _, _ = load_model_and_lora(str(warm_model / "final"), str(lora), 3, total_step=4)
+    # the same initial adapter as the runs (seed 7), and the penalty's own gradient on it
+    model, _, _ = load_model_and_lora(str(warm_model / "final"), str(lora), 7, total_step=4)
     control = AdaLoraControl(model)
     control.weight = 0.5
     control.penalty().backward()
@@ -188,8 +185,8 @@ def test_killed_adalora_run_resumes_bit_identically(ada_run, warm_model, ada_lor
     out = tmp_path / "killed"
     assert kill_at_first_checkpoint(
         out, "train", "--model", warm_model / "final", "--lora", ada_lora, "--data", synth_data / "train.parquet",
-        "--steps", STEPS, "--prompts-per-step", 4, "--generations", 4, "--max-completion-length", 32,
-        "--save-steps", 2, "--seed", 3), "no checkpoint appeared before the run ended"
+        "--steps", STEPS, "--prompts-per-step", 4, "--generations", 4, "--max-completion-length", 40,
+        "--save-steps", 2, "--seed", 7), "no checkpoint appeared before the run ended"
     assert (out / "checkpoints" / "checkpoint-2" / "adalora_state.safetensors").is_file()
     grpo(warm_model / "final", ada_lora, synth_data / "train.parquet", out)
     assert json.loads((out / "run.json").read_text())["resumed_from"].endswith("checkpoint-2")

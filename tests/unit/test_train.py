@@ -218,10 +218,10 @@ def test_checkpoints_of_another_configuration_are_not_resumed(plain_run, warm_mo
 
 
 # --- LoRA-SFT: the study's contrast arm, with the same profiler and guarantees -----------------------
-def sft_lora(model, lora, data, out, steps=4, check=True):
+def sft_lora(model, lora, data, out, *extra, steps=4, check=True):
     return run_lorarank("sft", "--model", model, "--lora", lora, "--data", data, "--out", out, "--steps", steps,
                         "--batch-size", 8, "--lr", "1e-3", "--warmup-steps", 0, "--save-steps", 2, "--seed", 7,
-                        check=check)
+                        *extra, check=check)
 
 
 @pytest.fixture(scope="module")
