@@ -1,21 +1,30 @@
 # The two quick-start commands (README): `make run` and `make test`. Both set up first.
-PY ?= python3
+# Everything runs in a virtual environment: the active one ($VIRTUAL_ENV), else the project's .venv/,
+# which `make setup` creates with `$(PY) -m venv` (python3 unless PY is given: PY=python3.12 make run;
+# PY is ignored while an environment is active). Its bin/ comes first on PATH for every recipe, so that
+# `snakemake`, `python` and the rules' `python -m lorarank` (and the tests' subprocesses) are that env's.
+PY ?=
 CORES ?= 2
+VENV := $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV),$(CURDIR)/.venv)
+export PATH := $(VENV)/bin:$(PATH)
 
 .PHONY: setup run test test-fast lint
 
 setup:
-	PYTHON=$(PY) bash scripts/setup.sh
+	PYTHON=$(PY) bash scripts/setup.sh "$(VENV)"
 
+# `make run`: the default workflow, then its scientific outputs against the published run's digests
+# (config/published/default.json; README: "The same bits on every machine")
 run: setup
 	snakemake --cores $(CORES)
+	python -m lorarank check-run results/default
 
 test: setup
-	$(PY) -m pytest
+	python -m pytest
 
 # the edit loop: everything that needs neither a training job nor a Snakemake run (about a minute)
 test-fast: setup
-	$(PY) -m pytest -m "not train and not dag and not slurm"
+	python -m pytest -m "not train and not dag and not slurm"
 
 lint: setup
 	snakemake --lint

@@ -11,7 +11,10 @@ import importlib
 import os
 import sys
 
+from lorarank import numerics
 from lorarank.errors import UserError
+from lorarank.numerics import Numerics
+from lorarank.options import add_arguments, from_args
 
 # command -> (module, one-line help), in pipeline order (as `--help` lists them)
 COMMANDS = {
@@ -28,9 +31,12 @@ COMMANDS = {
     "summarize": ("lorarank.summary", "results table: accuracies with CIs and paired tests against uniform"),
     "archive": ("lorarank.archive", "deterministic tarball + MANIFEST.json of an experiment's results"),
     "verify-archive": ("lorarank.verify_archive", "recompute an archive's hashes; name every file that changed"),
+    "check-run": ("lorarank.published", "a run's scientific outputs against the published run's digests (or an archive)"),
     "check-pattern": ("lorarank.patterns", "lint a hand-written rank_pattern/alpha_pattern against a model"),
     "fingerprint": ("lorarank.fingerprint", "what each command's code fingerprint (its rerun trigger) is made of"),
 }
+# commands that run torch kernels: they take the numerics profile (`lorarank.numerics`), applied before they run
+COMPUTE = ("build-model", "import-model", "sft", "train", "evaluate")
 
 
 class Parser(argparse.ArgumentParser):
@@ -48,8 +54,10 @@ def build_parser(names=None) -> Parser:
     for name in names or COMMANDS:
         module, help_ = COMMANDS[name]
         p = sub.add_parser(name, help=help_, description=help_)
-        p.set_defaults(_module=module)
+        p.set_defaults(_module=module, _compute=name in COMPUTE)
         importlib.import_module(module).configure(p)
+        if name in COMPUTE:
+            add_arguments(p.add_argument_group("numerics (the same bits on every x86-64 CPU)"), Numerics)
     return parser
 
 
@@ -64,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     name = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser([name] if name in COMMANDS else None).parse_args(argv)
     try:
+        if args._compute:
+            numerics.apply(from_args(Numerics, args))
         return int(importlib.import_module(args._module).run(args) or 0)
     except UserError as e:
         print(f"lorarank {args.command}: error: {e}", file=sys.stderr)

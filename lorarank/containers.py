@@ -28,7 +28,7 @@ ENVIRONMENTS = ("train", "analysis")
 COMMAND_ENV = {
     "prepare-data": "train", "build-model": "train", "import-model": "train", "fetch-model": "train", "allocate": "train", "lora-config": "train",
     "check-pattern": "train", "sft": "train", "train": "train", "evaluate": "train",
-    "analyze": "analysis", "summarize": "analysis", "archive": "analysis", "verify-archive": "analysis",
+    "analyze": "analysis", "summarize": "analysis", "archive": "analysis", "verify-archive": "analysis", "check-run": "analysis",
     "fingerprint": "analysis",
 }
 

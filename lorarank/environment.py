@@ -53,6 +53,10 @@ def hardware() -> dict:
 
 
 def describe() -> dict:
-    """Python, platform, container, hardware and every package version of this process."""
+    """Python, platform, container, hardware, the numerics profile (where a compute command applied one)
+    and every package version of this process."""
+    from lorarank import numerics
+
     return {"python": platform.python_version(), "platform": platform.platform(terse=True),
-            "container": container(), "hardware": hardware(), "packages": packages()}
+            "container": container(), "hardware": hardware(), "numerics": numerics.record(),
+            "packages": packages()}

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from lorarank import numerics
 from lorarank.environment import describe
 from lorarank.errors import UserError
 from lorarank.io import atomic_path, sha256_file, weights_sha256, write_json
@@ -105,8 +106,9 @@ def run_record(kind: str, settings, model: str, inputs: dict[str, str | None], l
     weights = weights_sha256(model)  # the weights, not just the path: a rebuilt model starts afresh
     strategy = lora_doc["allocation"]["strategy"] if lora_doc else None
     policy = lora_doc["alpha_policy"] if lora_doc else None
+    profile = numerics.applied()  # the bits depend on it: a checkpoint of another profile does not resume
     record = {"identity": run_identity(kind, strategy, policy, settings.seed, weights),
-              "settings": identity(settings),
+              "settings": identity(settings), "numerics": identity(profile) if profile else None,
               "inputs": {k: file_hash(v) for k, v in inputs.items()}}
     if lora_doc:
         ranks = [m["r"] for m in lora_doc["modules"]]
@@ -118,7 +120,7 @@ def run_record(kind: str, settings, model: str, inputs: dict[str, str | None], l
 def run_key(record: dict) -> str:
     """A rerun with another allocation, seed, data or model starts afresh; where it writes, and how
     often it checkpoints, do not count."""
-    content = [record["identity"], record["settings"], {k: (v or {}).get("sha256") for k, v in record["inputs"].items()}]
+    content = [record["identity"], record["settings"], record.get("numerics"), {k: (v or {}).get("sha256") for k, v in record["inputs"].items()}]
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
 
 

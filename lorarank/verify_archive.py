@@ -104,6 +104,8 @@ def verify(path: str) -> tuple[dict | None, list[str], int]:
 
 def configure(p) -> None:
     p.add_argument("path", help="archive directory, .tar.gz, or an extracted copy (holds MANIFEST.json)")
+    p.add_argument("--rerun", default=None, help="results/<experiment> of a rerun: also check its scientific outputs "
+                                                 "against this archive's (`lorarank check-run`)")
 
 
 def run(args) -> int:
@@ -114,4 +116,11 @@ def run(args) -> int:
         return 1
     print(f"{args.path}: {n} files match the manifest ({doc['experiment']}, code "
           f"{doc['code'].get('git_commit') or 'not under git'}{' dirty' if doc['code'].get('dirty') else ''})")
+    if args.rerun:
+        from lorarank import published
+
+        identical, lines = published.compare(Path(args.rerun), published.from_manifest(doc))
+        for line in lines:
+            print(f"{args.rerun}: {line}", file=sys.stdout if identical else sys.stderr)
+        return 0 if identical else 1
     return 0

@@ -28,6 +28,7 @@ from lorarank.evaluate import EvalSettings
 from lorarank.fetch_model import HubModel
 from lorarank.import_model import GGUFSource
 from lorarank.lora import LoraSettings
+from lorarank.numerics import Numerics
 from lorarank.sft import SFTSettings
 from lorarank.study import check_schedule
 from lorarank.train import GRPOSettings
@@ -64,6 +65,11 @@ WIRING = {
     "write_lora_config": (LoraSettings, {"allocation.dropout": "dropout"}),
 }
 
+# The numerics profile (lorarank.numerics): one config section, passed by every rule whose command runs
+# torch kernels, among the flags that trigger reruns (it changes the bits; the machine a job lands on does not).
+NUMERICS = (Numerics, _same("numerics", "kernels", "threads", "deterministic"))
+COMPUTE_RULES = ("build_model", "import_model", "run_warmup", "train_grpo", "train_sft", "evaluate_model")
+
 # schema keys the workflow reads itself (not a command's flag), and why
 WORKFLOW_KEYS = {
     "experiment": "names results/{experiment}/",
@@ -77,7 +83,7 @@ WORKFLOW_KEYS = {
     "allocation.strategies": "the arms: one allocate/train/evaluate chain each",
     "grpo.gpus": "Slurm resources and the accelerate launcher",
     "seeds": "one training run per arm and seed",
-    "containers": "a section", "containers.train": "the image rules run in",
+    "numerics": "a section", "containers": "a section", "containers.train": "the image rules run in",
     "containers.analysis": "the image rules run in",
 }
 
@@ -117,23 +123,37 @@ def values(config: dict, rule: str, **extra) -> dict:
     return {**{field: lookup(config, key) for key, field in keys.items()}, **extra}
 
 
-def flags(config: dict, rule: str, operational: bool = False, **extra) -> str:
-    """The command-line flags a rule passes: the settings that change results (its rerun-triggering
-    params), or with `operational` those that only change how the job runs."""
+def _flags(config: dict, rule: str, operational: bool = False, **extra) -> str:
     cls, _ = WIRING[rule]
     return options.to_flags(cls, values(config, rule, **extra), operational)
+
+
+def flags(config: dict, rule: str, operational: bool = False, **extra) -> str:
+    """The command-line flags a rule passes: the settings that change results (its rerun-triggering
+    params, with the numerics profile for a compute rule), or with `operational` those that only change
+    how the job runs."""
+    out = _flags(config, rule, operational, **extra)
+    if rule in COMPUTE_RULES and not operational:
+        out += " " + options.to_flags(NUMERICS[0], {f: lookup(config, k) for k, f in NUMERICS[1].items()})
+    return out.strip()
+
+
+def numerics_settings(config: dict) -> Numerics:
+    """The numerics profile exactly as a compute command builds it from the rule's flags."""
+    cls, keys = NUMERICS
+    return options.parse(cls, shlex.split(options.to_flags(cls, {f: lookup(config, k) for k, f in keys.items()})))
 
 
 def settings(config: dict, rule: str, **extra):
     """A rule's settings object, exactly as its command will build it from the flags the rule passes."""
     cls, _ = WIRING[rule]
-    argv = flags(config, rule, **extra) + " " + flags(config, rule, operational=True, **extra)
+    argv = _flags(config, rule, **extra) + " " + _flags(config, rule, operational=True, **extra)
     return options.parse(cls, shlex.split(argv))
 
 
 def _config_names(message: str, rule: str) -> str:
     """A command's message with its flags renamed to the config keys that set them."""
-    _, keys = WIRING[rule]
+    _, keys = NUMERICS if rule == "numerics" else WIRING[rule]
     by_field = {field: key for key, field in keys.items()}
 
     def rename(m):
@@ -208,6 +228,10 @@ def check(config: dict) -> None:
             settings(config, rule).check(**world.get(rule, {}))
         except UserError as e:
             raise UserError(_config_names(str(e), rule)) from None
+    try:  # on the submit host: a cluster's compute nodes are refused again by the job itself
+        numerics_settings(config).check()
+    except UserError as e:
+        raise UserError(_config_names(str(e), "numerics")) from None
     check_adalora(config)
     n = num_layers(config)
     for policy in config["allocation"]["alpha_policies"]:

@@ -14,6 +14,11 @@ import pandas as pd
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the hub is unreachable here; fail fast, never hang
+# The numerics profile's variables before torch loads in this process: tests that run torch in-process
+# take the kernels the commands take (the commands apply the same profile themselves, lorarank.numerics).
+from lorarank.numerics import Numerics, env as numerics_env  # noqa: E402  (standard library only)
+
+os.environ.update(numerics_env(Numerics()))
 
 
 @pytest.fixture(scope="session", autouse=True)

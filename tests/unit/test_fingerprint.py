@@ -29,11 +29,13 @@ def test_every_command_has_a_stable_fingerprint():
     a, b = fp.fingerprints(Path(ROOT)), fp.fingerprints(Path(ROOT))
     assert a == b and set(a) >= {"prepare-data", "build-model", "sft", "allocate", "lora-config", "train",
                                  "evaluate", "analyze", "summarize"}
-    # commands in different modules differ (archive and verify-archive share one module, so one fingerprint)
+    # commands whose code differs differ (verify-archive and check-run import each other: one closure)
     modules = fp.commands(Path(ROOT))
+    code = {c: fp.closure(Path(ROOT), m) for c, m in modules.items()}
     for x in a:
         for y in a:
-            assert (a[x] == a[y]) == (modules[x] == modules[y]), (x, y)
+            assert (a[x] == a[y]) == (code[x] == code[y]), (x, y)
+    assert a["prepare-data"] != a["train"] and a["verify-archive"] == a["check-run"]
 
 
 def test_container_digest_replaces_package_versions():

@@ -83,6 +83,10 @@ CASES = {
                                       "allocation.strategies has adalora-final but not adalora"),
     "an adalora beta of 1": (lambda t, c: c["allocation"]["adalora"].update(beta1=1),
                              "allocation.adalora.beta1: 1 is greater than or equal to the maximum of 1"),
+    "an unknown numerics setting": (lambda t, c: c.update(numerics={"kernels": "fast"}),
+                                    "numerics.kernels: 'fast' is not one of ['portable', 'native']"),
+    "zero numerics threads": (lambda t, c: c.update(numerics={"threads": 0}),
+                              "numerics.threads: 0 is less than the minimum of 1"),
 }
 
 

@@ -93,6 +93,8 @@ def flag_defaults(command: str) -> dict[str, object]:
 
 
 WIRED = [(rule, key, field) for rule, (_, keys) in workflow_config.WIRING.items() for key, field in keys.items()]
+# the numerics profile: one config section, a flag of every compute rule's command
+WIRED += [(rule, key, field) for rule in workflow_config.COMPUTE_RULES for key, field in workflow_config.NUMERICS[1].items()]
 
 
 @pytest.mark.parametrize("rule,key,field", WIRED, ids=[f"{r}:{k}" for r, k, _ in WIRED])

@@ -52,6 +52,10 @@ def _prepend(var, path, sep):
 
 
 _prepend("PYTHONPATH", workflow.basedir, os.pathsep)
+if not APPTAINER:
+    # `python` in a rule is the Python that runs Snakemake (the project's .venv, by `make run`), found
+    # without the user activating anything; in an image, the image's own
+    _prepend("PATH", os.path.dirname(sys.executable), os.pathsep)
 if APPTAINER:
     _prepend("APPTAINER_BIND", workflow.basedir, ",")
     # inside an image, this checkout alone: host entries would shadow the image's pinned packages

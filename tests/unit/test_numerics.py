@@ -1,0 +1,133 @@
+"""The numerics profile: the same bits on every x86-64 CPU. A short chain of real commands (tiny model build,
+warm-up, 3 GRPO and 3 LoRA-SFT steps, a 20-question evaluation) is compared with digests committed in the
+repository; the profile is shown in force in a bare command; a machine that cannot run it is refused.
+
+To update the committed digests after a change that moves the numbers (in the same commit):
+    LORARANK_WRITE_DIGESTS=1 python -m pytest tests/unit/test_numerics.py -k chain
+"""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_lorarank
+
+DIGESTS = Path(ROOT) / "tests/digests/chain.json"
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def chain(synth_data, tiny_model, warm_model, tmp_path_factory):
+    """name -> file of every artifact of the chain, in pipeline order (the session's tiny model and warm-up
+    are its first links)."""
+    d = tmp_path_factory.mktemp("chain")
+    start = warm_model / "final"
+    run_lorarank("allocate", "--strategy", "uniform", "--budget", 16, "--num-layers", 4, "--out", d / "alloc.json")
+    run_lorarank("lora-config", "--allocation", d / "alloc.json", "--model", start, "--dropout", 0,
+                 "--out", d / "lora.json", "--verify")
+    common = ["--model", start, "--lora", d / "lora.json", "--data", synth_data / "train.parquet", "--steps", 3,
+              "--save-steps", 100, "--seed", 3]
+    run_lorarank("train", *common, "--prompts-per-step", 4, "--generations", 4, "--max-completion-length", 24,
+                 "--out", d / "grpo")
+    run_lorarank("sft", *common, "--batch-size", 8, "--out", d / "sft")
+    run_lorarank("evaluate", "--model", start, "--adapter", d / "grpo" / "final", "--data", synth_data / "test.parquet",
+                 "--n", 20, "--max-new-tokens", 24, "--quiet", "--out", d / "eval")
+    return {
+        "data/train.parquet": synth_data / "train.parquet",
+        "model/model.safetensors": tiny_model / "model.safetensors",
+        "warmup/model.safetensors": start / "model.safetensors",
+        "warmup/grad_norms.parquet": warm_model / "grad_norms.parquet",
+        "grpo/adapter_model.safetensors": d / "grpo/final/adapter_model.safetensors",
+        "grpo/grad_norms.parquet": d / "grpo/grad_norms.parquet",
+        "sft/adapter_model.safetensors": d / "sft/final/adapter_model.safetensors",
+        "sft/grad_norms.parquet": d / "sft/grad_norms.parquet",
+        "eval/predictions.parquet": d / "eval/predictions.parquet",
+    }
+
+
+@pytest.mark.train
+def test_chain_matches_the_committed_digests(chain):
+    got = {name: sha(path) for name, path in chain.items()}
+    if os.environ.get("LORARANK_WRITE_DIGESTS"):
+        DIGESTS.write_text(json.dumps(got, indent=1) + "\n")
+        pytest.skip(f"wrote {DIGESTS}")
+    want = json.loads(DIGESTS.read_text())
+    assert list(want) == list(got), "the chain's artifacts changed: rewrite the digests (see the module docstring)"
+    first = next((name for name in want if got[name] != want[name]), None)
+    assert first is None, (f"first artifact that differs from the committed digests: {first} "
+                           f"({sum(got[n] != want[n] for n in want)} of {len(want)} differ)")
+
+
+@pytest.mark.train
+def test_the_profile_is_in_force_in_a_bare_command_and_recorded(chain):
+    """`lorarank train` by hand, with no flag: the run record shows the pinned kernel level torch reported."""
+    rec = json.loads((chain["grpo/grad_norms.parquet"].parent / "run.json").read_text())
+    num = rec["environment"]["numerics"]
+    assert (num["kernels"], num["threads"], num["deterministic"]) == ("portable", 2, True)
+    assert num["torch_cpu_capability"] == "AVX2" and num["torch_threads"] == 2 and num["deterministic_algorithms"]
+    assert num["env"]["MKL_CBWR"] == "COMPATIBLE,STRICT" and num["env"]["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    assert rec["numerics"] == {"kernels": "portable", "threads": 2, "deterministic": True}  # part of the resume key
+    metrics = json.loads((chain["eval/predictions.parquet"].parent / "metrics.json").read_text())
+    assert metrics["environment"]["numerics"]["torch_cpu_capability"] == "AVX2"
+
+
+def native_level() -> str:
+    """The kernel level torch picks on this CPU when nothing pins it (a clean environment)."""
+    env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
+    return subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+                          capture_output=True, text=True, env=env, check=True).stdout.strip()
+
+
+@pytest.mark.train
+def test_native_kernels_are_the_cpus_own_and_recorded(synth_data, warm_model, tmp_path):
+    """`--kernels native` undoes the pins even when the caller's environment carries them (this suite's does)."""
+    assert os.environ.get("ATEN_CPU_CAPABILITY") == "avx2"
+    run_lorarank("evaluate", "--model", warm_model / "final", "--data", synth_data / "test.parquet", "--n", 4,
+                 "--max-new-tokens", 8, "--quiet", "--kernels", "native", "--threads", 1, "--out", tmp_path)
+    num = json.loads((tmp_path / "metrics.json").read_text())["environment"]["numerics"]
+    assert num["kernels"] == "native" and num["env"]["MKL_CBWR"] is None and num["torch_threads"] == 1
+    assert num["torch_cpu_capability"] == native_level()
+
+
+def test_a_cpu_without_avx2_is_refused_in_one_line(cli, tmp_path, monkeypatch):
+    """The portable kernels need AVX2 and FMA: a CPU without them (here a cpuinfo without the flags) is refused
+    before anything loads, naming the flag and the way out."""
+    from lorarank import numerics
+
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor\t: 0\nflags\t\t: fpu sse sse2 ssse3 sse4_1 sse4_2 avx\n")
+    monkeypatch.setattr(numerics, "CPUINFO", str(fake))
+    code, out, err = cli("evaluate", "--model", tmp_path, "--data", tmp_path / "x.parquet", "--out", tmp_path / "o")
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == ["lorarank evaluate: error: --kernels portable needs a CPU with AVX2 and FMA, "
+                                        "and this one lacks AVX2, FMA: use --kernels native (bits then match only on "
+                                        "the same kind of CPU)"]
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_workflow_refuses_it_naming_the_config_key(tmp_path, monkeypatch):
+    import yaml
+
+    from lorarank import numerics, workflow_config
+    from lorarank.errors import UserError
+
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("flags\t\t: fpu sse sse2 avx avx2\n")  # AVX2 without FMA
+    monkeypatch.setattr(numerics, "CPUINFO", str(fake))
+    from snakemake.utils import validate
+
+    config = yaml.safe_load((Path(ROOT) / "config/config.yaml").read_text())
+    validate(config, str(Path(ROOT) / "workflow/schemas/config.schema.yaml"))
+    with pytest.raises(UserError, match=r"^numerics.kernels portable needs a CPU with AVX2 and FMA, and this one "
+                                        r"lacks FMA: use numerics.kernels native"):
+        workflow_config.check(config)
+    config["numerics"]["kernels"] = "native"
+    workflow_config.check(config)  # the way out works
