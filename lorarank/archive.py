@@ -118,10 +118,11 @@ def container_records(config: dict) -> dict:
 def manifest(results: Path, files: dict[str, Path], config: dict, snakemake_version: str | None,
              code_root: Path, resources: list[str] = ()) -> dict:
     train_envs = run_environments(results, list(files))
-    hardware = []
+    hardware, numerics = [], []  # distinct, as the jobs recorded them (lorarank.numerics: what made the bits)
     for e in train_envs:
-        if e["environment"].get("hardware") not in hardware:
-            hardware.append(e["environment"].get("hardware"))
+        for seen, key in ((hardware, "hardware"), (numerics, "numerics")):
+            if e["environment"].get(key) not in seen:
+                seen.append(e["environment"].get(key))
     return {
         "format": FORMAT,
         "experiment": results.name,
@@ -132,6 +133,7 @@ def manifest(results: Path, files: dict[str, Path], config: dict, snakemake_vers
         "containers": container_records(config),
         "environments": {"train": train_envs, "analysis": [{"environment": describe(), "recorded_by": ["archive"]}]},
         "hardware": hardware,
+        "numerics": numerics,
         # what came from outside results/ (a hub model fetched into resources/): its revision, commit, hashes
         "resources": {str(r): read_json(r, "resource record") for r in resources},
         "snakemake": snakemake_version,

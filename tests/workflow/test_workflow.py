@@ -75,6 +75,32 @@ def test_whole_dag_produces_the_summary(finished):
     assert "## Dynamic allocation (AdaLoRA)" in md and (finished / f"{RESULTS}/summary/figures/ranks.png").is_file()
 
 
+def test_the_numerics_profile_is_in_force_in_every_job_and_recorded(finished):
+    """Every training and evaluation job of the real run recorded the kernel level torch reported in it."""
+    records = list((finished / RESULTS).glob("runs/*/*/*/seed*/run.json")) + [finished / RESULTS / "warmup/run.json"]
+    records += list((finished / RESULTS).glob("eval/**/metrics.json"))
+    assert len(records) > 20
+    for path in records:
+        num = json.loads(path.read_text())["environment"]["numerics"]
+        assert (num["kernels"], num["torch_cpu_capability"], num["torch_threads"]) == ("portable", "AVX2", 2), path
+    manifest = json.loads((finished / RESULTS / "archive/MANIFEST.json").read_text())
+    assert manifest["config"]["numerics"] == {"kernels": "portable", "threads": 2, "deterministic": True}
+    assert [n["torch_cpu_capability"] for n in manifest["numerics"]] == ["AVX2"]
+
+
+def test_a_numerics_change_reruns_every_compute_job_and_what_follows(dag_run, tmp_path):
+    from conftest import job_stats
+
+    work, log = dag_run
+    full = job_stats(log)
+    jobs = planned(work, edited_config(tmp_path, lambda c: c.setdefault("numerics", {}).update(threads=1)))
+    compute = ("build_model", "run_warmup", "train_grpo", "train_sft", "evaluate_model", "evaluate_base")
+    assert {rule: jobs.get(rule) for rule in compute} == {rule: full[rule] for rule in compute}
+    assert "prepare_data" not in jobs and jobs["summarize_results"] == 1
+    r = snakemake(work, "-n", "-p", "--forcerun", "train_grpo", configfile=edited_config(tmp_path, lambda c: None))
+    assert "--kernels portable --threads 2 --deterministic" in r.stdout + r.stderr
+
+
 def test_complete_run_schedules_nothing(finished):
     assert planned(finished) == {}
 
