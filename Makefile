@@ -5,6 +5,8 @@
 # `snakemake`, `python` and the rules' `python -m lorarank` (and the tests' subprocesses) are that env's.
 PY ?=
 CORES ?= 2
+# the default config's experiment: where `make run` writes and what its check reads
+EXPERIMENT := $(shell sed -n 's/^experiment:[[:space:]]*\([^[:space:]#]*\).*/\1/p' config/config.yaml)
 VENV := $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV),$(CURDIR)/.venv)
 export PATH := $(VENV)/bin:$(PATH)
 
@@ -17,7 +19,7 @@ setup:
 # (config/published/default.json; README: "The same bits on every machine")
 run: setup
 	snakemake --cores $(CORES)
-	python -m lorarank check-run results/default
+	python -m lorarank check-run results/$(EXPERIMENT)
 
 test: setup
 	python -m pytest

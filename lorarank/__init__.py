@@ -12,13 +12,15 @@ Module map, in pipeline order (stage: rule -> `lorarank <command>` -> module):
   summary     analyze_gradients -> analyze        -> analysis      gradient statistics; figures
               summarize_results -> summarize      -> summary       accuracies, paired tests; stats
   archive     archive_results   -> archive        -> archive       tarball + manifest; verify_archive checks it
+  (make run)                       check-run      -> published     scientific outputs vs the published digests
   (tools)                          check-pattern  -> patterns      lint a hand-written rank_pattern
                                    fingerprint    -> fingerprint   what each command's rerun trigger hashes
 
 Shared pieces, one place each: `study` (strategies, alpha policies, scaling, a run's identity, the
 allocation file), `model` (model specs, loading, the bf16 decision), `gradlog` (the gradient-log
 contract and shares), `prompts` (layouts), `rewards`, `options` (settings dataclasses -> flags),
-`workflow_config` (config keys -> flags, cross-field checks; what the Snakefile imports), `io`
+`numerics` (the CPU/GPU numerics profile every compute command applies: the same bits on any x86-64
+CPU), `workflow_config` (config keys -> flags, cross-field checks; what the Snakefile imports), `io`
 (atomic writes, hashes), `environment`, `containers`, `errors`, `argtypes`, `cli` (the entry point).
 """
 

@@ -78,3 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"lorarank {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:  # torch's refusal under use_deterministic_algorithms: an op with no such kernel
+        if "deterministic" not in str(e) or not getattr(args, "deterministic", False):
+            raise
+        first = str(e).strip().splitlines()[0]
+        print(f"lorarank {args.command}: error: {first} (--deterministic; numerics.deterministic: false runs it "
+              f"without the guarantee)", file=sys.stderr)
+        return 2

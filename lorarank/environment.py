@@ -13,6 +13,8 @@ import platform
 import sys
 from importlib.metadata import distributions
 
+from lorarank import numerics
+
 
 def packages() -> dict[str, str]:
     """Every installed distribution, name (lower case) -> version, sorted by name."""
@@ -55,8 +57,6 @@ def hardware() -> dict:
 def describe() -> dict:
     """Python, platform, container, hardware, the numerics profile (where a compute command applied one)
     and every package version of this process."""
-    from lorarank import numerics
-
     return {"python": platform.python_version(), "platform": platform.platform(terse=True),
             "container": container(), "hardware": hardware(), "numerics": numerics.record(),
             "packages": packages()}

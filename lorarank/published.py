@@ -56,12 +56,11 @@ def order(name: str) -> tuple:
     return list(STAGES).index(name.split("/")[0]), name
 
 
-def hashes(results: Path) -> dict[str, str]:
-    """name -> sha256 of every scientific output under a results directory, in pipeline order."""
-    if not results.is_dir():
-        raise UserError(f"results directory {str(results)!r} does not exist (allowed: results/<experiment>)")
-    names = [f.relative_to(results).as_posix() for f in results.rglob("*") if f.is_file()]
-    return {n: sha256_file(results / n) for n in sorted(filter(scientific, names), key=order)}
+def hashes(results: Path, names) -> dict[str, str]:
+    """name -> sha256 of the scientific outputs among `names` (the run's own manifest: files an earlier config
+    left behind do not count), in pipeline order; a listed file no longer on disk is left out (missing)."""
+    return {n: sha256_file(results / n) for n in sorted(filter(scientific, names), key=order)
+            if (results / n).is_file()}
 
 
 def packages(manifest: dict) -> dict[str, str]:
@@ -111,23 +110,25 @@ def config_difference(mine: dict, theirs: dict, prefix: str = "") -> str | None:
     return None
 
 
-def compare(results: Path, published: dict) -> tuple[bool, list[str]]:
-    """(identical, report lines) for a results directory against published digests."""
+IDENTICAL, DIFFERS, NOT_COMPARABLE = "identical", "differs", "not comparable"
+
+
+def compare(results: Path, published: dict) -> tuple[str, list[str]]:
+    """(IDENTICAL, DIFFERS or NOT_COMPARABLE, report lines) for a finished run against published digests."""
     mine = run_manifest(results)
     differs = config_difference(mine.get("config") or {}, published.get("config") or {})
     if differs:
-        return False, [f"not comparable: the run's config differs from the published run's at {differs}; "
-                       f"published digests hold for the published config only"]
-    got, want = hashes(results), published["files"]
+        return NOT_COMPARABLE, [f"not comparable: the run's config differs from the published run's at {differs}; "
+                                f"published digests hold for the published config only"]
+    got, want = hashes(results, mine.get("files", {})), published["files"]
     same = [n for n in want if got.get(n) == want[n]]
-    lines = []
     if len(same) == len(want) and set(got) == set(want):
-        return True, [f"{len(same)}/{len(want)} outputs identical to the published run"]
+        return IDENTICAL, [f"{len(same)}/{len(want)} outputs identical to the published run"]
     missing = [n for n in want if n not in got]
     extra = [n for n in got if n not in want]
     changed = [n for n in want if n in got and got[n] != want[n]]
-    lines.append(f"{len(same)}/{len(want)} outputs identical to the published run; {len(changed)} differ, "
-                 f"{len(missing)} missing, {len(extra)} not in the published run")
+    lines = [f"{len(same)}/{len(want)} outputs identical to the published run; {len(changed)} differ, "
+             f"{len(missing)} missing, {len(extra)} not in the published run"]
     if changed:
         first = min(changed, key=order)
         lines.append(f"first that differs: {first} (sha256 {got[first][:16]}…, published {want[first][:16]}…): "
@@ -138,14 +139,23 @@ def compare(results: Path, published: dict) -> tuple[bool, list[str]]:
              if versions.get(p) != v]
     if moved:
         lines.append("package versions differ from the published run's: " + ", ".join(moved))
-    return False, lines
+    return DIFFERS, lines
+
+
+def report(results: Path, published: dict) -> int:
+    """Print the comparison; exit 1 only when the run differs (another config is another study, not a failure)."""
+    status, lines = compare(results, published)
+    for line in lines:
+        print(f"{results}: {line}", file=sys.stderr if status == DIFFERS else sys.stdout)
+    return 1 if status == DIFFERS else 0
 
 
 def publish(results: Path, out: Path) -> dict:
     """Write the published digests of a finished run (its archive manifest, cut), after checking the files
     on disk still match that manifest."""
-    doc = from_manifest(run_manifest(results))
-    now = hashes(results)
+    manifest = run_manifest(results)
+    doc = from_manifest(manifest)
+    now = hashes(results, manifest.get("files", {}))
     if now != doc["files"]:
         stale = next(n for n in sorted(set(now) | set(doc["files"]), key=order) if now.get(n) != doc["files"].get(n))
         raise UserError(f"{results}/{stale} does not match the run's archive manifest: rerun the workflow "
@@ -169,14 +179,12 @@ def run(args) -> int:
     results = Path(args.results)
     target = Path(args.against) if args.against else PUBLISHED / f"{results.name}.json"
     if args.publish:
+        if target.suffix != ".json":
+            raise UserError(f"--publish writes a .json file, not {str(target)!r} (an archive is never overwritten)")
         doc = publish(results, target)
         print(f"{target}: {len(doc['files'])} published digests of {results}")
         return 0
     if not target.exists():
         raise UserError(f"no published digests at {str(target)!r} (allowed: a digests .json, an archive directory, "
                         f".tar.gz or MANIFEST.json; `lorarank check-run {results} --publish` writes one)")
-    identical, lines = compare(results, load(target))
-    comparable = identical or not lines[0].startswith("not comparable")  # another study: nothing to check
-    for line in lines:
-        print(f"{results}: {line}", file=sys.stdout if identical or not comparable else sys.stderr)
-    return 0 if identical or not comparable else 1
+    return report(results, load(target))

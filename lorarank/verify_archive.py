@@ -119,8 +119,5 @@ def run(args) -> int:
     if args.rerun:
         from lorarank import published
 
-        identical, lines = published.compare(Path(args.rerun), published.from_manifest(doc))
-        for line in lines:
-            print(f"{args.rerun}: {line}", file=sys.stdout if identical else sys.stderr)
-        return 0 if identical else 1
+        return published.report(Path(args.rerun), published.from_manifest(doc))
     return 0

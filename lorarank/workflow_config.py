@@ -134,14 +134,18 @@ def flags(config: dict, rule: str, operational: bool = False, **extra) -> str:
     how the job runs."""
     out = _flags(config, rule, operational, **extra)
     if rule in COMPUTE_RULES and not operational:
-        out += " " + options.to_flags(NUMERICS[0], {f: lookup(config, k) for k, f in NUMERICS[1].items()})
+        out += " " + _numerics_flags(config)
     return out.strip()
+
+
+def _numerics_flags(config: dict) -> str:
+    cls, keys = NUMERICS
+    return options.to_flags(cls, {field: lookup(config, key) for key, field in keys.items()})
 
 
 def numerics_settings(config: dict) -> Numerics:
     """The numerics profile exactly as a compute command builds it from the rule's flags."""
-    cls, keys = NUMERICS
-    return options.parse(cls, shlex.split(options.to_flags(cls, {f: lookup(config, k) for k, f in keys.items()})))
+    return options.parse(NUMERICS[0], shlex.split(_numerics_flags(config)))
 
 
 def settings(config: dict, rule: str, **extra):

@@ -15,10 +15,20 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the hub is unreachable here; fail fast, never hang
 # The numerics profile's variables before torch loads in this process: tests that run torch in-process
-# take the kernels the commands take (the commands apply the same profile themselves, lorarank.numerics).
+# take the kernels the commands take. Subprocesses get the environment as it was (`child_env`): a command
+# must apply its profile itself, as it does for a user (lorarank.numerics), or the tests would not see it.
 from lorarank.numerics import Numerics, env as numerics_env  # noqa: E402  (standard library only)
 
-os.environ.update(numerics_env(Numerics()))
+_PROFILE = numerics_env(Numerics())
+_BEFORE = {k: os.environ[k] for k in _PROFILE if k in os.environ}
+os.environ.update(_PROFILE)
+
+
+def child_env(extra: dict | None = None) -> dict[str, str]:
+    """os.environ for a subprocess: without this process's profile variables (their values from before the
+    session, if any), plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if k not in _PROFILE}
+    return {**env, **_BEFORE, **(extra or {})}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -143,7 +153,7 @@ def run_lorarank(*argv, env=None, timeout=900, check=True):
     import subprocess
     import sys
 
-    full_env = {**os.environ, "PYTHONHASHSEED": "0", **(env or {})}
+    full_env = child_env({"PYTHONHASHSEED": "0", **(env or {})})
     r = subprocess.run([sys.executable, "-m", "lorarank", *map(str, argv)], capture_output=True, text=True,
                        env=full_env, timeout=timeout, cwd=ROOT)
     if check and r.returncode != 0:
@@ -218,7 +228,7 @@ STANDIN = Path(ROOT) / "tests/workflow/standin"
 
 def standin_env(log) -> dict[str, str]:
     """os.environ with the stand-in first on PATH, logging to `log`."""
-    return {**os.environ, "PATH": f"{STANDIN}{os.pathsep}{os.environ['PATH']}", "LORARANK_APPTAINER_LOG": str(log)}
+    return child_env({"PATH": f"{STANDIN}{os.pathsep}{os.environ['PATH']}", "LORARANK_APPTAINER_LOG": str(log)})
 
 
 # --- Snakemake on the test config -----------------------------------------------------------------

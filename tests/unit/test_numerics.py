@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_lorarank
+from conftest import ROOT, child_env, run_lorarank
 
 DIGESTS = Path(ROOT) / "tests/digests/chain.json"
 
@@ -68,7 +68,8 @@ def test_chain_matches_the_committed_digests(chain):
 
 @pytest.mark.train
 def test_the_profile_is_in_force_in_a_bare_command_and_recorded(chain):
-    """`lorarank train` by hand, with no flag: the run record shows the pinned kernel level torch reported."""
+    """`lorarank train` by hand, with no flag and none of the profile's variables in its environment
+    (`run_lorarank` leaves them out): the run record shows the pinned kernel level torch reported."""
     rec = json.loads((chain["grpo/grad_norms.parquet"].parent / "run.json").read_text())
     num = rec["environment"]["numerics"]
     assert (num["kernels"], num["threads"], num["deterministic"]) == ("portable", 2, True)
@@ -81,17 +82,17 @@ def test_the_profile_is_in_force_in_a_bare_command_and_recorded(chain):
 
 def native_level() -> str:
     """The kernel level torch picks on this CPU when nothing pins it (a clean environment)."""
-    env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
+    env = {k: v for k, v in child_env().items() if k != "ATEN_CPU_CAPABILITY"}
     return subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
                           capture_output=True, text=True, env=env, check=True).stdout.strip()
 
 
 @pytest.mark.train
 def test_native_kernels_are_the_cpus_own_and_recorded(synth_data, warm_model, tmp_path):
-    """`--kernels native` undoes the pins even when the caller's environment carries them (this suite's does)."""
-    assert os.environ.get("ATEN_CPU_CAPABILITY") == "avx2"
+    """`--kernels native` undoes the pins even when the caller's environment carries them."""
+    pins = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX2"}
     run_lorarank("evaluate", "--model", warm_model / "final", "--data", synth_data / "test.parquet", "--n", 4,
-                 "--max-new-tokens", 8, "--quiet", "--kernels", "native", "--threads", 1, "--out", tmp_path)
+                 "--max-new-tokens", 8, "--quiet", "--kernels", "native", "--threads", 1, "--out", tmp_path, env=pins)
     num = json.loads((tmp_path / "metrics.json").read_text())["environment"]["numerics"]
     assert num["kernels"] == "native" and num["env"]["MKL_CBWR"] is None and num["torch_threads"] == 1
     assert num["torch_cpu_capability"] == native_level()

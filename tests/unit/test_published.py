@@ -123,3 +123,24 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, cli):
     code, _, err = cli("check-run", run, "--publish", "--against", tmp_path / "p.json")
     assert code == 2 and "summary/results.md does not match the run's archive manifest" in err
     assert not (tmp_path / "p.json").exists()
+
+
+def test_outputs_an_earlier_config_left_behind_do_not_count(published, tmp_path, cli):
+    """Only the files the run's own manifest lists are compared: a dropped arm's old outputs stay on disk."""
+    _, path = published
+    rerun = finished_run(tmp_path / "rerun")
+    stale = rerun / "eval/grpo/random/ratio/seed0/predictions.parquet"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("from a config that had a random arm")
+    code, out, _ = cli("check-run", rerun, "--against", path)
+    assert code == 0 and "6/6 outputs identical" in out
+
+
+def test_publish_never_overwrites_an_archive(published, cli):
+    run, _ = published
+    tarball = run / "archive/exp.tar.gz"
+    before = tarball.read_bytes()
+    code, _, err = cli("check-run", run, "--publish", "--against", tarball)
+    assert code == 2 and err.strip().splitlines() == [
+        f"lorarank check-run: error: --publish writes a .json file, not {str(tarball)!r} (an archive is never overwritten)"]
+    assert tarball.read_bytes() == before

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, run_lorarank
+from conftest import ROOT, child_env, run_lorarank
 
 pytestmark = pytest.mark.train
 
@@ -126,7 +126,7 @@ def kill_at_first_checkpoint(out, *argv) -> bool:
     """Start `python -m lorarank *argv` writing to `out`, SIGTERM it once checkpoint-2 is complete (as a
     preemption would); True if that checkpoint was there."""
     proc = subprocess.Popen([sys.executable, "-m", "lorarank", *map(str, argv), "--out", str(out)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONHASHSEED": "0"})
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=child_env({"PYTHONHASHSEED": "0"}))
     marker = out / "checkpoints" / "checkpoint-2" / "lorarank.json"
     deadline = time.time() + 600
     while not marker.exists() and proc.poll() is None and time.time() < deadline:

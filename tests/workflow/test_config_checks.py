@@ -2,14 +2,13 @@
 names the config keys (the commands' own checks, run on the config when the Snakefile loads)."""
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, child_env
 
 pytestmark = pytest.mark.dag
 
@@ -98,7 +97,7 @@ def test_snakemake_refuses_a_bad_config_in_one_line(case, tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(cfg))
     r = subprocess.run(["snakemake", "-s", f"{ROOT}/Snakefile", "--configfile", str(path), "-n", "--cores", "1"],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=120, env=dict(os.environ))
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120, env=child_env())
     assert r.returncode != 0
     lines = [line for line in (r.stdout + r.stderr).splitlines() if line.startswith("config: ")]
     assert len(lines) == 1 and expected in lines[0], (r.stdout + r.stderr)[-2000:]

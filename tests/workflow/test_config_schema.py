@@ -154,3 +154,14 @@ def test_the_archived_config_leaves_out_exactly_the_operational_keys():
                                                    "warmup.save_steps"]
     assert "save_steps" not in kept["grpo"] and "batch_size" not in kept["evaluation"]
     assert kept["grpo"]["steps"] == config["grpo"]["steps"] and "save_steps" in config["grpo"]  # a copy
+
+
+def test_the_compute_rules_are_the_commands_that_apply_the_numerics_profile():
+    from lorarank.cli import COMPUTE
+
+    assert {COMMAND_OF[rule] for rule in workflow_config.COMPUTE_RULES} == set(COMPUTE)
+    config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    validate(config, str(SCHEMA_PATH))
+    for rule in workflow_config.WIRING:
+        has = "--kernels portable --threads 2 --deterministic" in workflow_config.flags(config, rule, strategy="uniform")
+        assert has == (rule in workflow_config.COMPUTE_RULES), rule

@@ -138,17 +138,21 @@ RANK_FIGURES = ["ranks"] if "adalora" in STRATEGIES else []
 # an experiment fact (`grpo.gpus`, it sets the per-device batch), memory and runtime are site
 # defaults sized for a 1.5B model, overridable with --set-resources.
 GPUS = config["grpo"]["gpus"] if SOURCE == "pretrained" else 0
+# A compute job's threads are the numerics profile's (lorarank.numerics): the order of parallel sums depends
+# on them, so they are an experiment fact in the config, not a profile setting; Snakemake and Slurm reserve
+# that many cores.
+THREADS = config["numerics"]["threads"]
 
 
 def train_resources():
     if not GPUS:
-        return {"cpus_per_task": 2, "mem_mb": 4000, "runtime": 60}
+        return {"cpus_per_task": THREADS, "mem_mb": 4000, "runtime": 60}
     return {"gpu": GPUS, "cpus_per_task": 8 * GPUS, "mem_mb": 32000 * GPUS, "runtime": 24 * 60}
 
 
 def eval_resources():
     if not GPUS:
-        return {"cpus_per_task": 2, "mem_mb": 4000, "runtime": 30}
+        return {"cpus_per_task": THREADS, "mem_mb": 4000, "runtime": 30}
     return {"gpu": 1, "cpus_per_task": 8, "mem_mb": 48000, "runtime": 4 * 60}
 
 

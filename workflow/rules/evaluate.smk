@@ -17,6 +17,8 @@ rule evaluate_model:
         "logs/{experiment}/evaluate_model/{regime}/{strategy}/{policy}/seed{seed}.log",
     benchmark:
         "benchmarks/{experiment}/evaluate_model/{regime}/{strategy}/{policy}/seed{seed}.tsv"
+    threads:
+        THREADS
     resources:
         **eval_resources(),
     container:
@@ -42,6 +44,8 @@ rule evaluate_base:
         "logs/{experiment}/evaluate_base/seed{seed}.log",
     benchmark:
         "benchmarks/{experiment}/evaluate_base/seed{seed}.tsv"
+    threads:
+        THREADS
     resources:
         **eval_resources(),
     container:

@@ -39,6 +39,8 @@ if SOURCE == "gguf":
             "logs/{experiment}/import_model.log",
         benchmark:
             "benchmarks/{experiment}/import_model.tsv"
+        threads:
+            THREADS
         container:
             image("import-model")
         shell:
@@ -62,6 +64,8 @@ if TINY:
             "logs/{experiment}/build_model.log",
         benchmark:
             "benchmarks/{experiment}/build_model.tsv"
+        threads:
+            THREADS
         container:
             image("build-model")
         shell:
@@ -85,6 +89,8 @@ if TINY:
             "logs/{experiment}/run_warmup.log",
         benchmark:
             "benchmarks/{experiment}/run_warmup.tsv"
+        threads:
+            THREADS
         resources:
             **train_resources(),
         container:

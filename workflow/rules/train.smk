@@ -27,6 +27,8 @@ rule train_grpo:
         "logs/{experiment}/train_grpo/{strategy}/{policy}/seed{seed}.log",
     benchmark:
         "benchmarks/{experiment}/train_grpo/{strategy}/{policy}/seed{seed}.tsv"
+    threads:
+        THREADS
     resources:
         **train_resources(),
     container:
@@ -57,6 +59,8 @@ rule train_sft:
         "logs/{experiment}/train_sft/{strategy}/{policy}/seed{seed}.log",
     benchmark:
         "benchmarks/{experiment}/train_sft/{strategy}/{policy}/seed{seed}.tsv"
+    threads:
+        THREADS
     resources:
         **train_resources(),
     container:
