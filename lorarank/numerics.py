@@ -103,11 +103,10 @@ def apply(settings: Numerics) -> None:
     """Put the profile in force in this process, or refuse in one line. Idempotent."""
     global _applied
     settings.check()
-    wanted = env(settings)
     if "torch" in sys.modules and _applied is not None and _applied != settings:
         raise UserError(f"this process already runs under numerics {identity(_applied)}; it cannot switch to "
                         f"{identity(settings)}")
-    os.environ.update(wanted)
+    os.environ.update(env(settings))
     for var in PORTABLE_ENV:  # native: leave the libraries to their own dispatch
         if settings.kernels == "native" and os.environ.get(var) == PORTABLE_ENV[var]:
             os.environ.pop(var)
@@ -120,7 +119,8 @@ def apply(settings: Numerics) -> None:
     torch.set_num_threads(settings.threads)
     torch.use_deterministic_algorithms(settings.deterministic)
     torch.backends.cudnn.deterministic = settings.deterministic
-    torch.backends.cudnn.benchmark = not settings.deterministic and torch.backends.cudnn.benchmark
+    if settings.deterministic:  # autotuning picks kernels by timing: another pick, other bits
+        torch.backends.cudnn.benchmark = False
     _applied = settings
 
 
