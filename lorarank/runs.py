@@ -120,7 +120,8 @@ def run_record(kind: str, settings, model: str, inputs: dict[str, str | None], l
 def run_key(record: dict) -> str:
     """A rerun with another allocation, seed, data or model starts afresh; where it writes, and how
     often it checkpoints, do not count."""
-    content = [record["identity"], record["settings"], record.get("numerics"), {k: (v or {}).get("sha256") for k, v in record["inputs"].items()}]
+    inputs = {k: (v or {}).get("sha256") for k, v in record["inputs"].items()}
+    content = [record["identity"], record["settings"], record.get("numerics"), inputs]
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
 
 
