@@ -6,7 +6,7 @@
 
 The scientific outputs are what a reader's conclusions rest on: the data splits, the model and adapter
 weights, the gradient and rank logs, the predictions and `summary/results.md`; never logs, timings, run
-records or paths (they name the machine). `make run` ends with the first command: "37/37 outputs identical
+records or paths (they name the machine). `make run` ends with the first command: "40/40 outputs identical
 to the published run", or the first output that differs, in pipeline order, and what that points to.
 The published file is the run's archive manifest cut to those files, with its config (the check first
 compares configs: another config, or `numerics.kernels: native`, is another study and is reported as not

@@ -6,7 +6,6 @@ To update the committed digests after a change that moves the numbers (in the sa
     LORARANK_WRITE_DIGESTS=1 python -m pytest tests/unit/test_numerics.py -k chain
 """
 
-import hashlib
 import json
 import os
 import subprocess
@@ -17,11 +16,9 @@ import pytest
 
 from conftest import ROOT, child_env, run_lorarank
 
+from lorarank.io import sha256_file
+
 DIGESTS = Path(ROOT) / "tests/digests/chain.json"
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +52,7 @@ def chain(synth_data, tiny_model, warm_model, tmp_path_factory):
 
 @pytest.mark.train
 def test_chain_matches_the_committed_digests(chain):
-    got = {name: sha(path) for name, path in chain.items()}
+    got = {name: sha256_file(path) for name, path in chain.items()}
     if os.environ.get("LORARANK_WRITE_DIGESTS"):
         DIGESTS.write_text(json.dumps(got, indent=1) + "\n")
         pytest.skip(f"wrote {DIGESTS}")
