@@ -27,9 +27,9 @@ localrules:
 
 wildcard_constraints:
     experiment=config["experiment"],
-    regime="grpo|sft",
+    regime="|".join(regimes.REGIMES),
     strategy="|".join(STRATEGIES),
-    policy="ratio|constant|rslora",
+    policy="|".join(ALPHA_POLICIES),
     seed=r"\d+",
 
 

@@ -33,10 +33,10 @@ def main() -> None:
         args.model, args.data = scratch / "sft/final", scratch / "d/test.parquet"
 
     from lorarank.data import load_split
-    from lorarank.evaluate import generate, load_model, subset
+    from lorarank.evaluate import EvalSettings, generate, load_model, subset
 
     model, tok = load_model(str(args.model), None)
-    questions = list(subset(load_split(args.data), args.n, 0)["question"])
+    questions = list(subset(load_split(args.data), EvalSettings(n=args.n, seed=0))["question"])
     rows, outputs = [], {}
     for bs in (1, args.batch_size):
         t0 = time.perf_counter()

@@ -16,8 +16,8 @@ Module map, in pipeline order (stage: rule -> `lorarank <command>` -> module):
   (tools)                          check-pattern  -> patterns      lint a hand-written rank_pattern
                                    fingerprint    -> fingerprint   what each command's rerun trigger hashes
 
-Shared pieces, one place each: `study` (strategies, alpha policies, scaling, a run's identity, the
-allocation file), `model` (model specs, loading, the bf16 decision), `gradlog` (the gradient-log
+Shared pieces, one place each: `study` (alpha policies, scaling, a run's identity, the allocation
+file), `allocation.strategies` (the strategy registry), `model` (model specs, loading, the bf16 decision), `gradlog` (the gradient-log
 contract and shares), `prompts` (layouts), `rewards`, `options` (settings dataclasses -> flags),
 `numerics` (the CPU/GPU numerics profile every compute command applies: the same bits on any x86-64
 CPU), `workflow_config` (config keys -> flags, cross-field checks; what the Snakefile imports), `io`

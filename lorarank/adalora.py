@@ -49,7 +49,8 @@ from transformers import TrainerCallback
 from lorarank import ranklog
 from lorarank.errors import UserError
 from lorarank.io import atomic_path
-from lorarank.study import DYNAMIC, check_schedule
+from lorarank.allocation.adalora_settings import check_schedule, refuse_deepspeed
+from lorarank.allocation.strategies import DYNAMIC
 
 STATE = "adalora_state.safetensors"
 ADAPTER = "default"
@@ -65,10 +66,7 @@ def check(lora_doc: dict | None, steps: int, deepspeed: str | None) -> None:
     """Refuse what AdaLoRA cannot do, in one line, before anything loads."""
     if not is_dynamic(lora_doc):
         return
-    if deepspeed:
-        raise UserError(f"--deepspeed {deepspeed}: the adalora strategy cannot run under DeepSpeed (the engine zeroes "
-                        f"gradients inside backward, before AdaLoRA's allocator can read them, and ZeRO's fp32 master "
-                        f"weights would undo its masking); run it without --deepspeed (plain or DDP)")
+    refuse_deepspeed(deepspeed)
     check_schedule(lora_doc["lora_config"]["tinit"], lora_doc["lora_config"]["tfinal"], steps)
 
 

@@ -1,5 +1,6 @@
-"""Gradient statistics of the study, on every importance metric (`lorarank.gradlog`: lora, lora_normalised,
-weight), from gradient logs and the run.json beside each (what a log is comes from there, never its path).
+"""Gradient statistics of the study, on every gradient metric (`lorarank.gradmetrics`: lora, lora_normalised,
+weight), from each run's gradient log, its run.json (what a log is comes from there, never its path), its
+trainer log, and an adalora run's rank log: every file named on the command line (`--run`).
 
 Per run and metric: per-layer shares, hottest and coldest layer, max/min ratio, the share carried by the
 top 30% of layers, and the early-vs-late Pearson correlation of the share map (mean share over the first
@@ -9,13 +10,13 @@ rank and the shift of its share (the study's "amplification": 0.972 random, 0.94
 bootstrap 95% CI over steps and seeds, and the widening of max/min.
 
 The mechanical prediction of each arm: the uniform run's `lora` importance of every (layer, module)
-times that module's mechanical factor s_arm sqrt(r_arm) / (s_uni sqrt(r_uni)) (`lora.scaling`: alpha/r,
+times that module's mechanical factor s_arm sqrt(r_arm) / (s_uni sqrt(r_uni)) (`study.AlphaPolicy.scaling`: alpha/r,
 or alpha/sqrt(r) with rsLoRA), renormalised per step into shares. It is what the `lora` shares would do
 if the loss asked nothing new of any layer; `explained` = 1 - sum (observed - predicted shift)^2 / sum
 observed shift^2 is the fraction of the observed `lora` shift it accounts for (1: all mechanics; 0: none).
 
-An AdaLoRA run (strategy adalora, `lorarank.adalora`) also gets its rank trajectory from the ranks.parquet
-beside its log: total rank against the budget at each reallocation, the final ranks per layer and per
+An AdaLoRA run (strategy adalora, `lorarank.adalora`) also gets its rank trajectory from its rank log
+(ranks.parquet): total rank against the budget at each reallocation, the final ranks per layer and per
 projection type, and the parameters they cost. Its rank moves during the run, so it has no rank-vs-shift
 statistic; its frozen result (adalora-final) is a static arm and has one.
 
@@ -28,18 +29,21 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from lorarank import gradlog, ranklog
+from lorarank.allocation.strategies import DYNAMIC
 from lorarank.errors import UserError
-from lorarank.study import DYNAMIC, arm_key, arm_name, reference_arm, scaling
+from lorarank.gradmetrics import HEATMAPS, METRICS, heatmap_file, mechanical_factor
+from lorarank.regimes import WARMUP, signal
+from lorarank.study import Arm, arm_key
 
 DEFINITION = ("share = sqrt(sum of squared gradient norms of a layer's matrices of the metric) / sum over layers, "
-              "averaged over steps; metrics: lora (A/B norms, the study's), lora_normalised (each A/B norm / "
-              "(s sqrt(r))), weight (norm of the full-weight gradient G, rank-neutral); amplification = "
-              "correlation of allocated rank with share - uniform share")
+              "averaged over steps; metrics: " + ", ".join(f"{m.name} ({m.gloss})" for m in METRICS.values())
+              + "; amplification = correlation of allocated rank with share - uniform share")
 
 
 FLAT = 1e-6  # shares come from float32 norms: differences below this are rounding, not signal
@@ -117,13 +121,13 @@ def module_ranks(df: pd.DataFrame) -> pd.Series:
 
 
 def mechanical(uniform: pd.DataFrame, uni_policy: dict, arm: pd.DataFrame, arm_policy: dict) -> pd.Series:
-    """Predicted `lora` shares of the arm: the uniform run's module importances times each module's
+    """Predicted `lora` shares of the arm: the uniform run's module norms times each module's
     mechanical factor s sqrt(r) relative to uniform's, renormalised per step, averaged over steps."""
     def factor(ranks: pd.Series, policy: dict) -> pd.Series:
-        return ranks.map(lambda r: scaling(policy, int(r)) * math.sqrt(int(r)))
+        return ranks.map(lambda r: mechanical_factor(policy, int(r)))
 
     f = factor(module_ranks(arm), arm_policy) / factor(module_ranks(uniform), uni_policy)
-    imp = gradlog.importance(gradlog.select(uniform, "lora"), "module")
+    imp = gradlog.unit_norms(gradlog.select(uniform, "lora"), "module")
     pred = np.sqrt((imp ** 2 * f.reindex(imp.columns).to_numpy()[None, :] ** 2).T.groupby(level="layer").sum().T)
     totals = pred.sum(axis=1)
     return pred[totals > 0].div(totals[totals > 0], axis=0).mean(axis=0)
@@ -134,11 +138,6 @@ def explained(observed: list[float], predicted: list[float]) -> float | None:
     obs, pred = np.asarray(observed), np.asarray(predicted)
     ss = float((obs ** 2).sum())
     return None if ss == 0 else 1 - float(((obs - pred) ** 2).sum()) / ss
-
-
-# what each kind of run optimises, as its trainer logs it per step: GRPO the sum of its rewards (format and
-# correctness), the warm-up and LoRA-SFT their loss
-TRAINING_SIGNAL = {"grpo": "reward"}
 
 
 def trend(trainer_log: str | Path, key: str) -> dict | None:
@@ -170,30 +169,51 @@ def rank_trajectory(df: pd.DataFrame, adapter_info: dict) -> dict:
             "effective_params_final": adapter_info.get("effective_params_final")}
 
 
-class Run:
-    """One gradient log with the identity run.json gives it, its share maps per metric computed once."""
+class RunFiles(NamedTuple):
+    """The files of one run that the analysis reads, each named on its command line (`--run`)."""
 
-    def __init__(self, grad_log: str, window: float):
+    record: str  # run.json: what the run is (its identity), never its path
+    grad_log: str  # grad_norms.parquet
+    trainer_log: str  # trainer_log.jsonl: the training trend
+    rank_log: str | None = None  # ranks.parquet: an adalora run's rank trajectory
+
+    @classmethod
+    def parse(cls, values: list[str]) -> RunFiles:
+        if len(values) not in (3, 4):
+            raise UserError(f"--run {' '.join(values)}: give a run's run.json, grad_norms.parquet and "
+                            f"trainer_log.jsonl, and for an adalora run its ranks.parquet ({len(values)} files given)")
+        for path in values:
+            if not Path(path).is_file():
+                raise UserError(f"--run: {path!r} does not exist")
+        return cls(*values)
+
+
+class Run:
+    """One run's gradient log with the identity its run.json gives it, its share maps per metric computed once."""
+
+    def __init__(self, files: RunFiles, window: float):
         from lorarank.io import read_json
 
-        record = read_json(Path(grad_log).with_name("run.json"), f"run record of {grad_log!r}")
+        grad_log = files.grad_log
+        record = read_json(files.record, f"run record of {grad_log!r}")
         if "identity" not in record:
-            raise UserError(f"run record beside {grad_log!r} has no identity (written before lorarank 0.2: rerun it)")
+            raise UserError(f"run record {files.record!r} has no identity (written before lorarank 0.2: rerun it)")
         self.identity = record["identity"]
         self.key, self.seed = arm_key(self.identity), self.identity["seed"]
         self.df = gradlog.read(grad_log)
         policy = self.identity.get("alpha_policy")
         per_step = {m: gradlog.step_shares(gradlog.select(self.df, m, policy, grad_log))
-                    for m in gradlog.metrics(self.df) if m != "lora_normalised" or policy}
+                    for m in gradlog.metrics(self.df) if METRICS[m].normaliser is None or policy}
         # a GRPO run whose groups never differed in reward has zero gradients at every step: it is reported
         # (no statistic, a note) rather than failing the analysis of every other run
         self.per_step = {m: ps for m, ps in per_step.items() if not ps.empty}
         self.notes = [f"{m}: no step with a non-zero gradient (GRPO: no group's rewards ever differed); no statistic"
                       for m, ps in per_step.items() if ps.empty]
         self.stats = {m: run_stats(ps, window) for m, ps in self.per_step.items()}
-        self.training = trend(Path(grad_log).with_name("trainer_log.jsonl"),
-                              TRAINING_SIGNAL.get(self.identity.get("kind"), "loss"))
-        self.rank_log = ranklog.read(Path(grad_log).with_name("ranks.parquet")) if self.key[1] == DYNAMIC else None
+        self.training = trend(files.trainer_log, signal(self.identity.get("kind")))
+        if self.key.strategy == DYNAMIC and not files.rank_log:
+            raise UserError(f"--run {files.record}: an adalora run needs its ranks.parquet as the fourth file")
+        self.rank_log = ranklog.read(files.rank_log) if self.key.strategy == DYNAMIC else None
         self.ranks = None if self.rank_log is None else rank_trajectory(self.rank_log, record.get("adapter_info") or {})
 
 
@@ -207,7 +227,7 @@ def compare(runs: list[Run], uniform: list[Run], reps: int) -> dict:
         return {"notes": ["no uniform run of the same seed to compare with"]}
     ranks = layer_ranks(pairs[0][0].df)
     out: dict = {"ranks": dict(zip(map(str, range(len(ranks))), ranks)), "metrics": {}}
-    for metric in [m for m in gradlog.METRICS if all(m in r.per_step and m in u.per_step for r, u in pairs)]:
+    for metric in [m for m in METRICS if all(m in r.per_step and m in u.per_step for r, u in pairs)]:
         per_seed = {str(r.seed): amplification(r.stats[metric], u.stats[metric], ranks) for r, u in pairs}
         pearson = [v["rank_vs_shift_pearson"] for v in per_seed.values() if v["rank_vs_shift_pearson"] is not None]
         spearman = [v["rank_vs_shift_spearman"] for v in per_seed.values() if v["rank_vs_shift_spearman"] is not None]
@@ -257,14 +277,14 @@ def concentration(runs: list[Run], metric: str, reps: int) -> dict:
 def contrast(arms: dict, reps: int) -> dict:
     """The study's contrast: each regime's uniform arm (under the first alpha policy) and the full-weight
     warm-up, side by side on every metric, and SFT minus GRPO top-30% share with a bootstrap CI."""
-    policies = [k[2] for k in arms if k[1] == "uniform"]
+    policies = [k.policy for k in arms if k.strategy == "uniform"]
     out: dict = {"alpha_policy": policies[0] if policies else None, "regimes": {}, "sft_minus_grpo_top_30pct": {}}
     for key, runs in arms.items():
-        if (key[1] == "uniform" and key[2] == out["alpha_policy"]) or key[0] == "warmup":
-            out["regimes"][key[0]] = {m: concentration(runs, m, reps) for m in gradlog.METRICS
+        if (key.strategy == "uniform" and key.policy == out["alpha_policy"]) or key.regime == WARMUP:
+            out["regimes"][key.regime] = {m: concentration(runs, m, reps) for m in METRICS
                                       if all(m in r.per_step for r in runs)}
     grpo, sft = out["regimes"].get("grpo", {}), out["regimes"].get("sft", {})
-    for metric in [m for m in gradlog.METRICS if m in grpo and m in sft]:
+    for metric in [m for m in METRICS if m in grpo and m in sft]:
         diff = sft[metric]["samples"] - grpo[metric]["samples"]
         out["sft_minus_grpo_top_30pct"][metric] = {
             "diff": sft[metric]["top_30pct_share"] - grpo[metric]["top_30pct_share"],
@@ -275,43 +295,45 @@ def contrast(arms: dict, reps: int) -> dict:
     return out
 
 
-def analyze(grad_logs: list[str], window: float, reps: int = 1000) -> tuple[dict, dict]:
+def analyze(run_files: list[RunFiles], window: float, reps: int = 1000) -> tuple[dict, dict, dict]:
     """(gradient_stats document, per-step shares per (arm, metric) of each arm's first seed for the heatmaps,
     rank trajectories (steps x layers) of each AdaLoRA arm's first seed)."""
-    runs = [Run(p, window) for p in grad_logs]
-    arms: dict[tuple, list[Run]] = {}
+    runs = [Run(f, window) for f in run_files]
+    arms: dict[Arm, list[Run]] = {}
     for r in runs:
         arms.setdefault(r.key, []).append(r)
     for key, rs in arms.items():
         seeds = [r.seed for r in rs]
         if len(set(seeds)) != len(seeds):
-            raise UserError(f"two gradient logs are the same run: {arm_name(key)} seed {seeds}")
+            raise UserError(f"two gradient logs are the same run: {key.name} seed {seeds}")
         rs.sort(key=lambda r: r.seed if r.seed is not None else -1)
-    doc = {"definition": DEFINITION, "metrics": list(gradlog.METRICS), "window": window, "bootstrap_reps": reps,
-           "runs": {f"{arm_name(r.key)}/seed{r.seed}": {"identity": r.identity, "metrics": r.stats,
+    doc = {"definition": DEFINITION, "metrics": list(METRICS), "window": window, "bootstrap_reps": reps,
+           "runs": {f"{r.key.name}/seed{r.seed}": {"identity": r.identity, "metrics": r.stats,
                                                          "training": r.training, "notes": r.notes,
                                                          **({"ranks": r.ranks} if r.ranks else {})} for r in runs},
            "arms": {}}
     for key, rs in arms.items():
-        entry = {"seeds": [r.seed for r in rs], "regime": key[0], "strategy": key[1], "alpha_policy": key[2]}
-        ref = reference_arm(key)
-        if key[1] == DYNAMIC:
+        entry = {"seeds": [r.seed for r in rs], "regime": key.regime, "strategy": key.strategy,
+                 "alpha_policy": key.policy}
+        ref = key.reference()
+        if key.strategy == DYNAMIC:
             entry["notes"] = ["rank vs shift: undefined for ranks that move during the run (see its rank trajectory; "
                               "the adalora-final arm holds its final ranks fixed)"]
-        elif key[1] not in (None, "uniform") and ref in arms:
+        elif key.strategy not in (None, "uniform") and ref in arms:
             entry.update(compare(rs, arms[ref], reps))
-        doc["arms"][arm_name(key)] = entry
+        doc["arms"][key.name] = entry
     doc["contrast"] = contrast(arms, reps)
     # every arm gets its heatmaps (the workflow expects them), empty where its first seed had no gradient
-    heat = {(arm_name(key), m): rs[0].per_step.get(m, pd.DataFrame()) for key, rs in arms.items()
-            for m in ("lora", "weight") if m in gradlog.metrics(rs[0].df)}
-    trajectories = {arm_name(key): ranklog.per_layer(rs[0].rank_log) for key, rs in arms.items() if key[1] == DYNAMIC}
+    heat = {(key.name, m): rs[0].per_step.get(m, pd.DataFrame()) for key, rs in arms.items()
+            for m in HEATMAPS if m in gradlog.metrics(rs[0].df)}
+    trajectories = {key.name: ranklog.per_layer(rs[0].rank_log) for key, rs in arms.items() if key.strategy == DYNAMIC}
     return doc, heat, trajectories
 
 
 def configure(p) -> None:
-    p.add_argument("--grad-logs", nargs="+", required=True,
-                   help="grad_norms.parquet of every run (run.json beside each says what it is), the warm-up's included")
+    p.add_argument("--run", nargs="+", action="append", required=True, metavar="FILE", dest="runs",
+                   help="one run's run.json (what it is), grad_norms.parquet and trainer_log.jsonl, and for an adalora "
+                        "run its ranks.parquet, in that order; once per run, the warm-up's included")
     p.add_argument("--window", type=float, default=0.1, help="early/late window, fraction of steps")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for the correlation CIs")
     p.add_argument("--out", required=True, help="summary directory (gradient_stats.json, figures/)")
@@ -325,11 +347,11 @@ def run(args) -> int:
         raise UserError(f"--window {args.window} is outside (0, 0.5]")
     if args.bootstrap < 100:
         raise UserError(f"--bootstrap {args.bootstrap} is below 100 replicates (too few for a 95% interval)")
-    doc, heat, trajectories = analyze(args.grad_logs, args.window, args.bootstrap)
+    doc, heat, trajectories = analyze([RunFiles.parse(r) for r in args.runs], args.window, args.bootstrap)
     figs = Path(args.out) / "figures"
     for (arm, metric), table in heat.items():
         figures.heatmap(table, f"Gradient share per layer ({metric} metric): {arm}",
-                        figs / f"heatmap_{metric}_{arm.replace('/', '-')}.png")
+                        figs / heatmap_file(metric, arm))
     figures.amplification(doc["arms"], figs / "amplification.png")
     figures.contrast(doc["contrast"], figs / "contrast.png")
     panels: dict = {}

@@ -15,6 +15,7 @@ from lorarank import numerics
 from lorarank.errors import UserError
 from lorarank.numerics import Numerics
 from lorarank.options import add_arguments, from_args
+from lorarank.regimes import REGIMES
 
 # command -> (module, one-line help), in pipeline order (as `--help` lists them)
 COMMANDS = {
@@ -24,8 +25,7 @@ COMMANDS = {
     "import-model": ("lorarank.import_model", "a pretrained model from a GGUF file (or an installed package's) as a model directory"),
     "allocate": ("lorarank.allocation", "turn an allocation spec into per-layer ranks at an exact budget"),
     "lora-config": ("lorarank.lora", "write the exact, verified PEFT LoraConfig for an allocation"),
-    "sft": ("lorarank.sft", "supervised fine-tuning (full warm-up or LoRA) with the gradient profiler"),
-    "train": ("lorarank.train", "GRPO with a verified LoRA allocation and per-layer gradient profiling"),
+    **{r.command: (r.module, r.help) for r in REGIMES.values()},  # one command per training regime
     "evaluate": ("lorarank.evaluate", "greedy GSM8K evaluation graded strict and flexible"),
     "analyze": ("lorarank.analysis", "gradient statistics (shares, amplification, SFT vs GRPO) and figures"),
     "summarize": ("lorarank.summary", "results table: accuracies with CIs and paired tests against uniform"),
@@ -36,7 +36,7 @@ COMMANDS = {
     "fingerprint": ("lorarank.fingerprint", "what each command's code fingerprint (its rerun trigger) is made of"),
 }
 # commands that run torch kernels: they take the numerics profile (`lorarank.numerics`), applied before they run
-COMPUTE = ("build-model", "import-model", "sft", "train", "evaluate")
+COMPUTE = ("build-model", "import-model", *(r.command for r in REGIMES.values()), "evaluate")
 
 
 class Parser(argparse.ArgumentParser):

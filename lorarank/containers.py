@@ -21,13 +21,14 @@ import re
 from pathlib import Path
 
 from lorarank.io import sha256_file
+from lorarank.regimes import REGIMES
 
 ENVIRONMENTS = ("train", "analysis")
 
 # command -> the environment (image) it runs in; the rules and the code fingerprints both read this.
 COMMAND_ENV = {
     "prepare-data": "train", "build-model": "train", "import-model": "train", "fetch-model": "train", "allocate": "train", "lora-config": "train",
-    "check-pattern": "train", "sft": "train", "train": "train", "evaluate": "train",
+    "check-pattern": "train", "evaluate": "train", **{r.command: "train" for r in REGIMES.values()},
     "analyze": "analysis", "summarize": "analysis", "archive": "analysis", "verify-archive": "analysis", "check-run": "analysis",
     "fingerprint": "analysis",
 }

@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lorarank.gradmetrics import METRICS
 from lorarank.io import atomic_path
+from lorarank.regimes import REGIMES, WARMUP, title
 
 
 def _plt():
@@ -72,15 +74,11 @@ def rank_trajectories(tables: dict[str, pd.DataFrame], path: Path) -> None:
     plt.close(fig)
 
 
-METRIC_TITLES = {"lora": "lora: A/B norms (the study's)", "lora_normalised": "lora_normalised: / (s sqrt(r))",
-                 "weight": "weight: full-weight gradient (rank-neutral)"}
-
-
 def amplification(arms: dict, path: Path) -> None:
     """Allocated rank vs share shift against uniform, one panel per metric, one colour per arm (its first
     seed), with a fitted line and the seed-mean r and its bootstrap CI in the legend."""
     plt = _plt()
-    metrics = [m for m in METRIC_TITLES if any(m in a.get("metrics", {}) for a in arms.values())] or ["lora"]
+    metrics = [m for m in METRICS if any(m in a.get("metrics", {}) for a in arms.values())] or ["lora"]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.4), squeeze=False, sharey=False)
     compared = [(name, a) for name, a in arms.items() if a.get("metrics")]
     for ax, metric in zip(axes[0], metrics):
@@ -104,7 +102,7 @@ def amplification(arms: dict, path: Path) -> None:
         ax.axhline(0, color="grey", lw=0.8, ls=":")
         ax.set_xlabel("allocated LoRA rank of the layer")
         ax.set_ylabel("share shift vs uniform (percentage points)")
-        ax.set_title(METRIC_TITLES[metric], fontsize=10)
+        ax.set_title(METRICS[metric].title, fontsize=10)
         if ax.get_legend_handles_labels()[0]:  # no arm compared with uniform: nothing to label
             ax.legend(fontsize=7, frameon=False)
     fig.suptitle("Do gradients follow the allocated rank? (mechanics: lora; learning: weight)")
@@ -132,7 +130,7 @@ def shares(panels: dict[str, dict[str, dict]], path: Path) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("layer")
         ax.set_ylabel("mean share of gradient norm (%)")
-        ax.set_title(METRIC_TITLES.get(metric, metric), fontsize=10)
+        ax.set_title(METRICS[metric].title, fontsize=10)
         ax.legend(fontsize=7, frameon=False, ncol=2)
     _save(fig, path)
     plt.close(fig)
@@ -142,9 +140,9 @@ def contrast(doc: dict, path: Path) -> None:
     """SFT vs GRPO: the uniform arm's per-layer shares in each regime (and the full-weight warm-up), one
     panel per metric, top-30% share with its CI in the legend."""
     plt = _plt()
-    metrics = [m for m in METRIC_TITLES if any(m in r for r in doc["regimes"].values())] or ["weight"]
+    metrics = [m for m in METRICS if any(m in r for r in doc["regimes"].values())] or ["weight"]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.2), squeeze=False)
-    names = {"grpo": "GRPO uniform", "sft": "LoRA-SFT uniform", "warmup": "full-weight SFT warm-up"}
+    names = {WARMUP: "full-weight SFT warm-up", **{r: f"{title(r)} uniform" for r in REGIMES}}
     for ax, metric in zip(axes[0], metrics):
         for regime, by_metric in doc["regimes"].items():
             m = by_metric.get(metric)
@@ -156,7 +154,7 @@ def contrast(doc: dict, path: Path) -> None:
                     label=f"{names.get(regime, regime)}: top-30% {m['top_30pct_share']:.0%} [{lo:.0%}, {hi:.0%}]")
         ax.set_xlabel("layer")
         ax.set_ylabel("mean share of gradient norm (%)")
-        ax.set_title(METRIC_TITLES[metric], fontsize=10)
+        ax.set_title(METRICS[metric].title, fontsize=10)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, frameon=False)
     fig.suptitle("Peaked under SFT, flat under GRPO? (uniform arms, seed means)")

@@ -9,9 +9,8 @@ relation survives on the rank-neutral `weight` metric.
 
 from __future__ import annotations
 
-METRIC_WORDS = {"lora": "the study's lora metric (A/B norms)",
-                "lora_normalised": "the lora_normalised metric (A/B norms / s√r)",
-                "weight": "the rank-neutral weight metric (full-weight gradient)"}
+from lorarank.gradmetrics import METRICS
+from lorarank.study import mechanical_sign
 
 
 def _r(x) -> str:
@@ -44,9 +43,7 @@ def gradient_markdown(doc: dict) -> str:
     """The results.md section: amplification on three metrics with the mechanical prediction, run statistics,
     and one sentence per arm."""
     lines = ["## Gradient importance: mechanics or learning?", "",
-             "Metrics: `lora` = the study's A/B gradient norms, which carry a factor s·√r whatever the loss wants "
-             "(√r under α = k·r, 1/√r under a constant α, flat under rsLoRA); `lora_normalised` = each norm ÷ s·√r; "
-             "`weight` = the norm of the full-weight gradient ∂L/∂W of each adapted projection, rank-neutral. "
+             "Metrics: " + "; ".join(f"`{m.name}` = {m.words}" for m in METRICS.values()) + ". "
              "Amplification = correlation of each layer's allocated rank with its share shift against the uniform "
              f"arm (seed mean; bootstrap 95% CI over steps and seeds, {doc.get('bootstrap_reps')} replicates). The "
              "mechanical prediction multiplies the uniform run's `lora` shares by each module's s·√r relative to "
@@ -125,9 +122,6 @@ def dynamic_markdown(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-PREDICTED_SIGN = {"ratio": +1, "constant": -1, "rslora": 0}  # of the lora rank-vs-shift relation, from s sqrt(r)
-
-
 def _ci_word(ci) -> int:
     """+1 / -1 where a CI excludes 0 above / below, 0 where it includes 0."""
     return 0 if not ci or ci[0] <= 0 <= ci[1] else (1 if ci[0] > 0 else -1)
@@ -201,7 +195,7 @@ def contrast_paragraph(doc: dict, acc) -> str:
         if arm.get("strategy") == "proportional" and "lora" in arm.get("metrics", {}):
             m = arm["metrics"]["lora"]
             seen.add(arm["alpha_policy"])
-            want, got = PREDICTED_SIGN[arm["alpha_policy"]], _ci_word(m["pearson_ci95"])
+            want, got = mechanical_sign(arm["alpha_policy"]), _ci_word(m["pearson_ci95"])  # of rank vs shift
             policies.append(f"{name}: r = {_r(m['rank_vs_shift_pearson'])} {_ci(m['pearson_ci95'])}, the mechanics "
                             f"predict {'+' if want > 0 else '−' if want < 0 else '0'}: "
                             f"{'follows' if got == want else 'does not follow'}")

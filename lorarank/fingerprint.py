@@ -118,12 +118,26 @@ def package_versions(names: list[str]) -> dict[str, str]:
 
 
 def commands(root: Path) -> dict[str, str]:
-    """command -> module, read from lorarank/cli.py without importing it."""
+    """command -> module, read from lorarank/cli.py (and, for its `**{...}` entry, the training regimes' commands
+    from lorarank/regimes.py) without importing them: `root` may be another checkout than the running one."""
     tree = _parse(Path(root) / PACKAGE / "cli.py")
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "COMMANDS" for t in node.targets):
-            return {k: v[0] for k, v in ast.literal_eval(node.value).items()}
+            out = {}
+            for key, value in zip(node.value.keys, node.value.values):
+                if key is None:
+                    out |= _regime_commands(root)
+                else:
+                    out[ast.literal_eval(key)] = ast.literal_eval(value)[0]
+            return out
     raise RuntimeError("COMMANDS not found in lorarank/cli.py")
+
+
+def _regime_commands(root: Path) -> dict[str, str]:
+    """command -> module of each `Regime(name, command, module, ...)` in lorarank/regimes.py."""
+    tree = _parse(Path(root) / PACKAGE / "regimes.py")
+    return {ast.literal_eval(c.args[1]): ast.literal_eval(c.args[2]) for c in ast.walk(tree)
+            if isinstance(c, ast.Call) and getattr(c.func, "id", None) == "Regime"}
 
 
 def describe(root: Path, command: str, container: str | None = None) -> dict:

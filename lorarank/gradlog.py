@@ -7,14 +7,9 @@ matrix, rank int16, grad_norm float32 (pre-clip L2 norm of that matrix's gradien
             steps `--weight-grad-every` samples (`lorarank.weightgrad`);
   'W'       a full-parameter run's weight gradient (rank 0), e.g. the tiny model's SFT warm-up.
 
-Three importance metrics (DESIGN.md, "The instrument's blind spot"):
-  lora             the study's: the A/B (and E) norms as logged. They carry a factor ~ s sqrt(r) (s the
-                   LoRA scaling) whatever the loss wants: sqrt(r) under alpha = k r, 1/sqrt(r) under a
-                   constant alpha, flat under rsLoRA.
-  lora_normalised  each A/B/E norm divided by that mechanical factor s sqrt(r) (needs the alpha policy).
-  weight           the norm of G (or W): rank-neutral, what the loss asks of the weights themselves.
-Importance of a unit (a layer, or a (layer, module) pair) at a step is sqrt(sum of squared norms over
-the unit's matrices of the metric); its share is importance divided by the sum over all units at that
+The metrics (`lorarank.gradmetrics`: lora, lora_normalised, weight) each read some of these matrices.
+The norm of a unit (a layer, or a (layer, module) pair) at a step is sqrt(sum of squared norms over
+the unit's matrices of the metric); its share is that norm divided by the sum over all units at that
 step, averaged over steps. Steps whose gradients are all zero (or, for `weight`, not sampled) carry
 no information about shares and are skipped; step 1's A gradients are exactly 0 because B starts at
 zero, which is fine: B's norms still carry that step.
@@ -28,11 +23,10 @@ import numpy as np
 import pandas as pd
 
 from lorarank.errors import UserError
+from lorarank.gradmetrics import METRICS, readable
 from lorarank.io import read_parquet
 
 MATRICES = ("A", "B", "E", "G", "W")
-METRICS = ("lora", "lora_normalised", "weight")
-METRIC_MATRICES = {"lora": ("A", "B", "E"), "lora_normalised": ("A", "B", "E"), "weight": ("G", "W")}
 SCHEMA = {
     "step": "int32",
     "layer": "int16",
@@ -80,30 +74,27 @@ def num_layers(df: pd.DataFrame) -> int:
 
 def metrics(df: pd.DataFrame) -> list[str]:
     """The metrics this log can give (a full-weight run only `weight`; a LoRA run without G rows no `weight`)."""
-    have = set(df["matrix"].unique())
-    return [m for m in METRICS if have & set(METRIC_MATRICES[m])]
+    return readable(df["matrix"].unique())
 
 
 def select(df: pd.DataFrame, metric: str = "lora", alpha_policy: dict | None = None, name: str = "gradient log"):
-    """The rows of `metric`, with lora_normalised norms divided by s sqrt(r)."""
+    """The rows of `metric`, each norm divided by the metric's normaliser where it has one."""
     if metric not in METRICS:
-        raise UserError(f"importance metric {metric!r} is unknown (allowed: {', '.join(METRICS)})")
-    rows = df[df["matrix"].isin(METRIC_MATRICES[metric])]
+        raise UserError(f"gradient metric {metric!r} is unknown (allowed: {', '.join(METRICS)})")
+    spec = METRICS[metric]
+    rows = df[df["matrix"].isin(spec.matrices)]
     if rows.empty:
-        need = "'G' rows (a LoRA run profiled with --weight-grad-every)" if metric == "weight" else "'A'/'B' rows"
-        raise UserError(f"{name} has no {need}: the {metric} metric cannot be computed from it")
-    if metric == "lora_normalised":
-        from lorarank.study import scaling
-
+        raise UserError(f"{name} has no {spec.lacks}: the {metric} metric cannot be computed from it")
+    if spec.normaliser is not None:
         if alpha_policy is None:
-            raise UserError(f"the lora_normalised metric of {name} needs the run's alpha policy")
-        factor = {int(r): scaling(alpha_policy, int(r)) * np.sqrt(int(r)) for r in rows["rank"].unique()}
+            raise UserError(f"the {metric} metric of {name} needs the run's alpha policy")
+        factor = {int(r): spec.normaliser(alpha_policy, int(r)) for r in rows["rank"].unique()}
         rows = rows.assign(grad_norm=rows["grad_norm"].astype(np.float64) / rows["rank"].map(factor).astype(np.float64))
     return rows
 
 
-def importance(df: pd.DataFrame, by: str = "layer") -> pd.DataFrame:
-    """Importance per step (rows) and unit (columns): sqrt of summed squared norms (of the rows given:
+def unit_norms(df: pd.DataFrame, by: str = "layer") -> pd.DataFrame:
+    """Norm per step (rows) and unit (columns): sqrt of summed squared norms (of the rows given:
     `select` them by metric first)."""
     keys = ["layer"] if by == "layer" else ["layer", "module"]
     sq = df.assign(sq=df["grad_norm"].astype(np.float64) ** 2)
@@ -113,14 +104,14 @@ def importance(df: pd.DataFrame, by: str = "layer") -> pd.DataFrame:
 
 def step_shares(df: pd.DataFrame, by: str = "layer") -> pd.DataFrame:
     """Share per unit (columns) at every step that has any gradient at all (rows)."""
-    imp = importance(df, by)
-    totals = imp.sum(axis=1)
+    norms = unit_norms(df, by)
+    totals = norms.sum(axis=1)
     informative = totals > 0
-    return imp[informative].div(totals[informative], axis=0)
+    return norms[informative].div(totals[informative], axis=0)
 
 
 def shares(df: pd.DataFrame, by: str = "layer") -> pd.Series:
-    """Per-unit share of importance, averaged over the steps that have any gradient at all."""
+    """Per-unit share of the summed norms, averaged over the steps that have any gradient at all."""
     per_step = step_shares(df, by)
     if per_step.empty:
         raise UserError("gradient log has all-zero gradients at every step: no share can be computed")

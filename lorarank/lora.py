@@ -31,12 +31,14 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
+from lorarank.allocation.adalora_settings import check_init_r
+from lorarank.allocation.strategies import DYNAMIC
 from lorarank.argtypes import csv_list
 from lorarank.errors import UserError
 from lorarank.io import read_json, sha256_file, write_json
 from lorarank.model import Target
 from lorarank.options import add_arguments, opt
-from lorarank.study import ALPHA_POLICIES, DYNAMIC, alpha_for, load_allocation, scaling
+from lorarank.study import AlphaPolicy, load_allocation
 
 
 def pattern_key(name: str) -> str:
@@ -68,52 +70,49 @@ def _fits(targets: list[Target], ranks: list[int]) -> None:
 def build(alloc: dict, targets: list[Target], dropout: float) -> dict:
     """The lora.json document: LoraConfig kwargs, per-module expectations, closed-form count."""
     ranks = per_module_ranks(alloc, targets)
-    policy = alloc["alpha_policy"]
-    if policy["name"] not in ALPHA_POLICIES:
-        raise UserError(f"alpha policy {policy['name']!r} is unknown (allowed: {', '.join(ALPHA_POLICIES)})")
+    policy = AlphaPolicy.from_json(alloc["alpha_policy"])
     if alloc["strategy"] == DYNAMIC:
-        return build_adalora(alloc, targets, ranks, dropout)
+        return build_adalora(alloc, targets, ranks, dropout, policy)
     _fits(targets, ranks)
     default_r = Counter(ranks).most_common(1)[0][0]
     kwargs = {
         "task_type": "CAUSAL_LM",
         "target_modules": [t.name for t in targets],
         "r": default_r,
-        "lora_alpha": _num(alpha_for(policy, default_r)),
+        "lora_alpha": _num(policy.alpha(default_r)),
         "lora_dropout": dropout,
         "bias": "none",
-        "use_rslora": policy["name"] == "rslora",
+        "use_rslora": policy.rslora,
         # every target listed explicitly, even at the default r: nothing relies on the fallback
         "rank_pattern": {pattern_key(t.name): r for t, r in zip(targets, ranks)},
         "alpha_pattern": (
-            {pattern_key(t.name): _num(alpha_for(policy, r)) for t, r in zip(targets, ranks)}
-            if policy["name"] == "ratio" else {}
+            {pattern_key(t.name): _num(policy.alpha(r)) for t, r in zip(targets, ranks)}
+            if policy.per_rank else {}
         ),
     }
     modules = [
         {"name": t.name, "layer": t.layer, "module": t.module, "in_features": t.in_features,
-         "out_features": t.out_features, "r": r, "lora_alpha": _num(alpha_for(policy, r)),
-         "scaling": scaling(policy, r)}
+         "out_features": t.out_features, "r": r, "lora_alpha": _num(policy.alpha(r)),
+         "scaling": policy.scaling(r)}
         for t, r in zip(targets, ranks)
     ]
     return {
         "lora_config": kwargs,
         "expected_trainable_params": sum(r * (t.in_features + t.out_features) for t, r in zip(targets, ranks)),
-        "alpha_policy": policy,
+        "alpha_policy": policy.to_json(),
         "modules": modules,
     }
 
 
-def build_adalora(alloc: dict, targets: list[Target], targets_r: list[int], dropout: float) -> dict:
+def build_adalora(alloc: dict, targets: list[Target], targets_r: list[int], dropout: float, policy: AlphaPolicy) -> dict:
     """The lora.json of an AdaLoRA arm: AdaLoraConfig kwargs (all but total_step) and the expectations."""
     p = alloc["params"]
     budget = sum(targets_r)  # the static arms' total rank over every adapted matrix
     mean = budget / len(targets)
     init_r = int(p["init_r"])
-    if init_r <= mean:
-        raise UserError(f"init_r {init_r} is not above the mean target rank {mean:g}: AdaLoRA prunes from init_r down")
+    check_init_r(init_r, mean, what="the allocation's init_r")
     _fits(targets, [init_r] * len(targets))
-    alpha = _num(scaling(alloc["alpha_policy"], mean) * init_r)  # AdaLoRA's scaling is alpha / init_r
+    alpha = _num(policy.scaling(mean) * init_r)  # AdaLoRA's scaling is alpha / init_r
     kwargs = {
         "task_type": "CAUSAL_LM", "target_modules": [t.name for t in targets], "init_r": init_r,
         # PEFT's target budget is target_r x matrices; training sets it to `target_budget` exactly
@@ -132,7 +131,7 @@ def build_adalora(alloc: dict, targets: list[Target], targets_r: list[int], drop
         "target_budget": budget,
         "lr_scale": p.get("lr_scale", 1.0),  # training multiplies the regime's learning rate by it
         "expected_trainable_params": sum(init_r * (t.in_features + t.out_features + 1) for t in targets),
-        "alpha_policy": alloc["alpha_policy"],
+        "alpha_policy": policy.to_json(),
         "modules": modules,
     }
 

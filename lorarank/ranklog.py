@@ -15,7 +15,7 @@ import os
 import pandas as pd
 
 from lorarank.errors import UserError
-from lorarank.io import read_parquet
+from lorarank.io import read_parquet, sha256_file
 
 SCHEMA = {"step": "int32", "layer": "int16", "module": "object", "rank": "int16", "budget": "int32"}
 
@@ -49,6 +49,25 @@ def final(df: pd.DataFrame) -> tuple[int, dict[tuple[int, str], int]]:
     step = int(df["step"].max())
     last = df[df["step"] == step]
     return step, {(int(r.layer), str(r.module)): int(r.rank) for r in last.itertuples()}
+
+
+def final_ranks(path: str, units: list[tuple[int, str]]) -> tuple[list[int], dict]:
+    """An adalora run's ranks at its last logged step, one per (layer, module) unit, and the record an
+    allocation keeps of the log (the adalora-final strategy reads this)."""
+    df = read(path)
+    step, ranks = final(df)
+    lacking = [u for u in units if u not in ranks]
+    if lacking:
+        raise UserError(f"rank log {path!r} has no rank for layer {lacking[0][0]} {lacking[0][1]} at its last step {step} "
+                        f"(it must come from an adalora run on this model and these modules)")
+    extra = sorted(set(ranks) - set(units))
+    if extra:
+        raise UserError(f"rank log {path!r} has ranks for layer {extra[0][0]} {extra[0][1]}, which this allocation "
+                        f"does not adapt")
+    if step == 0:
+        raise UserError(f"rank log {path!r} holds only step 0: it is not from a finished adalora run")
+    return [ranks[u] for u in units], {"path": str(path), "sha256": sha256_file(path), "step": step,
+                                       "rank_total": sum(ranks.values())}
 
 
 def per_layer(df: pd.DataFrame) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""What SFT and GRPO runs share: device choice, checkpoints with the gradient log, resume, outputs.
+"""What every regime's runs share (`lorarank.driver`): checkpoints with the gradient log, resume, outputs.
 
 A run directory holds:
   checkpoints/checkpoint-N/   Trainer state (model/adapter, optimizer, scheduler, RNG) plus
@@ -68,13 +68,14 @@ def ensure_distributed_env() -> None:
 
 
 def common_args(out: Path, steps: int, lr: float, seed: int, save_steps: int, max_grad_norm: float,
-                bf16: bool, ds: dict | None, warmup_steps: int = 0) -> dict:
+                bf16: bool, ds: dict | None) -> dict:
+    """The TRL config fields every regime sets alike (a regime's recipe may override one, e.g. warmup_steps)."""
     return dict(
         output_dir=str(out / "checkpoints"), max_steps=steps, learning_rate=lr, seed=seed, data_seed=seed,
         logging_steps=1, save_strategy="steps", save_steps=save_steps, save_total_limit=2,
         report_to=[], bf16=use_bf16(bf16), fp16=False, use_cpu=not torch.cuda.is_available(),
         max_grad_norm=max_grad_norm, dataloader_num_workers=0, disable_tqdm=True,
-        deepspeed=ds, lr_scheduler_type="cosine", warmup_steps=warmup_steps,
+        deepspeed=ds, lr_scheduler_type="cosine", warmup_steps=0,
     )
 
 

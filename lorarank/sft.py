@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from pathlib import Path
 
+from lorarank import driver
 from lorarank.argtypes import positive_float, positive_int
 from lorarank.errors import UserError
-from lorarank.options import add_arguments, from_args, opt
+from lorarank.options import opt
 from lorarank.prompts import LAYOUTS
 
 
@@ -40,80 +40,43 @@ class SFTSettings:
                                     "every k-th step", type=positive_int)
     save_steps: int = opt(200, "checkpoint interval: where a killed run resumes", type=positive_int, operational=True)
 
-    def check(self) -> None:
+    def check(self, world: int = 1) -> None:
         if self.warmup_steps < 0:
             raise UserError(f"--warmup-steps {self.warmup_steps} must be >= 0")
         if self.max_grad_norm < 0:
             raise UserError(f"--max-grad-norm {self.max_grad_norm} must be >= 0 (0 turns clipping off)")
 
 
-def dataset(df, layout: str):
+def dataset(df, settings: SFTSettings):
     from datasets import Dataset
 
     from lorarank.prompts import messages, target
 
+    layout = settings.layout
     return Dataset.from_list([
         {"prompt": messages(q, layout), "completion": [{"role": "assistant", "content": target(a, layout)}]}
         for q, a in zip(df["question"], df["answer"])
     ])
 
 
-def run_sft(model: str, data: str, out: str | Path, settings: SFTSettings, lora: str | None = None) -> dict:
-    """Train into `out` (resuming there if it was interrupted): all weights, or the adapter of `lora`."""
-    from lorarank import adalora, runs
-    from lorarank.data import load_split
-    from lorarank.lora import read_lora
-
-    settings.check()
-    ds_cfg = runs.deepspeed_config(settings.deepspeed)
-    adalora.check(read_lora(lora) if lora else None, settings.steps, settings.deepspeed)
-    df = load_split(data)
-    from transformers import set_seed
+def _trl():
     from trl import SFTConfig, SFTTrainer
 
-    from lorarank.lora import load_model_and_lora
-    from lorarank.profiler import GradProfiler, ProfiledTrainerMixin
-    from lorarank.study import DEFAULT_MODULES
+    return SFTTrainer, SFTConfig
 
-    out = Path(out)
-    if ds_cfg:
-        runs.ensure_distributed_env()
-    s = settings
-    set_seed(s.seed)
-    lm, tokenizer, lora_doc = load_model_and_lora(model, lora, s.seed, s.bf16, total_step=s.steps)
-    dynamic = adalora.control(lm, lora_doc)
-    modules = [m["module"] for m in lora_doc["modules"]] if lora_doc else list(DEFAULT_MODULES)
-    profiler = GradProfiler(lm, sorted(set(modules)), s.weight_grad_every)
-    train = dataset(df, s.layout)
 
-    class Trainer(adalora.AdaLoraTrainerMixin, ProfiledTrainerMixin, SFTTrainer):
-        pass
+def config_args(s: SFTSettings, world: int) -> dict:
+    # the loss covers the completion (the answer) only
+    return dict(warmup_steps=s.warmup_steps, per_device_train_batch_size=s.batch_size,
+                gradient_accumulation_steps=1, max_length=s.max_length, packing=False, completion_only_loss=True)
 
-    cfg = SFTConfig(
-        **runs.common_args(out, s.steps, adalora.learning_rate(s.lr, lora_doc), s.seed, s.save_steps, s.max_grad_norm, s.bf16, ds_cfg, s.warmup_steps),
-        per_device_train_batch_size=s.batch_size, gradient_accumulation_steps=1,
-        max_length=s.max_length, packing=False, completion_only_loss=True,
-    )
-    kind = "sft" if lora else "warmup"
-    record = runs.run_record(kind, settings, model, {"data": data, "lora": lora, "deepspeed": s.deepspeed}, lora_doc)
-    trainer = Trainer(model=lm, args=cfg, train_dataset=train, processing_class=tokenizer, profiler=profiler,
-                      adalora=dynamic,
-                      callbacks=[c for c in (dynamic, runs.CheckpointGradLog(profiler, runs.run_key(record), dynamic)) if c])
-    extra = {"allocation": lora_doc.get("allocation"), "learning_rate": cfg.learning_rate,
-             "expected_trainable_params": lora_doc["expected_trainable_params"]} if lora_doc else {}
-    return runs.train_and_record(trainer, out, record, extra, lora_doc)
+
+RECIPE = driver.Recipe("sft", _trl, dataset, config_args)
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model directory or hub id")
-    p.add_argument("--data", required=True, help="training split (parquet)")
-    p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--lora", help="lora.json: train this adapter instead of all weights")
-    add_arguments(p, SFTSettings)
+    driver.configure(p, SFTSettings, "lora.json: train this adapter instead of all weights", lora_required=False)
 
 
 def run(args) -> int:
-    settings = from_args(SFTSettings, args)
-    info = run_sft(args.model, args.data, args.out, settings, args.lora)
-    print(f"sft: {info['trainable_params']:,} trainable params, {settings.steps} steps -> {args.out}/final")
-    return 0
+    return driver.run(RECIPE, SFTSettings, args)

@@ -1,5 +1,5 @@
-"""The study's vocabulary: strategies, alpha policies, LoRA scaling, what identifies a run, and the
-reader of the allocation file contract.
+"""The study's vocabulary: alpha policies and LoRA scaling, what identifies a run and an arm, and the
+reader of the allocation file contract (the strategies are `lorarank.allocation.strategies`).
 
 Shared by the allocation math (`lorarank.allocation`), the PEFT glue (`lorarank.lora`), training,
 evaluation and the analyses without any of them importing another, so that editing one reruns only
@@ -9,28 +9,71 @@ the stages that run it. Standard library only.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from lorarank.errors import UserError
 from lorarank.io import read_json
 
-STRATEGIES = ("uniform", "proportional", "reduced", "inverse", "random", "manual", "adalora", "adalora-final")
-PROFILE_STRATEGIES = ("proportional", "reduced", "inverse")  # need a gradient log
-DYNAMIC = "adalora"  # ranks move during training (lorarank.adalora); its allocation holds the target only
-FROZEN_DYNAMIC = "adalora-final"  # a static arm: the adalora run's final ranks (needs its rank log)
 DEFAULT_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-ALPHA_POLICIES = ("ratio", "constant", "rslora")
+# The alpha policies: how a module's LoRA alpha follows its rank r (the registry; the allocation strategies'
+# is `lorarank.allocation.strategies`). name -> (alpha = value x r, else value; scaling alpha / sqrt(r), else alpha / r)
+ALPHA_POLICIES = {"ratio": (True, False), "constant": (False, False), "rslora": (False, True)}
 
 
-def alpha_for(policy: dict, r: int) -> float:
-    """LoRA alpha of a module of rank r: k * r under `ratio`, the one alpha otherwise."""
-    return policy["value"] * r if policy["name"] == "ratio" else policy["value"]
+@dataclass(frozen=True)
+class AlphaPolicy:
+    """An alpha policy and its value: k under ratio (alpha = k r, so the scaling alpha / r is k in every
+    layer), the one alpha under constant (alpha / r then differs between ranks) and rslora (alpha / sqrt(r)).
+    Allocation, LoRA-config and run files record it as {"name": ..., "value": ...}."""
+
+    name: str
+    value: float
+
+    def __post_init__(self):
+        if self.name not in ALPHA_POLICIES:
+            raise UserError(f"alpha policy {self.name!r} is unknown (allowed: {', '.join(ALPHA_POLICIES)})")
+
+    @classmethod
+    def default(cls, name: str, budget: int, num_layers: int) -> AlphaPolicy:
+        # ratio: k = 2 keeps alpha/r = 2 in every layer. constant/rslora: the uniform arm's alpha under
+        # ratio k = 2, so the average layer keeps the same scaling as the uniform arm.
+        return cls(name, 2.0 if name == "ratio" else 2.0 * budget / num_layers)
+
+    @classmethod
+    def from_json(cls, doc: dict) -> AlphaPolicy:
+        return cls(doc["name"], doc["value"])
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "value": self.value}
+
+    @property
+    def per_rank(self) -> bool:
+        """Whether alpha grows with the rank (then every rank has its own alpha)."""
+        return ALPHA_POLICIES[self.name][0]
+
+    @property
+    def rslora(self) -> bool:
+        """Whether the scaling divides by sqrt(r) (PEFT's use_rslora)."""
+        return ALPHA_POLICIES[self.name][1]
+
+    def alpha(self, r: int) -> float:
+        """LoRA alpha of a module of rank r: k * r under `ratio`, the one alpha otherwise."""
+        return self.value * r if self.per_rank else self.value
+
+    def scaling(self, r: int) -> float:
+        """The factor s in y = W x + s B A x: alpha / r, or alpha / sqrt(r) under rsLoRA."""
+        a = self.alpha(r)
+        return a / math.sqrt(r) if self.rslora else a / r
 
 
-def scaling(policy: dict, r: int) -> float:
-    """The factor s in y = W x + s B A x: alpha / r, or alpha / sqrt(r) under rsLoRA."""
-    a = alpha_for(policy, r)
-    return a / math.sqrt(r) if policy["name"] == "rslora" else a / r
+def mechanical_sign(policy: str) -> int:
+    """How s sqrt(r), the factor a LoRA gradient norm carries at rank r whatever the loss, moves with r under a
+    policy: +1 under ratio (k sqrt(r)), -1 under constant (alpha / sqrt(r)), 0 under rslora (alpha)."""
+    grows, root = ALPHA_POLICIES[policy]
+    exponent = grows - (0.5 if root else 1) + 0.5
+    return (exponent > 0) - (exponent < 0)
 
 
 def run_identity(kind: str, strategy: str | None, alpha_policy: dict | None, seed: int | None, model: dict) -> dict:
@@ -51,30 +94,25 @@ def load_allocation(path: str | Path) -> dict:
     return doc
 
 
-def arm_key(identity: dict) -> tuple[str, str | None, str | None]:
-    """(regime, strategy, alpha policy) of a run, from its identity: what makes runs of different seeds
-    the same arm. The base model is ("base", None, None); the warm-up ("warmup", None, None)."""
+class Arm(NamedTuple):
+    """What makes runs of different seeds the same arm: (regime, strategy, alpha policy name). The base
+    model is Arm("base", None, None); the warm-up Arm("warmup", None, None)."""
+
+    regime: str
+    strategy: str | None
+    policy: str | None
+
+    @property
+    def name(self) -> str:
+        """As tables, figures and file names show it: regime/strategy/policy (e.g. grpo/proportional/ratio)."""
+        return "/".join(k for k in self if k)
+
+    def reference(self) -> Arm:
+        """The arm this one is compared with: the uniform arm of the same regime and alpha policy."""
+        return Arm(self.regime, "uniform", self.policy)
+
+
+def arm_key(identity: dict) -> Arm:
+    """The arm of a run, from its identity."""
     policy = identity.get("alpha_policy")
-    return identity["kind"], identity.get("strategy"), policy["name"] if policy else None
-
-
-def arm_name(key: tuple) -> str:
-    """An arm as tables, figures and file names show it: regime/strategy/policy (e.g. grpo/proportional/ratio)."""
-    return "/".join(k for k in key if k)
-
-
-def arm_of(identity: dict) -> str:
-    return arm_name(arm_key(identity))
-
-
-def reference_arm(key: tuple) -> tuple:
-    """The arm another arm is compared with: the uniform arm of the same regime and alpha policy."""
-    return key[0], "uniform", key[2]
-
-
-def check_schedule(tinit: int, tfinal: int, steps: int, what: str = "--steps") -> None:
-    """AdaLoRA's schedule needs a pruning phase: tinit + tfinal < the run's optimizer steps (the training
-    commands and the workflow's config check both ask)."""
-    if tinit + tfinal >= steps:
-        raise UserError(f"{what} {steps}: AdaLoRA's tinit {tinit} + tfinal {tfinal} = {tinit + tfinal} leaves no "
-                        f"pruning phase (it needs tinit + tfinal < steps)")
+    return Arm(identity["kind"], identity.get("strategy"), policy["name"] if policy else None)

@@ -1,9 +1,11 @@
 """`lorarank summarize`: the study's tables, with the uncertainty the study lacked.
 
-    python -m lorarank summarize --metrics results/x/eval/*/*/*/seed*/metrics.json results/x/eval/base/seed0/metrics.json \
+    python -m lorarank summarize --eval results/x/eval/base/seed0/{metrics.json,predictions.parquet} \
+        --eval results/x/eval/grpo/uniform/ratio/seed0/{metrics.json,predictions.parquet} ... \
         --gradient-stats results/x/summary/gradient_stats.json --out results/x/summary
 
-Inputs follow the file contracts: `metrics.json` with `predictions.parquet` beside it. What was evaluated
+Inputs follow the file contracts, each named on the command line: per evaluation its `metrics.json` and
+its `predictions.parquet` (`--eval`). What was evaluated
 (regime, strategy, alpha policy, seed; its ranks and trainable parameters) is what metrics.json records,
 never its path. One table per training regime: per arm the rank range, trainable parameters, accuracy
 (strict and flexible) with a Wilson 95% CI (one seed) or a t interval across seeds, and against that
@@ -23,38 +25,43 @@ from pathlib import Path
 
 import pandas as pd
 
+from lorarank.allocation.strategies import DYNAMIC, FROZEN_DYNAMIC
 from lorarank.errors import UserError
 from lorarank.io import atomic_path, read_json
 from lorarank.stats import holm, mcnemar_exact, mean_ci, paired_bootstrap_ci, wilson
-from lorarank.study import DYNAMIC, FROZEN_DYNAMIC, arm_key, arm_name, reference_arm
+from lorarank.regimes import BASE, title
+from lorarank.study import Arm, arm_key
 
 MODES = ("strict", "flexible")
-REGIME_TITLES = {"grpo": "GRPO", "sft": "LoRA-SFT"}
 
 
-def load_runs(metrics_paths: list[str]) -> tuple[dict, dict]:
-    """((arm key, seed) -> predictions, arm key -> what metrics.json says about the adapter)."""
+def load_runs(evaluations: list[list[str]]) -> tuple[dict, dict]:
+    """((arm, seed) -> predictions, arm -> what metrics.json says about the adapter), from each evaluation's
+    [metrics.json, predictions.parquet] (`--eval`)."""
     runs, info = {}, {}
-    for p in metrics_paths:
+    for files in evaluations:
+        if len(files) != 2:
+            raise UserError(f"--eval {' '.join(files)}: give an evaluation's metrics.json and predictions.parquet "
+                            f"({len(files)} files given)")
+        p, preds_path = files
         metrics = read_json(p, "metrics file")
         if "identity" not in metrics:
             raise UserError(f"metrics file {p!r} has no identity (written before lorarank 0.2: rerun the evaluation)")
         ident = metrics["identity"]
-        preds_path = Path(p).with_name("predictions.parquet")
-        if not preds_path.is_file():
-            raise UserError(f"{str(preds_path)!r} is missing (it belongs beside {p!r})")
+        if not Path(preds_path).is_file():
+            raise UserError(f"--eval: {preds_path!r} does not exist (the predictions of {p!r})")
         key = arm_key(ident)
         seed = int(ident["seed"] if ident["seed"] is not None else metrics["seed"])
         if (key, seed) in runs:
-            raise UserError(f"two metrics files are {arm_name(key)} seed {seed}: {p!r} and another")
+            raise UserError(f"two metrics files are {key.name} seed {seed}: {p!r} and another")
         runs[(key, seed)] = pd.read_parquet(preds_path).sort_values("idx").reset_index(drop=True)
         info[key] = metrics.get("adapter_info") or {}
     questions = {k: tuple(v["idx"]) for k, v in runs.items()}
     ref_key, ref = next(iter(questions.items()))
     for k, q in questions.items():
         if q != ref:
-            raise UserError(f"{arm_name(k[0])} seed {k[1]} was evaluated on other questions than "
-                            f"{arm_name(ref_key[0])} seed {ref_key[1]}: paired tests need the same questions "
+            raise UserError(f"{k[0].name} seed {k[1]} was evaluated on other questions than "
+                            f"{ref_key[0].name} seed {ref_key[1]}: paired tests need the same questions "
                             f"(same evaluation n, seed and test split)")
     return runs, info
 
@@ -70,11 +77,11 @@ def paired_vs(runs, key, ref) -> dict:
     seeds, ref_seeds = seeds_of(runs, key), seeds_of(runs, ref)
     if key == ref or not ref_seeds:
         return empty | {"versus": None}
-    if key[0] == "base":  # one evaluation, no training seed: against every seed of the reference, pooled
+    if key.regime == BASE:  # one evaluation, no training seed: against every seed of the reference, pooled
         pairs = [(seeds[0], r) for r in ref_seeds]
     else:
         pairs = [(s, s) for s in seeds if s in ref_seeds] or [(seeds[0], r) for r in ref_seeds]
-    out = {"versus": arm_name(ref)}
+    out = {"versus": ref.name}
     for mode in MODES:
         a = pd.concat([runs[(ref, r)][f"correct_{mode}"] for _, r in pairs]).to_numpy()
         b = pd.concat([runs[(key, s)][f"correct_{mode}"] for s, _ in pairs]).to_numpy()
@@ -88,7 +95,7 @@ def paired_vs(runs, key, ref) -> dict:
 def arm_row(runs, info, key, regime, ref) -> dict:
     seeds = seeds_of(runs, key)
     ai = info.get(key, {})
-    row = {"regime": regime, "arm": arm_name(key), "strategy": key[1] or key[0], "alpha_policy": key[2],
+    row = {"regime": regime, "arm": key.name, "strategy": key.strategy or key.regime, "alpha_policy": key.policy,
            "seeds": len(seeds), "rank_min": ai.get("rank_min"), "rank_max": ai.get("rank_max"),
            "trainable_params": ai.get("trainable_params", 0),
            # AdaLoRA starts above the budget and prunes: what its adapter holds at the end
@@ -109,13 +116,13 @@ def arm_row(runs, info, key, regime, ref) -> dict:
 def table(runs, info) -> pd.DataFrame:
     """One block of rows per regime: the base model, then the regime's arms, each against its uniform arm."""
     keys = list(dict.fromkeys(k for k, _ in runs))
-    base = [k for k in keys if k[0] == "base"]
+    base = [k for k in keys if k.regime == BASE]
     blocks = []
-    for regime in dict.fromkeys(k[0] for k in keys if k[0] != "base"):
-        arms = [k for k in keys if k[0] == regime]
-        uniform = [k for k in arms if k[1] == "uniform"]
+    for regime in dict.fromkeys(k.regime for k in keys if k.regime != BASE):
+        arms = [k for k in keys if k.regime == regime]
+        uniform = [k for k in arms if k.strategy == "uniform"]
         rows = [arm_row(runs, info, k, regime, uniform[0] if uniform else None) for k in base]
-        rows += [arm_row(runs, info, k, regime, reference_arm(k)) for k in arms]
+        rows += [arm_row(runs, info, k, regime, k.reference()) for k in arms]
         block = pd.DataFrame(rows)
         for mode in MODES:  # several arms against their reference: Holm-adjust within the regime and grading
             col = block[f"p_mcnemar_{mode}"]
@@ -125,7 +132,7 @@ def table(runs, info) -> pd.DataFrame:
                 block.loc[tested, f"p_holm_{mode}"] = holm([float(x) for x in col[tested]])
         blocks.append(block)
     if not blocks:  # only the base model was evaluated
-        blocks = [pd.DataFrame([arm_row(runs, info, k, "base", None) for k in base])]
+        blocks = [pd.DataFrame([arm_row(runs, info, k, BASE, None) for k in base])]
         blocks[0]["p_holm_strict"] = blocks[0]["p_holm_flexible"] = None
     return pd.concat(blocks, ignore_index=True)
 
@@ -178,7 +185,7 @@ def regime_markdown(df: pd.DataFrame, alpha: float = 0.05) -> str:
 def markdown(df: pd.DataFrame, alpha: float = 0.05) -> str:
     parts = []
     for regime, block in df.groupby("regime", sort=False):
-        parts.append(f"### {REGIME_TITLES.get(regime, regime)} arms\n\n" + regime_markdown(block, alpha))
+        parts.append(f"### {title(regime)} arms\n\n" + regime_markdown(block, alpha))
     seeds = int(df["seeds"].max())
     note = ("One training seed per arm: the CIs cover question sampling only, not training noise; "
             "add seeds to see it." if seeds == 1 else
@@ -190,12 +197,12 @@ def dynamic_vs_frozen(runs) -> str:
     """Each adalora arm against its own frozen result (adalora-final, same regime and policy), paired on the
     same questions and seeds: does the process matter, beyond the allocation it ends with?"""
     lines = []
-    for key in dict.fromkeys(k for k, _ in runs if k[1] == DYNAMIC):
-        frozen = (key[0], FROZEN_DYNAMIC, key[2])
+    for key in dict.fromkeys(k for k, _ in runs if k.strategy == DYNAMIC):
+        frozen = Arm(key.regime, FROZEN_DYNAMIC, key.policy)
         if not seeds_of(runs, frozen):
             continue
         d = paired_vs(runs, key, frozen)
-        lines.append(f"| {arm_name(key)} − {arm_name(frozen)} | {100 * d['diff_strict']:+.1f} "
+        lines.append(f"| {key.name} − {frozen.name} | {100 * d['diff_strict']:+.1f} "
                      f"[{100 * d['diff_low_strict']:+.1f}, {100 * d['diff_high_strict']:+.1f}] | "
                      f"{d['p_mcnemar_strict']:.3g} | {100 * d['diff_flexible']:+.1f} | {d['p_mcnemar_flexible']:.3g} |")
     if not lines:
@@ -208,13 +215,15 @@ def dynamic_vs_frozen(runs) -> str:
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--metrics", nargs="+", required=True, help="metrics.json of every evaluation")
+    p.add_argument("--eval", nargs=2, action="append", required=True, metavar=("METRICS", "PREDICTIONS"),
+                   dest="evaluations", help="one evaluation's metrics.json (what was evaluated) and its "
+                                            "predictions.parquet; once per evaluation")
     p.add_argument("--gradient-stats", help="gradient_stats.json (`lorarank analyze`): adds the gradient findings")
     p.add_argument("--out", required=True, help="summary directory")
 
 
 def run(args) -> int:
-    runs, info = load_runs(args.metrics)
+    runs, info = load_runs(args.evaluations)
     df = table(runs, info)
     text = "## Accuracy\n\n" + markdown(df)
     if args.gradient_stats:

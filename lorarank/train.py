@@ -15,13 +15,12 @@ Rerunning the same command after an interruption resumes from the newest checkpo
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
+from lorarank import driver
 from lorarank.argtypes import positive_float, positive_int
 from lorarank.errors import UserError
-from lorarank.options import add_arguments, from_args, opt
+from lorarank.options import opt
 from lorarank.prompts import LAYOUTS
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")
@@ -66,12 +65,13 @@ class GRPOSettings:
             raise UserError(f"--max-grad-norm {self.max_grad_norm} must be >= 0 (0 turns clipping off)")
 
 
-def dataset(df, layout: str):
+def dataset(df, settings: GRPOSettings):
     from datasets import Dataset
 
     from lorarank.prompts import messages
 
-    return Dataset.from_list([{"prompt": messages(q, layout), "gold": g} for q, g in zip(df["question"], df["gold"])])
+    return Dataset.from_list([{"prompt": messages(q, settings.layout), "gold": g}
+                              for q, g in zip(df["question"], df["gold"])])
 
 
 def reward_functions(layout: str, partial_credit: bool):
@@ -86,64 +86,27 @@ def reward_functions(layout: str, partial_credit: bool):
     return [format, correctness]
 
 
-def run_grpo(model: str, lora: str, data: str, out: str | Path, settings: GRPOSettings) -> dict:
-    """Train one GRPO run into `out` (resuming there if it was interrupted); returns run.json."""
-    from lorarank import adalora, runs
-    from lorarank.data import load_split
-    from lorarank.lora import read_lora
-
-    # cheap checks first: bad input fails in a second, before TRL is even imported
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    settings.check(world)
-    ds_cfg = runs.deepspeed_config(settings.deepspeed)
-    adalora.check(read_lora(lora), settings.steps, settings.deepspeed)
-    df = load_split(data)
-    from transformers import set_seed
+def _trl():
     from trl import GRPOConfig, GRPOTrainer
 
-    from lorarank.lora import load_model_and_lora
-    from lorarank.profiler import GradProfiler, ProfiledTrainerMixin
+    return GRPOTrainer, GRPOConfig
 
-    out = Path(out)
-    if ds_cfg:
-        runs.ensure_distributed_env()
-    train = dataset(df, settings.layout)
-    set_seed(settings.seed)
-    lm, tokenizer, doc = load_model_and_lora(model, lora, settings.seed, settings.bf16, total_step=settings.steps)
-    profiler = GradProfiler(lm, sorted({m["module"] for m in doc["modules"]}), settings.weight_grad_every)
-    dynamic = adalora.control(lm, doc)
 
-    class Trainer(adalora.AdaLoraTrainerMixin, ProfiledTrainerMixin, GRPOTrainer):
-        pass
+def config_args(s: GRPOSettings, world: int) -> dict:
+    return dict(per_device_train_batch_size=s.prompts_per_step * s.generations // world,
+                gradient_accumulation_steps=1, num_generations=s.generations,
+                max_completion_length=s.max_completion_length, temperature=s.temperature,
+                beta=s.beta, loss_type=s.loss_type, log_completions=False, shuffle_dataset=True,
+                gradient_checkpointing=s.gradient_checkpointing)
 
-    s = settings
-    cfg = GRPOConfig(
-        **runs.common_args(out, s.steps, adalora.learning_rate(s.lr, doc), s.seed, s.save_steps, s.max_grad_norm, s.bf16, ds_cfg),
-        per_device_train_batch_size=s.prompts_per_step * s.generations // world,
-        gradient_accumulation_steps=1, num_generations=s.generations,
-        max_completion_length=s.max_completion_length, temperature=s.temperature,
-        beta=s.beta, loss_type=s.loss_type, log_completions=False, shuffle_dataset=True,
-        gradient_checkpointing=s.gradient_checkpointing,
-    )
-    record = runs.run_record("grpo", settings, model, {"data": data, "lora": lora, "deepspeed": s.deepspeed}, doc)
-    trainer = Trainer(model=lm, reward_funcs=reward_functions(s.layout, s.partial_credit), args=cfg,
-                      train_dataset=train, processing_class=tokenizer, profiler=profiler, adalora=dynamic,
-                      callbacks=[c for c in (dynamic, runs.CheckpointGradLog(profiler, runs.run_key(record), dynamic)) if c])
-    extra = {"allocation": doc.get("allocation"), "deepspeed": ds_cfg, "learning_rate": cfg.learning_rate,
-             "expected_trainable_params": doc["expected_trainable_params"]}
-    return runs.train_and_record(trainer, out, record, extra, doc)
+
+RECIPE = driver.Recipe("grpo", _trl, dataset, config_args,
+                lambda s: {"reward_funcs": reward_functions(s.layout, s.partial_credit)})
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="base model: directory or hub id")
-    p.add_argument("--lora", required=True, help="lora.json from `lorarank lora-config`")
-    p.add_argument("--data", required=True, help="training split (parquet with question, answer)")
-    p.add_argument("--out", required=True, help="run directory")
-    add_arguments(p, GRPOSettings)
+    driver.configure(p, GRPOSettings, "lora.json from `lorarank lora-config`", lora_required=True)
 
 
 def run(args) -> int:
-    settings = from_args(GRPOSettings, args)
-    info = run_grpo(args.model, args.lora, args.data, args.out, settings)
-    print(f"grpo: {info['trainable_params']:,} trainable params, {settings.steps} steps -> {args.out}")
-    return 0
+    return driver.run(RECIPE, GRPOSettings, args)

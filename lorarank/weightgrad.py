@@ -4,7 +4,7 @@ For a LoRA projection y = W x + s B A drop(x), the gradient the frozen W would g
 G = sum over tokens t of delta_t x_t^T, with delta_t = dL/dy_t and x_t the projection's input (before
 LoRA dropout: W sees the undropped input). The A/B gradients are s G A^T and s B^T G, so their norms
 carry a factor ~ s sqrt(r) whatever the loss wants; ||G|| does not depend on the adapter at all. That
-makes it the rank-neutral measure of how much a layer's weights are asked to change (DESIGN.md, "The
+makes it the rank-neutral measure of how much a layer's weights are asked to change (docs/design.md, "The
 instrument's blind spot").
 
 How it is measured: a forward hook on each adapted projection (the LoRA wrapper: its output needs a

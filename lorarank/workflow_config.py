@@ -21,6 +21,8 @@ from pathlib import Path
 
 from lorarank import options
 from lorarank.allocation import AllocationSpec
+from lorarank.allocation.adalora_settings import check_schedule, refuse_deepspeed
+from lorarank.allocation.strategies import DYNAMIC, FROZEN_DYNAMIC
 from lorarank.build_model import TinyModel
 from lorarank.data import DataSettings
 from lorarank.errors import UserError
@@ -29,9 +31,8 @@ from lorarank.fetch_model import HubModel
 from lorarank.import_model import GGUFSource
 from lorarank.lora import LoraSettings
 from lorarank.numerics import Numerics
+from lorarank.regimes import REGIMES, settings_class
 from lorarank.sft import SFTSettings
-from lorarank.study import check_schedule
-from lorarank.train import GRPOSettings
 
 
 def _same(prefix: str, *names: str) -> dict[str, str]:
@@ -49,36 +50,34 @@ WIRING = {
     "build_model": (TinyModel, _same("model.tiny", "layers", "hidden", "heads", "kv_heads", "intermediate",
                                      "vocab_size", "seed")),
     "run_warmup": (SFTSettings, {"layout": "layout", **_same("warmup", "steps", "batch_size", "lr", "warmup_steps", "save_steps")}),
-    "train_grpo": (GRPOSettings, {"layout": "layout", **_same(
-        "grpo", "steps", "prompts_per_step", "generations", "max_completion_length", "lr", "beta", "loss_type",
-        "temperature", "max_grad_norm", "partial_credit", "save_steps", "deepspeed", "bf16", "weight_grad_every")}),
-    "train_sft": (SFTSettings, {"layout": "layout", **_same("sft", "steps", "batch_size", "lr", "warmup_steps",
-                                                           "save_steps", "weight_grad_every", "bf16")}),
     "evaluate_model": (EvalSettings, {"layout": "layout", **_same("evaluation", "n", "seed", "batch_size",
                                                                    "max_new_tokens")}),
     "allocate_ranks": (AllocationSpec, {
         **_same("allocation", "budget", "granularity", "target_modules", "min_rank", "max_rank", "fraction",
-                "alpha", "importance"),
+                "alpha", "metric"),
         **_same("allocation.random", "low", "high", "seed"), "allocation.manual_ranks": "ranks",
         **_same("allocation.adalora", "init_r", "tinit", "tfinal", "delta_t", "beta1", "beta2", "orth_reg_weight",
                 "lr_scale")}),
     "write_lora_config": (LoraSettings, {"allocation.dropout": "dropout"}),
+    # each regime's train rule: its config section (and the answer layout) -> its settings (lorarank.regimes)
+    **{r.rule: (settings_class(r.name), {"layout": "layout", **_same(r.name, *r.wired)}) for r in REGIMES.values()},
 }
 
 # The numerics profile (lorarank.numerics): one config section, passed by every rule whose command runs
 # torch kernels, among the flags that trigger reruns (it changes the bits; the machine a job lands on does not).
 NUMERICS = (Numerics, _same("numerics", "kernels", "threads", "deterministic"))
-COMPUTE_RULES = ("build_model", "import_model", "run_warmup", "train_grpo", "train_sft", "evaluate_model")
+COMPUTE_RULES = ("build_model", "import_model", "run_warmup", *(r.rule for r in REGIMES.values()), "evaluate_model")
 
 # schema keys the workflow reads itself (not a command's flag), and why
 WORKFLOW_KEYS = {
     "experiment": "names results/{experiment}/",
-    "regimes": "an axis: the grpo and sft arms (train_grpo, train_sft)", "sft": "a section",
+    "regimes": "an axis: the arms of each training regime (lorarank.regimes; one train rule each)",
+    **{r.name: "a section" for r in REGIMES.values()},
     "allocation.alpha_policies": "an axis: every strategy under each policy (the allocation's --alpha-policy)",
     "data": "a section", "data.synthetic": "a section",
     "model": "a section", "model.source": "chooses build_model + run_warmup or a pretrained model",
     "model.tiny": "a section", "model.gguf": "a section",
-    "warmup": "a section", "grpo": "a section", "evaluation": "a section", "allocation": "a section",
+    "warmup": "a section", "evaluation": "a section", "allocation": "a section",
     "allocation.random": "a section", "allocation.adalora": "a section",
     "allocation.strategies": "the arms: one allocate/train/evaluate chain each",
     "grpo.gpus": "Slurm resources and the accelerate launcher",
@@ -225,8 +224,9 @@ def check(config: dict) -> None:
         raise UserError("data.warmup_fraction is 0, but the tiny model's warm-up needs rows of its own "
                         "(the arms must not train on what the warm-up saw): set it in (0, 1), e.g. 0.5")
     gpus = config["grpo"]["gpus"] if source == "pretrained" else 1
-    world = {"train_grpo": {"world": gpus}, "evaluate_model": {"split_size": _split_size(config)}}
-    for rule in model_rules(config) + ["prepare_data", "train_grpo", "train_sft", "evaluate_model",
+    world = {**{r.rule: {"world": gpus} for r in REGIMES.values()},
+             "evaluate_model": {"split_size": _split_size(config)}}
+    for rule in model_rules(config) + ["prepare_data", *(r.rule for r in REGIMES.values()), "evaluate_model",
                                        "write_lora_config"]:
         try:
             settings(config, rule).check(**world.get(rule, {}))
@@ -247,19 +247,20 @@ def check(config: dict) -> None:
 
 
 def check_adalora(config: dict) -> None:
-    """The adalora arms need a pruning phase in every regime's run, no DeepSpeed, and adalora-final its adalora."""
+    """The adalora arms need a pruning phase in every regime's run, no DeepSpeed, and adalora-final its adalora
+    (AdaLoRA's own checks, `lorarank.allocation.adalora_settings`, naming config keys)."""
     strategies = config["allocation"]["strategies"]
-    if "adalora-final" in strategies and "adalora" not in strategies:
-        raise UserError("allocation.strategies has adalora-final but not adalora: the frozen arm takes the final ranks "
-                        "of the adalora run, add adalora")
-    if "adalora" not in strategies:
+    if FROZEN_DYNAMIC in strategies and DYNAMIC not in strategies:
+        raise UserError(f"allocation.strategies has {FROZEN_DYNAMIC} but not {DYNAMIC}: the frozen arm takes the final "
+                        f"ranks of the {DYNAMIC} run, add {DYNAMIC}")
+    if DYNAMIC not in strategies:
         return
-    if "grpo" in config["regimes"] and config["grpo"].get("deepspeed"):
-        raise UserError(f"grpo.deepspeed {config['grpo']['deepspeed']!r} with the adalora strategy: AdaLoRA cannot run "
-                        f"under DeepSpeed (its allocator needs the gradients between the optimizer step and zero_grad); "
-                        f"set grpo.deepspeed to null or drop adalora")
     adalora = config["allocation"]["adalora"]
     for regime in config["regimes"]:
+        try:
+            refuse_deepspeed(config[regime].get("deepspeed"))
+        except UserError as e:
+            raise UserError(_config_names(str(e), REGIMES[regime].rule)) from None
         try:
             check_schedule(adalora["tinit"], adalora["tfinal"], config[regime]["steps"], f"{regime}.steps")
         except UserError as e:

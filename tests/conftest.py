@@ -105,6 +105,31 @@ def write_run(run_dir, kind="grpo", strategy="uniform", seed=0, policy=("ratio",
     return run_dir / "grad_norms.parquet"
 
 
+def run_args(*grad_logs) -> list[str]:
+    """`lorarank analyze`'s `--run` groups for gradient logs written with `write_run` beside them: the run's
+    record, log and trainer log (an empty one unless the test wrote it), and its rank log where it has one."""
+    args = []
+    for log in map(Path, grad_logs):
+        trainer = log.with_name("trainer_log.jsonl")
+        trainer.touch()
+        ranks = [log.with_name("ranks.parquet")] if log.with_name("ranks.parquet").is_file() else []
+        args += ["--run", log.with_name("run.json"), log, trainer, *ranks]
+    return args
+
+
+def run_files(*grad_logs):
+    """`analysis.RunFiles` of the same runs, for calling `analysis.analyze` directly."""
+    from lorarank.analysis import RunFiles
+
+    groups = " ".join(map(str, run_args(*grad_logs))).split("--run ")[1:]
+    return [RunFiles.parse(g.split()) for g in groups]
+
+
+def eval_args(*metrics) -> list[str]:
+    """`lorarank summarize`'s `--eval` pairs for metrics.json files with their predictions beside them."""
+    return [a for m in map(Path, metrics) for a in ("--eval", m, m.with_name("predictions.parquet"))]
+
+
 def write_grad_log(path, importance: np.ndarray, modules=("q_proj", "v_proj"), seed=0, ranks=None,
                    matrices=("A", "B"), weight: np.ndarray | None = None) -> str:
     """A gradient log whose per-step layer importance is exactly `importance[step, layer]` over `matrices`

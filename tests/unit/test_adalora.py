@@ -235,3 +235,18 @@ def test_bad_adalora_runs_train_nothing(case, expected, warm_model, ada_lora, sy
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and expected in lines[0], r.stderr
         assert not out.exists()
+
+
+def test_init_r_is_one_check_for_the_allocation_and_its_lora_config(cli, tmp_path, model_json):
+    """AdaLoRA's init_r must start above the mean target rank: `allocate` refuses the flag, `lora-config` a
+    hand-edited allocation, with the same check (lorarank.allocation.adalora_settings)."""
+    args = ("--strategy", "adalora", "--budget", BUDGET, "--num-layers", LAYERS)
+    code, _, err = cli("allocate", *args, "--init-r", 4, "--out", tmp_path / "a.json")
+    assert code == 2 and "--init-r 4 is not above the mean target rank 4 (--budget 16 over 4 layers)" in err
+    assert cli("allocate", *args, "--init-r", 6, "--out", tmp_path / "a.json")[0] == 0
+    doc = json.loads((tmp_path / "a.json").read_text())
+    doc["params"]["init_r"] = 4
+    (tmp_path / "a.json").write_text(json.dumps(doc))
+    code, _, err = cli("lora-config", "--allocation", tmp_path / "a.json", "--model", model_json("llama-tiny"),
+                       "--out", tmp_path / "l.json")
+    assert code == 2 and "the allocation's init_r 4 is not above the mean target rank 4:" in err

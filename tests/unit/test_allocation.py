@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from conftest import write_grad_log
-from lorarank import gradlog
+from lorarank import gradlog, ranklog
+from lorarank.allocation.strategies import BUDGETED, DYNAMIC, FROZEN_DYNAMIC, PROFILED, STRATEGIES
+from lorarank.study import DEFAULT_MODULES
 
 
 def allocate(cli, tmp_path, *argv):
@@ -127,14 +129,38 @@ def test_layer_count_from_model(cli, tmp_path, model_json):
 
 
 def test_proportional_from_the_weight_metric(cli, tmp_path):
-    """--importance weight allocates from the G rows (rank-neutral), not the A/B rows, and says so."""
+    """--metric weight allocates from the G rows (rank-neutral), not the A/B rows, and says so."""
     lora = np.tile([1.0, 1.0, 1.0, 4.0], (5, 1))
     weight = np.tile([4.0, 1.0, 1.0, 1.0], (5, 1))
     log = write_grad_log(tmp_path / "g.parquet", lora, weight=weight)
     by_lora = allocate(cli, tmp_path, "--strategy", "proportional", "--budget", 32, "--grad-log", log)
     by_weight = allocate(cli, tmp_path, "--strategy", "proportional", "--budget", 32, "--grad-log", log,
-                         "--importance", "weight")
+                         "--metric", "weight")
     # 32 x 4/7 = 18.3 for the hot layer, 4.6 for the others (largest remainder: two get 5, one 4)
     assert by_lora["ranks"][3] == 18 and sorted(by_lora["ranks"][:3]) == [4, 5, 5]
     assert by_weight["ranks"][0] == 18 and sorted(by_weight["ranks"][1:]) == [4, 5, 5]
-    assert by_lora["profile"]["importance"] == "lora" and by_weight["profile"]["importance"] == "weight"
+    assert by_lora["profile"]["metric"] == "lora" and by_weight["profile"]["metric"] == "weight"
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_every_registered_strategy_allocates_its_budget_from_what_it_declares(name, cli, tmp_path, skewed_log):
+    """Each strategy in the registry, given every input there is: it reads what it declares (a profile, a rank
+    log) and its ranks sum exactly to its budget (a new strategy is covered here without a line of its own)."""
+    strategy = STRATEGIES[name]
+    rank_log = tmp_path / "ranks.parquet"
+    ranklog.frame([(step, layer, m, 12 if step == 0 else 2 + (layer + i) % 9, 0) for step in (0, 30)
+                   for layer in range(28) for i, m in enumerate(DEFAULT_MODULES)]).to_parquet(rank_log)
+    doc = allocate(cli, tmp_path, "--strategy", name, "--budget", 224, "--num-layers", 28, "--grad-log", skewed_log,
+                   "--rank-log", rank_log, "--ranks", ",".join(["8"] * 28))
+    flat = [v for r in doc["ranks"] for v in (r.values() if isinstance(r, dict) else [r])]
+    per_layer_units = len(doc["modules"]) if doc["granularity"] == "module" else 1
+    assert doc["strategy"] == name and min(flat) >= 1 and sum(flat) == doc["budget"] * per_layer_units
+    assert doc["budget"] == (int(0.7 * 224) if name == "reduced" else 224)
+    assert (doc["shares"] is not None) == strategy.profile
+    assert (doc["profile"] or {}).get("path") == (skewed_log if strategy.profile else str(rank_log) if strategy.rank_log else None)
+    assert ("init_r" in doc["params"]) == strategy.dynamic
+
+
+def test_the_registry_declares_the_arms_the_study_knows():
+    assert PROFILED == ("proportional", "reduced", "inverse") and BUDGETED == tuple(s for s in STRATEGIES if s != "manual")
+    assert (DYNAMIC, FROZEN_DYNAMIC) == ("adalora", "adalora-final") and STRATEGIES[FROZEN_DYNAMIC].granularity == "module"

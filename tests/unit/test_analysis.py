@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 from scipy.stats import pearsonr, spearmanr
 
-from conftest import write_grad_log, write_run
+from conftest import run_args, run_files, write_grad_log, write_run
 from lorarank import analysis, gradlog
+from lorarank.gradmetrics import METRICS
 
 
 def shares_of(path, metric="lora", policy=None):
@@ -101,14 +102,14 @@ def test_analyze_command_writes_every_metric_the_mechanics_and_figures(cli, tmp_
     logs = two_runs(tmp_path, mech * learned, learned)
     warm = write_grad_log(write_run(tmp_path / "w", kind="warmup", strategy=None, policy=None),
                           np.tile([4.0, 1, 1, 1], (6, 1)), matrices=("W",))
-    code, out, err = cli("analyze", "--grad-logs", *logs, warm, "--bootstrap", 200, "--out", tmp_path / "summary")
+    code, out, err = cli("analyze", *run_args(*logs, warm), "--bootstrap", 200, "--out", tmp_path / "summary")
     assert code == 0, err
     doc = json.loads((tmp_path / "summary/gradient_stats.json").read_text())
     assert set(doc["runs"]) == {"grpo/uniform/ratio/seed0", "grpo/random/ratio/seed0", "warmup/seed0"}
     assert set(doc["runs"]["warmup/seed0"]["metrics"]) == {"weight"}  # a full-weight run has only that
     arm = doc["arms"]["grpo/random/ratio"]
     assert arm["ranks"] == {"0": 4.0, "1": 12.0, "2": 6.0, "3": 10.0}  # read from the log's rank column
-    assert set(arm["metrics"]) == {"lora", "lora_normalised", "weight"}
+    assert set(arm["metrics"]) == set(METRICS)  # every metric of the table
     for metric, factor in (("lora", mech * learned), ("lora_normalised", learned), ("weight", learned)):
         m = arm["metrics"][metric]
         shift = (np.arange(1, 5) * factor) / (np.arange(1, 5) * factor).sum() - np.arange(1, 5) / 10
@@ -133,7 +134,7 @@ def test_analyze_command_writes_every_metric_the_mechanics_and_figures(cli, tmp_
 def test_pure_mechanics_is_explained_fully_and_vanishes_on_the_weight_metric(cli, tmp_path):
     mech = np.sqrt(np.array(RANKS) / 8)
     logs = two_runs(tmp_path, mech, np.ones(4))
-    assert cli("analyze", "--grad-logs", *logs, "--bootstrap", 200, "--out", tmp_path / "s")[0] == 0
+    assert cli("analyze", *run_args(*logs), "--bootstrap", 200, "--out", tmp_path / "s")[0] == 0
     arm = json.loads((tmp_path / "s/gradient_stats.json").read_text())["arms"]["grpo/random/ratio"]
     assert arm["mechanical"]["explained"] == pytest.approx(1.0, abs=1e-5)
     assert arm["metrics"]["lora"]["rank_vs_shift_pearson"] > 0.9
@@ -160,8 +161,8 @@ def test_bootstrap_ci_is_seeded_and_widens_with_step_noise(tmp_path):
 
 def test_a_log_without_its_run_record_is_refused(cli, tmp_path):
     log = write_grad_log(tmp_path / "grad_norms.parquet", np.ones((2, 3)))
-    code, _, err = cli("analyze", "--grad-logs", log, "--out", tmp_path / "summary")
-    assert code == 2 and "run record of" in err and "does not exist" in err
+    code, _, err = cli("analyze", *run_args(log), "--out", tmp_path / "summary")
+    assert code == 2 and "run.json" in err and "does not exist" in err
     assert not (tmp_path / "summary").exists()
 
 
@@ -172,7 +173,7 @@ def test_training_trend_reads_the_trainer_log_beside_each_run(cli, tmp_path):
     rewards = [0.1, 0.2, 0.1, 0.3, 0.4, 0.5, 0.6, 0.7]
     lines = [json.dumps({"loss": 1.0, "rewards/correctness/mean": 0.2, "reward": r}) for r in rewards]
     (tmp_path / "u" / "trainer_log.jsonl").write_text("\n".join(lines + [json.dumps({"train_runtime": 3.0})]))
-    doc, *_ = analysis.analyze([log], window=0.25, reps=10)
+    doc, *_ = analysis.analyze(run_files(log), window=0.25, reps=10)
     t = doc["runs"]["grpo/uniform/ratio/seed0"]["training"]
     assert t == {"signal": "reward", "steps": 8, "first_quarter": pytest.approx(0.15),
                  "last_quarter": pytest.approx(0.65)}
@@ -187,12 +188,12 @@ def test_a_run_without_any_gradient_is_reported_not_fatal(cli, tmp_path):
     GSM8K): the other runs are analysed, the silent one gets a note and a heatmap that says so."""
     live = write_grad_log(write_run(tmp_path / "u"), np.tile([1.0, 2.0, 3.0], (5, 1)), weight=np.ones((5, 3)))
     silent = write_grad_log(write_run(tmp_path / "r", strategy="random"), np.zeros((5, 3)), weight=np.zeros((5, 3)))
-    code, _, err = cli("analyze", "--grad-logs", live, silent, "--bootstrap", 100, "--out", tmp_path / "s")
+    code, _, err = cli("analyze", *run_args(live, silent), "--bootstrap", 100, "--out", tmp_path / "s")
     assert code == 0, err
     doc = json.loads((tmp_path / "s/gradient_stats.json").read_text())
     run = doc["runs"]["grpo/random/ratio/seed0"]
-    assert run["metrics"] == {} and len(run["notes"]) == 3 and "no step with a non-zero gradient" in run["notes"][0]
-    assert set(doc["runs"]["grpo/uniform/ratio/seed0"]["metrics"]) == {"lora", "lora_normalised", "weight"}
+    assert run["metrics"] == {} and len(run["notes"]) == len(METRICS) and "no step with a non-zero gradient" in run["notes"][0]
+    assert set(doc["runs"]["grpo/uniform/ratio/seed0"]["metrics"]) == set(METRICS)
     assert "metrics" not in doc["arms"]["grpo/random/ratio"] or doc["arms"]["grpo/random/ratio"]["metrics"] == {}
     assert (tmp_path / "s/figures/heatmap_lora_grpo-random-ratio.png").read_bytes()[:4] == b"\x89PNG"
     from lorarank.findings import gradient_markdown
@@ -202,7 +203,7 @@ def test_a_run_without_any_gradient_is_reported_not_fatal(cli, tmp_path):
 
 def test_no_run_with_any_gradient_still_writes_every_figure(cli, tmp_path):
     silent = write_grad_log(write_run(tmp_path / "u"), np.zeros((4, 3)), weight=np.zeros((4, 3)))
-    code, _, err = cli("analyze", "--grad-logs", silent, "--bootstrap", 100, "--out", tmp_path / "s")
+    code, _, err = cli("analyze", *run_args(silent), "--bootstrap", 100, "--out", tmp_path / "s")
     assert code == 0, err
     names = {p.name for p in (tmp_path / "s/figures").iterdir()}
     assert {"heatmap_lora_grpo-uniform-ratio.png", "heatmap_weight_grpo-uniform-ratio.png", "shares.png",

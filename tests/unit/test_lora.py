@@ -8,8 +8,8 @@ import pytest
 from conftest import SHAPES, projection_dims
 from lorarank import lora
 from lorarank import model as models
-from lorarank.study import DEFAULT_MODULES
 from lorarank.errors import UserError
+from lorarank.study import DEFAULT_MODULES, AlphaPolicy
 
 
 def make_alloc(cli, tmp_path, *argv):
@@ -153,3 +153,16 @@ def test_enumeration_of_the_15b_shape_reads_no_weights(model_json):
     assert len(targets) == 196
     meta = models.meta_model(config)
     assert {p.device.type for p in meta.parameters()} == {"meta"}
+
+
+@pytest.mark.parametrize("name,value,alpha,scaling", [("ratio", 2.0, 16.0, 2.0), ("constant", 16.0, 16.0, 2.0),
+                                                      ("rslora", 16.0, 16.0, 16.0 / math.sqrt(8))])
+def test_alpha_policy_at_rank_8_and_its_file_shape(name, value, alpha, scaling):
+    policy = AlphaPolicy.from_json({"name": name, "value": value})
+    assert policy.alpha(8) == alpha and policy.scaling(8) == scaling
+    assert policy.to_json() == {"name": name, "value": value}  # what allocation, lora and run files record
+
+
+def test_unknown_alpha_policy_is_one_line():
+    with pytest.raises(UserError, match=r"alpha policy 'sqrt' is unknown \(allowed: ratio, constant, rslora\)"):
+        AlphaPolicy("sqrt", 1.0)

@@ -1,4 +1,4 @@
-"""check-pattern: every PEFT trap from DESIGN.md is reproduced against PEFT itself and flagged."""
+"""check-pattern: every PEFT trap (docs/design.md, "PEFT") is reproduced against PEFT itself and flagged."""
 
 import json
 import warnings

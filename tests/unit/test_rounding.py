@@ -5,7 +5,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from lorarank.allocation import apportion, largest_remainder, water_fill
+from lorarank.allocation.rounding import apportion, largest_remainder, water_fill
 from lorarank.errors import UserError
 
 

@@ -8,6 +8,7 @@ import pytest
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.proportion import proportion_confint
 
+from conftest import eval_args
 from lorarank.stats import mcnemar_exact, mean_ci, paired_bootstrap_ci, wilson
 
 
@@ -69,7 +70,7 @@ def test_summary_table_and_verdict(cli, tmp_path):
     better = uni | (rng.random(200) < 0.5)  # many more right: significant
     m = [write_eval(tmp_path, "uniform", 0, uni), write_eval(tmp_path, "random", 0, same),
          write_eval(tmp_path, "proportional", 0, better)]
-    code, _, err = cli("summarize", "--metrics", *m, "--out", tmp_path / "summary")
+    code, _, err = cli("summarize", *eval_args(*m), "--out", tmp_path / "summary")
     assert code == 0, err
     df = pd.read_csv(tmp_path / "summary/results.csv").set_index("strategy")
     assert df.loc["uniform", "acc_strict"] == uni.mean()
@@ -83,14 +84,14 @@ def test_summary_table_and_verdict(cli, tmp_path):
 def test_not_significant_is_said_in_words(cli, tmp_path):
     uni = np.array([True, False] * 50)
     m = [write_eval(tmp_path, "uniform", 0, uni), write_eval(tmp_path, "random", 0, np.roll(uni, 2))]
-    assert cli("summarize", "--metrics", *m, "--out", tmp_path / "s")[0] == 0
+    assert cli("summarize", *eval_args(*m), "--out", tmp_path / "s")[0] == 0
     assert "No arm differs significantly from uniform" in (tmp_path / "s/results.md").read_text()
 
 
 def test_several_seeds(cli, tmp_path):
     rng = np.random.default_rng(5)
     m = [write_eval(tmp_path, s, seed, rng.random(50) < 0.5) for s in ("uniform", "random") for seed in (0, 1, 2)]
-    assert cli("summarize", "--metrics", *m, "--out", tmp_path / "s")[0] == 0
+    assert cli("summarize", *eval_args(*m), "--out", tmp_path / "s")[0] == 0
     df = pd.read_csv(tmp_path / "s/results.csv").set_index("strategy")
     assert df.loc["random", "seeds"] == 3 and df.loc["random", "ci_low_strict"] < df.loc["random", "acc_strict"]
     assert "3 seeds per arm" in (tmp_path / "s/results.md").read_text()
@@ -99,7 +100,7 @@ def test_several_seeds(cli, tmp_path):
 def test_different_questions_are_refused(cli, tmp_path):
     m = [write_eval(tmp_path, "uniform", 0, [True, False, True]),
          write_eval(tmp_path, "random", 0, [True, True, False], idx=[0, 1, 5])]
-    code, _, err = cli("summarize", "--metrics", *m, "--out", tmp_path / "s")
+    code, _, err = cli("summarize", *eval_args(*m), "--out", tmp_path / "s")
     assert code == 2 and "paired tests need the same questions" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "s").exists()
 
@@ -111,7 +112,7 @@ def test_base_is_paired_with_every_uniform_seed_and_each_regime_has_its_table(cl
     s0 = rng.random(60) < 0.5
     m = [write_eval(tmp_path, "base", 0, base), write_eval(tmp_path, "uniform", 0, u0),
          write_eval(tmp_path, "uniform", 1, u1), write_eval(tmp_path, "uniform", 0, s0, regime="sft")]
-    assert cli("summarize", "--metrics", *m, "--out", tmp_path / "s")[0] == 0
+    assert cli("summarize", *eval_args(*m), "--out", tmp_path / "s")[0] == 0
     df = pd.read_csv(tmp_path / "s/results.csv")
     grpo_base = df[(df.regime == "grpo") & (df.arm == "base")].iloc[0]
     want = mcnemar_exact(np.concatenate([u0, u1]), np.concatenate([base, base]))[2]

@@ -9,7 +9,7 @@ import torch
 
 from lorarank import gradlog
 from lorarank.profiler import GradProfiler
-from lorarank.study import DEFAULT_MODULES, alpha_for
+from lorarank.study import DEFAULT_MODULES, AlphaPolicy
 
 
 def tiny_lora(dropout: float, seed: int = 0):
@@ -135,11 +135,11 @@ def measured_shares(policy: str) -> dict[str, dict[int, float]]:
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(0)
-    pol = {"name": policy, "value": 2.0 if policy == "ratio" else 16.0}
+    pol = AlphaPolicy(policy, 2.0 if policy == "ratio" else 16.0)
     keys = {f"layers.{i}.proj": r for i, r in enumerate(RANKS)}
     cfg = LoraConfig(r=8, lora_alpha=16, target_modules=["proj"], use_rslora=policy == "rslora",
                      rank_pattern={rf"^layers\.{i}\.proj": r for i, r in enumerate(RANKS)},
-                     alpha_pattern={rf"^layers\.{i}\.proj": alpha_for(pol, r) for i, r in enumerate(RANKS)})
+                     alpha_pattern={rf"^layers\.{i}\.proj": pol.alpha(r) for i, r in enumerate(RANKS)})
     model = get_peft_model(Parallel(len(RANKS)), cfg)
     for name, mod in model.named_modules():  # PEFT built what was asked
         if name.endswith("proj") and hasattr(mod, "r"):
@@ -151,7 +151,7 @@ def measured_shares(policy: str) -> dict[str, dict[int, float]]:
     df = profiler.frame()
     out = {}
     for metric in ("lora", "weight"):
-        s = gradlog.shares(gradlog.select(df, metric, pol))
+        s = gradlog.shares(gradlog.select(df, metric, pol.to_json()))
         out[metric] = {r: float(np.mean([s[i] for i, ri in enumerate(RANKS) if ri == r])) for r in (2, 8, 32)}
     return out
 

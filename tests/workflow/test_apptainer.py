@@ -67,7 +67,8 @@ def test_the_archive_records_images_and_what_ran_inside_them(contained):
 
 
 def test_a_new_image_digest_reruns_exactly_the_jobs_in_that_image(contained, tmp_path):
-    """The DESIGN trap: Snakemake hashes the reference string, so only a new digest can rerun."""
+    """The trap (docs/design.md, "Snakemake, Slurm and containers"): Snakemake hashes the reference string,
+    so only a new digest can rerun."""
     work, _ = contained
     assert planned(work, TEST_CONFIG) == {}
     cfg = yaml.safe_load(TEST_CONFIG.read_text())

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, edited_config, snakemake
 
-from lorarank.analysis import TRAINING_SIGNAL, trend
+from lorarank.analysis import trend
+from lorarank.regimes import signal
 
 pytestmark = pytest.mark.dag
 
@@ -21,6 +22,6 @@ def test_the_uniform_arm_reward_rises_over_training(tmp_path):
     config = edited_config(tmp_path, one_arm, base=Path(ROOT) / "config/config.yaml")
     r = snakemake(tmp_path, f"{RUN}/run.json", configfile=config, apptainer=False)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    t = trend(tmp_path / RUN / "trainer_log.jsonl", TRAINING_SIGNAL["grpo"])
+    t = trend(tmp_path / RUN / "trainer_log.jsonl", signal("grpo"))
     assert t["steps"] == 40  # the default's steps, all logged
     assert t["last_quarter"] > t["first_quarter"], t

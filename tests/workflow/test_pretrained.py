@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import GSM8K_DIR, ROOT, edited_config, hub_cache, planned, run_lorarank, snakemake
+from lorarank.gradmetrics import METRICS
 
 pytestmark = pytest.mark.dag
 
@@ -52,7 +53,7 @@ def test_smollm2_slice_runs_end_to_end(smollm2_run):
     assert m["n"] == 8 and m["identity"]["strategy"] == "random"
     stats = json.loads((res / "summary/gradient_stats.json").read_text())
     for run in stats["runs"].values():  # every metric has statistics, or a note that no step had a gradient
-        assert set(run["metrics"]) | {n.split(":")[0] for n in run["notes"]} == {"lora", "lora_normalised", "weight"}
+        assert set(run["metrics"]) | {n.split(":")[0] for n in run["notes"]} == set(METRICS)
     assert run_lorarank("verify-archive", work / "results/smollm2/archive/smollm2.tar.gz").returncode == 0
     assert planned(work, configfile=config, apptainer=False) == {}  # and the import is not redone
 

@@ -9,6 +9,7 @@ import sys
 import pandas as pd
 import pytest
 from conftest import ROOT, edited_config, planned, repo_copy, snakemake
+from lorarank.gradmetrics import METRICS
 
 pytestmark = pytest.mark.dag
 
@@ -51,7 +52,7 @@ def test_whole_dag_produces_the_summary(finished):
         assert alloc["profile"]["path"].endswith(f"runs/{regime}/uniform/ratio/seed0/grad_norms.parquet")
         assert sum(alloc["ranks"]) == 16
     stats = json.loads((finished / f"{RESULTS}/summary/gradient_stats.json").read_text())
-    assert set(stats["arms"]["grpo/proportional/ratio"]["metrics"]) == {"lora", "lora_normalised", "weight"}
+    assert set(stats["arms"]["grpo/proportional/ratio"]["metrics"]) == set(METRICS)
     assert set(stats["contrast"]["regimes"]) == {"grpo", "sft", "warmup"}
     assert "## Gradient importance: mechanics or learning?" in md and "| sft/proportional/ratio | weight |" in md
     # the warm-up trained on rows the arms never see
@@ -274,7 +275,7 @@ def test_evaluation_code_edit_reruns_evaluation_and_summary(finished, tmp_path):
 
 def test_allocation_code_edit_reruns_the_allocated_chain(finished, tmp_path):
     clone = repo_copy(tmp_path)
-    f = clone / "lorarank/allocation.py"
+    f = clone / "lorarank/allocation/rounding.py"
     replace(f, "missing = total - sum(floors)", "missing = int(total - sum(floors))")
     jobs = planned(finished, repo=clone)
     assert jobs == {"allocate_ranks": 12, "write_lora_config": 12, "train_grpo": 6, "train_sft": 6, "evaluate_model": 12,

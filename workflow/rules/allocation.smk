@@ -28,7 +28,7 @@ rule write_lora_config:
         unpack(shape_inputs),
         allocation="results/{experiment}/allocations/{regime}/{strategy}/{policy}.json",
     output:
-        "results/{experiment}/lora/{regime}/{strategy}/{policy}.json",
+        LORA,
     params:
         code=CODE["lora-config"],
         settings=settings_flags("write_lora_config"),

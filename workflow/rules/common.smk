@@ -4,6 +4,12 @@
 
 import json
 import os
+import shlex
+
+from lorarank import gradmetrics
+from lorarank.allocation import strategies
+from lorarank.allocation.strategies import DYNAMIC, PROFILED
+from lorarank.study import Arm
 
 SOURCE = config["model"]["source"]
 TINY = SOURCE == "tiny"
@@ -13,19 +19,34 @@ REGIMES = config["regimes"]
 # uniform always runs: it is the arm the others are compared with and the profiling run
 STRATEGIES = list(dict.fromkeys(["uniform"] + config["allocation"]["strategies"]))
 POLICIES = config["allocation"]["alpha_policies"]
-PROFILED = ("proportional", "reduced", "inverse")
 SEEDS = config["seeds"]
 # the profiled strategies of a regime read its uniform run under the first policy and seed, so that
 # every policy allocates the same ranks: the policies then differ in their scaling alone
 PROFILE_POLICY, PROFILE_SEED = POLICIES[0], SEEDS[0]
 EVAL_SEED = config["evaluation"]["seed"]
-ARMS = [(regime, strategy, policy) for regime in REGIMES for policy in POLICIES for strategy in STRATEGIES]
+ARMS = [Arm(regime, strategy, policy) for regime in REGIMES for policy in POLICIES for strategy in STRATEGIES]
+
+# The file layout of an arm, spelled once: its LoRA config, its runs (one directory per seed, `lorarank.runs`)
+# and their evaluations. Rules and input functions build every path from these.
+LORA = "results/{experiment}/lora/{regime}/{strategy}/{policy}.json"
+RUN = "results/{experiment}/runs/{regime}/{strategy}/{policy}/seed{seed}"
+EVAL = "results/{experiment}/eval/{regime}/{strategy}/{policy}/seed{seed}"
+
+
+def of_regime(pattern, regime):
+    """`pattern` with its {regime} filled in: the paths of one regime's train rule."""
+    return pattern.replace("{regime}", regime.name)
+
+
+def arm_path(pattern, experiment, arm, seed=None):
+    """`pattern` for one arm (regime, strategy, policy) and seed."""
+    regime, strategy, policy = arm
+    return pattern.format(experiment=experiment, regime=regime, strategy=strategy, policy=policy, seed=seed)
 
 
 def arm_files(pattern, experiment, seeds=True):
     """`pattern` ({experiment}, {regime}, {strategy}, {policy}, {seed}) for every arm (and seed)."""
-    return [pattern.format(experiment=experiment, regime=r, strategy=s, policy=p, seed=seed)
-            for r, s, p in ARMS for seed in (SEEDS if seeds else [None])]
+    return [arm_path(pattern, experiment, arm, seed) for arm in ARMS for seed in (SEEDS if seeds else [None])]
 
 
 def image(command):
@@ -81,12 +102,11 @@ def prepare_data_inputs(wildcards):
 
 def allocate_inputs(wildcards):
     inputs = shape_inputs(wildcards)
+    profile = dict(experiment=wildcards.experiment, regime=wildcards.regime, policy=PROFILE_POLICY, seed=PROFILE_SEED)
     if wildcards.strategy in PROFILED:
-        run = f"results/{wildcards.experiment}/runs/{wildcards.regime}/uniform/{PROFILE_POLICY}/seed{PROFILE_SEED}"
-        inputs["grad_log"] = f"{run}/grad_norms.parquet"
-    if wildcards.strategy == "adalora-final":  # the adalora run of the same regime, first policy and seed
-        run = f"results/{wildcards.experiment}/runs/{wildcards.regime}/adalora/{PROFILE_POLICY}/seed{PROFILE_SEED}"
-        inputs["rank_log"] = f"{run}/ranks.parquet"
+        inputs["grad_log"] = RUN.format(strategy="uniform", **profile) + "/grad_norms.parquet"
+    if strategies.STRATEGIES[wildcards.strategy].rank_log:  # the adalora run of the same regime, first policy and seed
+        inputs["rank_log"] = RUN.format(strategy=DYNAMIC, **profile) + "/ranks.parquet"
     return inputs
 
 
@@ -99,8 +119,7 @@ def grad_log_flag(wildcards, input):
 
 
 def run_dir(wildcards):
-    w = wildcards
-    return f"results/{w.experiment}/runs/{w.regime}/{w.strategy}/{w.policy}/seed{w.seed}"
+    return RUN.format(**dict(wildcards.items()))
 
 
 def evaluate_inputs(wildcards):
@@ -109,29 +128,50 @@ def evaluate_inputs(wildcards):
             "adapter": f"{run}/final", "run": f"{run}/run.json"}
 
 
+def evaluation_files(experiment):
+    """[metrics.json, predictions.parquet] of every evaluation: the base model's, then each arm's seeds."""
+    dirs = [f"results/{experiment}/eval/base/seed{EVAL_SEED}"] + arm_files(EVAL, experiment)
+    return [[f"{d}/metrics.json", f"{d}/predictions.parquet"] for d in dirs]
+
+
+def run_files(experiment):
+    """[run.json, grad_norms.parquet, trainer_log.jsonl (, ranks.parquet of an adalora run)] of every run with a
+    gradient log: each arm's seeds, and the tiny model's full-weight warm-up."""
+    runs = [(arm_path(RUN, experiment, arm, seed), arm.strategy == DYNAMIC) for arm in ARMS for seed in SEEDS]
+    runs += [(f"results/{experiment}/warmup", False)] if TINY else []
+    return [[f"{d}/run.json", f"{d}/grad_norms.parquet", f"{d}/trainer_log.jsonl"]
+            + ([f"{d}/ranks.parquet"] if dynamic else []) for d, dynamic in runs]
+
+
+def grouped(flag, groups):
+    """The commands get every file they read as an argument, grouped per run: `--run A B C --run ...`."""
+    return " ".join(f"{flag} " + " ".join(shlex.quote(f) for f in files) for files in groups)
+
+
 def summary_inputs(wildcards):
-    exp = wildcards.experiment
-    return {"metrics": [f"results/{exp}/eval/base/seed{EVAL_SEED}/metrics.json"]
-            + arm_files("results/{experiment}/eval/{regime}/{strategy}/{policy}/seed{seed}/metrics.json", exp),
-            "gradients": f"results/{exp}/summary/gradient_stats.json"}
+    return {"evaluations": [f for files in evaluation_files(wildcards.experiment) for f in files],
+            "gradients": f"results/{wildcards.experiment}/summary/gradient_stats.json"}
+
+
+def summary_args(wildcards):
+    return grouped("--eval", evaluation_files(wildcards.experiment))
 
 
 def analysis_inputs(wildcards):
-    """Every gradient log with the run.json that says what it is (the warm-up's too: a full-weight SFT)
-    and the trainer log the training trend is read from."""
-    dirs = arm_files("results/{experiment}/runs/{regime}/{strategy}/{policy}/seed{seed}", wildcards.experiment)
-    dirs += [f"results/{wildcards.experiment}/warmup"] if TINY else []
-    return {"grad_logs": [f"{d}/grad_norms.parquet" for d in dirs], "runs": [f"{d}/run.json" for d in dirs],
-            "trainer_logs": [f"{d}/trainer_log.jsonl" for d in dirs],
-            "rank_logs": [f"results/{wildcards.experiment}/runs/{r}/{s}/{p}/seed{seed}/ranks.parquet"
-                          for r, s, p in ARMS if s == "adalora" for seed in SEEDS]}
+    return {"runs": [f for files in run_files(wildcards.experiment) for f in files]}
 
 
-# heatmap_<metric>_<regime>-<strategy>-<policy>.png: every arm on the study's and the rank-neutral metric
-HEATMAPS = [f"{metric}_{r}-{s}-{p}" for r, s, p in ARMS for metric in ("lora", "weight")]
-HEATMAPS += ["weight_warmup"] if TINY else []
+def analysis_args(wildcards):
+    return grouped("--run", run_files(wildcards.experiment))
+
+
+# heatmap file names: every arm on each metric the table draws one for; the full-weight warm-up ('W' rows)
+# on those of them it can give
+HEATMAPS = [gradmetrics.heatmap_file(m, arm.name) for arm in ARMS for m in gradmetrics.HEATMAPS]
+HEATMAPS += [gradmetrics.heatmap_file(m, "warmup") for m in gradmetrics.HEATMAPS
+             if m in gradmetrics.readable(["W"])] if TINY else []
 # AdaLoRA's rank trajectories, one panel per adalora arm: a figure only where there is one
-RANK_FIGURES = ["ranks"] if "adalora" in STRATEGIES else []
+RANK_FIGURES = ["ranks"] if DYNAMIC in STRATEGIES else []
 
 
 # Cluster resources (Slurm). The tiny model runs on CPUs; a pretrained model gets GPUs. GPU count is
@@ -175,7 +215,7 @@ def archive_inputs(wildcards):
     for r, s, p in ARMS:
         arm = dict(regime=r, strategy=s, policy=p)
         files += expand(list(rules.allocate_ranks.output) + list(rules.write_lora_config.output), **arm, allow_missing=True)
-        train = rules.train_grpo if r == "grpo" else rules.train_sft
+        train = getattr(rules, regimes.REGIMES[r].rule)
         files += expand(list(train.output) + list(rules.evaluate_model.output), **arm, seed=SEEDS, allow_missing=True)
     return sorted(set(expand(files, experiment=exp, seed=EVAL_SEED, allow_missing=True)))
 

@@ -6,8 +6,8 @@ rule evaluate_model:
     input:
         unpack(evaluate_inputs),
     output:
-        predictions="results/{experiment}/eval/{regime}/{strategy}/{policy}/seed{seed}/predictions.parquet",
-        metrics="results/{experiment}/eval/{regime}/{strategy}/{policy}/seed{seed}/metrics.json",
+        predictions=EVAL + "/predictions.parquet",
+        metrics=EVAL + "/metrics.json",
     params:
         code=CODE["evaluate"],
         settings=settings_flags("evaluate_model"),

@@ -10,7 +10,8 @@ from snakemake.utils import validate
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 sys.path.insert(0, workflow.basedir)  # lorarank's workflow-facing modules import nothing but the standard library
-from lorarank import workflow_config
+from lorarank import regimes, workflow_config
+from lorarank.study import ALPHA_POLICIES
 from lorarank.containers import COMMAND_ENV, references, stale
 from lorarank.errors import UserError
 from lorarank.fingerprint import fingerprints

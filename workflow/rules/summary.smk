@@ -9,7 +9,7 @@ rule analyze_gradients:
     output:
         stats=report("results/{experiment}/summary/gradient_stats.json", caption="../report/gradient_stats.rst",
                      category="Gradients"),
-        heatmaps=report(expand("results/{{experiment}}/summary/figures/heatmap_{name}.png", name=HEATMAPS),
+        heatmaps=report(expand("results/{{experiment}}/summary/figures/{name}", name=HEATMAPS),
                         caption="../report/heatmap.rst", category="Gradients"),
         amplification=report("results/{experiment}/summary/figures/amplification.png",
                              caption="../report/amplification.rst", category="Gradients"),
@@ -21,6 +21,7 @@ rule analyze_gradients:
                      caption="../report/ranks.rst", category="Gradients"),
     params:
         code=CODE["analyze"],
+        runs=analysis_args,
         out=subpath(output.stats, parent=True),
     log:
         "logs/{experiment}/analyze_gradients.log",
@@ -29,7 +30,7 @@ rule analyze_gradients:
     container:
         image("analyze")
     shell:
-        "(python -m lorarank analyze --grad-logs {input.grad_logs} --out {params.out}) > {log} 2>&1"
+        "(python -m lorarank analyze {params.runs} --out {params.out}) > {log} 2>&1"
 
 
 rule summarize_results:
@@ -42,6 +43,7 @@ rule summarize_results:
                       category="Accuracy"),
     params:
         code=CODE["summarize"],
+        evaluations=summary_args,
         out=subpath(output.csv, parent=True),
     log:
         "logs/{experiment}/summarize_results.log",
@@ -50,5 +52,5 @@ rule summarize_results:
     container:
         image("summarize")
     shell:
-        "(python -m lorarank summarize --metrics {input.metrics} --gradient-stats {input.gradients}"
+        "(python -m lorarank summarize {params.evaluations} --gradient-stats {input.gradients}"
         " --out {params.out}) > {log} 2>&1"

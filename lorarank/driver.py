@@ -1,0 +1,92 @@
+"""The one training driver: what a run of every regime does, in order, whatever its trainer.
+
+Cheap checks first (bad input fails in a second, before TRL is imported), then the DeepSpeed config, the
+base model with its verified LoRA allocation (`lorarank.lora`), the gradient profiler, AdaLoRA's control
+where the allocation is dynamic, the TRL trainer with both mixins, and the run record and outputs
+(`lorarank.runs`). A regime (`lorarank.regimes`) supplies only what differs, as a `Recipe`: its rows, its
+TRL trainer and config classes, and their arguments (reward functions, loss options, batch shape).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from lorarank.options import add_arguments, from_args
+from lorarank.regimes import WARMUP
+
+
+@dataclass(frozen=True)
+class Recipe:
+    regime: str  # its name in `lorarank.regimes`
+    trl: Callable[[], tuple[type, type]]  # () -> (TRL trainer class, its config class), imported when run
+    dataset: Callable  # (rows DataFrame, settings) -> datasets.Dataset
+    config_args: Callable[..., dict]  # (settings, world) -> the regime's own fields of the TRL config
+    trainer_args: Callable[..., dict] = lambda settings: {}  # (settings) -> extra trainer arguments
+
+
+def train(recipe: Recipe, model: str, data: str, out: str | Path, settings, lora: str | None = None) -> dict:
+    """Train one run into `out` (resuming there if it was interrupted): the adapter of `lora`, or all weights
+    without one (the warm-up). Returns what run.json records."""
+    from lorarank import adalora, runs
+    from lorarank.data import load_split
+    from lorarank.lora import read_lora
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    settings.check(world)
+    ds_cfg = runs.deepspeed_config(settings.deepspeed)
+    adalora.check(read_lora(lora) if lora else None, settings.steps, settings.deepspeed)
+    df = load_split(data)
+    from transformers import set_seed
+
+    from lorarank.lora import load_model_and_lora
+    from lorarank.profiler import GradProfiler, ProfiledTrainerMixin
+    from lorarank.study import DEFAULT_MODULES
+
+    trainer_class, config_class = recipe.trl()
+    out, s = Path(out), settings
+    if ds_cfg:
+        runs.ensure_distributed_env()
+    rows = recipe.dataset(df, s)
+    set_seed(s.seed)
+    lm, tokenizer, doc = load_model_and_lora(model, lora, s.seed, s.bf16, total_step=s.steps)
+    modules = sorted({m["module"] for m in doc["modules"]}) if doc else sorted(DEFAULT_MODULES)
+    profiler = GradProfiler(lm, modules, s.weight_grad_every)
+    dynamic = adalora.control(lm, doc)
+
+    class Trainer(adalora.AdaLoraTrainerMixin, ProfiledTrainerMixin, trainer_class):
+        pass
+
+    common = runs.common_args(out, s.steps, adalora.learning_rate(s.lr, doc), s.seed, s.save_steps,
+                              s.max_grad_norm, s.bf16, ds_cfg)
+    cfg = config_class(**{**common, **recipe.config_args(s, world)})
+    kind = recipe.regime if doc else WARMUP
+    record = runs.run_record(kind, s, model, {"data": data, "lora": lora, "deepspeed": s.deepspeed}, doc)
+    callbacks = [c for c in (dynamic, runs.CheckpointGradLog(profiler, runs.run_key(record), dynamic)) if c]
+    trainer = Trainer(model=lm, args=cfg, train_dataset=rows, processing_class=tokenizer, profiler=profiler,
+                      adalora=dynamic, callbacks=callbacks, **recipe.trainer_args(s))
+    extra = {"deepspeed": ds_cfg, "learning_rate": cfg.learning_rate}
+    if doc:
+        extra |= {"allocation": doc.get("allocation"), "expected_trainable_params": doc["expected_trainable_params"]}
+    return runs.train_and_record(trainer, out, record, extra, doc)
+
+
+def configure(p: argparse.ArgumentParser, settings_class: type, lora_help: str, lora_required: bool) -> None:
+    """The flags every regime's command takes: its inputs, its output and its settings."""
+    p.add_argument("--model", required=True, help="base model: directory or hub id")
+    p.add_argument("--lora", required=lora_required, help=lora_help)
+    p.add_argument("--data", required=True, help="training split (parquet with question, answer)")
+    p.add_argument("--out", required=True, help="run directory")
+    add_arguments(p, settings_class)
+
+
+def run(recipe: Recipe, settings_class: type, args) -> int:
+    settings = from_args(settings_class, args)
+    info = train(recipe, args.model, args.data, args.out, settings, args.lora)
+    name = recipe.regime if args.lora else WARMUP
+    print(f"{name}: {info['trainable_params']:,} trainable params, {settings.steps} steps -> {args.out}/final")
+    return 0
+
