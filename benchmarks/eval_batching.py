@@ -32,8 +32,8 @@ def main() -> None:
                  "--lr", "1e-3", "--save-steps", 1000, "--out", scratch / "sft")
         args.model, args.data = scratch / "sft/final", scratch / "d/test.parquet"
 
-    from lorarank.data import load_split
-    from lorarank.evaluate import EvalSettings, generate, load_model, subset
+    from lorarank.data.prepare import load_split
+    from lorarank.evaluation.evaluate import EvalSettings, generate, load_model, subset
 
     model, tok = load_model(str(args.model), None)
     questions = list(subset(load_split(args.data), EvalSettings(n=args.n, seed=0))["question"])

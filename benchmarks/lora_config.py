@@ -26,14 +26,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
-    from lorarank import allocation, lora
-    from lorarank.model import load_config, targets
+    from lorarank.allocation import lora
+    from lorarank.allocation.ranks import build
+    from lorarank.allocation.spec import AllocationSpec
+    from lorarank.models.loading import load_config, targets
     from lorarank.study import DEFAULT_MODULES
 
     work = Path(tempfile.mkdtemp(prefix="lorarank-bench-"))
     (work / "config.json").write_text(json.dumps(QWEN25_15B))
     config = load_config(str(work / "config.json"))
-    doc = allocation.build(allocation.AllocationSpec(strategy="uniform", budget=896, num_layers=28))
+    doc = build(AllocationSpec(strategy="uniform", budget=896, num_layers=28))
     (work / "alloc.json").write_text(json.dumps(doc))
     rows = []
     for name, fn in (("enumerate targets", lambda: targets(config, list(DEFAULT_MODULES))),

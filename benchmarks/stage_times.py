@@ -20,10 +20,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, table  # noqa: E402
 
+from lorarank.training.regimes import REGIMES  # noqa: E402
+
 # the order the stages run in; a rule not listed sorts last
 STAGES = ["prepare_data", "fetch_model", "import_model", "build_model", "run_warmup", "evaluate_base",
-          "allocate_ranks", "write_lora_config", "train_grpo", "train_sft", "evaluate_model", "analyze_gradients",
-          "summarize_results", "archive_results"]
+          "allocate_ranks", "write_lora_config", *(r.rule for r in REGIMES.values()), "evaluate_model",
+          "analyze_gradients", "summarize_results", "archive_results"]
 STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]")
 
 

@@ -6,7 +6,7 @@ profiler and AdaLoRA's allocator cost.
 A 28-layer tiny Qwen2 with LoRA on all 7 projections (392 profiled A/B matrices and 196 full-weight
 gradients G, as in the study). Profiler cost is measured inside the same run: time spent in
 `GradProfiler.record` (A/B norms; goal <= 1% of step time) and in forming and measuring G
-(`lorarank.weightgrad`; goal <= 10% every step, <= 1% every 10th step), over the Trainer's train_runtime.
+(`lorarank.training.weightgrad`; goal <= 10% every step, <= 1% every 10th step), over the Trainer's train_runtime.
 The AdaLoRA row starts every matrix at rank 12 and prunes to the same budget (mean 8); its allocator's
 time (`update_and_allocate` each step) is the last column.
 

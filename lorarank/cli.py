@@ -15,25 +15,25 @@ from lorarank import numerics
 from lorarank.errors import UserError
 from lorarank.numerics import Numerics
 from lorarank.options import add_arguments, from_args
-from lorarank.regimes import REGIMES
+from lorarank.training.regimes import REGIMES
 
 # command -> (module, one-line help), in pipeline order (as `--help` lists them)
 COMMANDS = {
-    "prepare-data": ("lorarank.data", "GSM8K (hub, local jsonl or synthetic) as parquet splits + manifest"),
-    "build-model": ("lorarank.build_model", "a tiny Qwen2 with a locally trained tokenizer (offline runs, tests)"),
-    "fetch-model": ("lorarank.fetch_model", "a hub model fetched once at a pinned revision into a local directory"),
-    "import-model": ("lorarank.import_model", "a pretrained model from a GGUF file (or an installed package's) as a model directory"),
-    "allocate": ("lorarank.allocation", "turn an allocation spec into per-layer ranks at an exact budget"),
-    "lora-config": ("lorarank.lora", "write the exact, verified PEFT LoraConfig for an allocation"),
+    "prepare-data": ("lorarank.data.prepare", "GSM8K (hub, local jsonl or synthetic) as parquet splits + manifest"),
+    "build-model": ("lorarank.models.build_model", "a tiny Qwen2 with a locally trained tokenizer (offline runs, tests)"),
+    "fetch-model": ("lorarank.models.fetch_model", "a hub model fetched once at a pinned revision into a local directory"),
+    "import-model": ("lorarank.models.import_model", "a pretrained model from a GGUF file (or an installed package's) as a model directory"),
+    "allocate": ("lorarank.allocation.allocate", "turn an allocation spec into per-layer ranks at an exact budget"),
+    "lora-config": ("lorarank.allocation.lora", "write the exact, verified PEFT LoraConfig for an allocation"),
     **{r.command: (r.module, r.help) for r in REGIMES.values()},  # one command per training regime
-    "evaluate": ("lorarank.evaluate", "greedy GSM8K evaluation graded strict and flexible"),
-    "analyze": ("lorarank.analysis", "gradient statistics (shares, amplification, SFT vs GRPO) and figures"),
-    "summarize": ("lorarank.summary", "results table: accuracies with CIs and paired tests against uniform"),
-    "archive": ("lorarank.archive", "deterministic tarball + MANIFEST.json of an experiment's results"),
-    "verify-archive": ("lorarank.verify_archive", "recompute an archive's hashes; name every file that changed"),
-    "check-run": ("lorarank.published", "a run's scientific outputs against the published run's digests (or an archive)"),
-    "check-pattern": ("lorarank.patterns", "lint a hand-written rank_pattern/alpha_pattern against a model"),
-    "fingerprint": ("lorarank.fingerprint", "what each command's code fingerprint (its rerun trigger) is made of"),
+    "evaluate": ("lorarank.evaluation.evaluate", "greedy GSM8K evaluation graded strict and flexible"),
+    "analyze": ("lorarank.report.analysis", "gradient statistics (shares, amplification, SFT vs GRPO) and figures"),
+    "summarize": ("lorarank.report.summary", "results table: accuracies with CIs and paired tests against uniform"),
+    "archive": ("lorarank.provenance.archive", "deterministic tarball + MANIFEST.json of an experiment's results"),
+    "verify-archive": ("lorarank.provenance.verify_archive", "recompute an archive's hashes; name every file that changed"),
+    "check-run": ("lorarank.provenance.published", "a run's scientific outputs against the published run's digests (or an archive)"),
+    "check-pattern": ("lorarank.allocation.patterns", "lint a hand-written rank_pattern/alpha_pattern against a model"),
+    "fingerprint": ("lorarank.provenance.fingerprint", "what each command's code fingerprint (its rerun trigger) is made of"),
 }
 # commands that run torch kernels: they take the numerics profile (`lorarank.numerics`), applied before they run
 COMPUTE = ("build-model", "import-model", *(r.command for r in REGIMES.values()), "evaluate")

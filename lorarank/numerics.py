@@ -149,7 +149,7 @@ def record() -> dict | None:
 
 def _torch():
     """torch, imported by name: every command's CLI imports this module, and the code fingerprint's static
-    import closure (lorarank.fingerprint) must not make torch a dependency of the commands that never apply
+    import closure (lorarank.provenance.fingerprint) must not make torch a dependency of the commands that never apply
     a profile (data, allocation, analysis). The compute commands import torch themselves anyway."""
     return importlib.import_module("torch")
 

@@ -1,7 +1,7 @@
 """The study's vocabulary: alpha policies and LoRA scaling, what identifies a run and an arm, and the
 reader of the allocation file contract (the strategies are `lorarank.allocation.strategies`).
 
-Shared by the allocation math (`lorarank.allocation`), the PEFT glue (`lorarank.lora`), training,
+Shared by the allocation math (`lorarank.allocation`), the PEFT glue (`lorarank.allocation.lora`), training,
 evaluation and the analyses without any of them importing another, so that editing one reruns only
 the stages that run it. Standard library only.
 """

@@ -20,19 +20,19 @@ import shlex
 from pathlib import Path
 
 from lorarank import options
-from lorarank.allocation import AllocationSpec
+from lorarank.allocation.spec import AllocationSpec
 from lorarank.allocation.adalora_settings import check_schedule, refuse_deepspeed
 from lorarank.allocation.strategies import DYNAMIC, FROZEN_DYNAMIC
-from lorarank.build_model import TinyModel
-from lorarank.data import DataSettings
+from lorarank.models.build_model import TinyModel
+from lorarank.data.prepare import DataSettings
 from lorarank.errors import UserError
-from lorarank.evaluate import EvalSettings
-from lorarank.fetch_model import HubModel
-from lorarank.import_model import GGUFSource
-from lorarank.lora import LoraSettings
+from lorarank.evaluation.evaluate import EvalSettings
+from lorarank.models.fetch_model import HubModel
+from lorarank.models.import_model import GGUFSource
+from lorarank.allocation.lora import LoraSettings
 from lorarank.numerics import Numerics
-from lorarank.regimes import REGIMES, settings_class
-from lorarank.sft import SFTSettings
+from lorarank.training.regimes import REGIMES, settings_class
+from lorarank.training.sft import SFTSettings
 
 
 def _same(prefix: str, *names: str) -> dict[str, str]:
@@ -59,7 +59,7 @@ WIRING = {
         **_same("allocation.adalora", "init_r", "tinit", "tfinal", "delta_t", "beta1", "beta2", "orth_reg_weight",
                 "lr_scale")}),
     "write_lora_config": (LoraSettings, {"allocation.dropout": "dropout"}),
-    # each regime's train rule: its config section (and the answer layout) -> its settings (lorarank.regimes)
+    # each regime's train rule: its config section (and the answer layout) -> its settings (lorarank.training.regimes)
     **{r.rule: (settings_class(r.name), {"layout": "layout", **_same(r.name, *r.wired)}) for r in REGIMES.values()},
 }
 
@@ -71,7 +71,7 @@ COMPUTE_RULES = ("build_model", "import_model", "run_warmup", *(r.rule for r in 
 # schema keys the workflow reads itself (not a command's flag), and why
 WORKFLOW_KEYS = {
     "experiment": "names results/{experiment}/",
-    "regimes": "an axis: the arms of each training regime (lorarank.regimes; one train rule each)",
+    "regimes": "an axis: the arms of each training regime (lorarank.training.regimes; one train rule each)",
     **{r.name: "a section" for r in REGIMES.values()},
     "allocation.alpha_policies": "an axis: every strategy under each policy (the allocation's --alpha-policy)",
     "data": "a section", "data.synthetic": "a section",

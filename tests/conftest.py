@@ -119,7 +119,7 @@ def run_args(*grad_logs) -> list[str]:
 
 def run_files(*grad_logs):
     """`analysis.RunFiles` of the same runs, for calling `analysis.analyze` directly."""
-    from lorarank.analysis import RunFiles
+    from lorarank.report.analysis import RunFiles
 
     groups = " ".join(map(str, run_args(*grad_logs))).split("--run ")[1:]
     return [RunFiles.parse(g.split()) for g in groups]

@@ -1,5 +1,5 @@
 """AdaLoRA's settings (config `allocation.adalora`, flags of `lorarank allocate --strategy adalora`) and
-every check on them, each written once: the allocation, the LoRA config, training (`lorarank.adalora`)
+every check on them, each written once: the allocation, the LoRA config, training (`lorarank.training.adalora`)
 and the workflow's config check call these.
 
 Standard library only: the workflow's config check runs them on a submit host.
@@ -39,7 +39,7 @@ class AdaLoraSettings:
                                "update grows far slower)", type=positive_float, when=ADALORA)
 
     def adalora_params(self) -> dict:
-        """The settings as the allocation file records them (`params`), for `lorarank.lora` to build from."""
+        """The settings as the allocation file records them (`params`), for `lorarank.allocation.lora` to build from."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(AdaLoraSettings)}
 
     def check_adalora(self, budget: int, num_layers: int | None = None) -> None:

@@ -25,7 +25,7 @@ def allocation_units(num_layers: int, modules: list[str], granularity: str) -> l
 def profile_weights(df, units: list, granularity: str, num_layers: int, modules: list[str],
                     metric: str = "lora", name: str = "gradient log") -> list[float]:
     """Shares by `metric` from a gradient log, one per unit, after checking the log fits the allocation."""
-    from lorarank import gradlog
+    from lorarank.training import gradlog
 
     df = gradlog.select(df, metric, name=f"gradient log {name!r}")
     log_layers = gradlog.num_layers(df)
@@ -66,7 +66,7 @@ def resolve_num_layers(spec: AllocationSpec, log_layers: int | None) -> int:
     """The layer count from --model, else --num-layers, else the gradient log; they must agree."""
     n = spec.num_layers
     if spec.model is not None:
-        from lorarank.model import load_config
+        from lorarank.models.loading import load_config
 
         n = int(load_config(spec.model).num_hidden_layers)
         if spec.num_layers is not None and spec.num_layers != n:
@@ -88,7 +88,7 @@ def build(spec: AllocationSpec) -> dict:
         raise UserError(f"strategy {spec.strategy!r} needs --rank-log (the ranks.parquet of an {DYNAMIC} run)")
     df, profile, log_layers = None, None, None
     if strategy.profile:
-        from lorarank import gradlog
+        from lorarank.training import gradlog
 
         if spec.grad_log is None:
             raise UserError(f"strategy {spec.strategy!r} needs --grad-log (a grad_norms.parquet)")
@@ -102,7 +102,7 @@ def build(spec: AllocationSpec) -> dict:
     if strategy.profile:
         data = profile_weights(df, units, spec.granularity, num_layers, spec.target_modules, spec.metric, spec.grad_log)
     if strategy.rank_log:
-        from lorarank import ranklog
+        from lorarank.training import ranklog
 
         data, profile = ranklog.final_ranks(spec.rank_log, units)
     result = compute_ranks(spec, units, data)

@@ -15,7 +15,7 @@ from lorarank.allocation.adalora_settings import AdaLoraSettings
 from lorarank.allocation.strategies import BUDGETED, FROZEN_DYNAMIC, PROFILED, STRATEGIES, get
 from lorarank.argtypes import csv_list, positive_float, positive_int
 from lorarank.errors import UserError
-from lorarank.gradmetrics import ALLOCATES
+from lorarank.training.gradmetrics import ALLOCATES
 from lorarank.io import read_json
 from lorarank.options import opt
 from lorarank.study import ALPHA_POLICIES, DEFAULT_MODULES
@@ -35,7 +35,7 @@ class AllocationSpec(AdaLoraSettings):
     granularity: str = opt("layer", "one rank per layer, or per (layer, projection)", choices=("layer", "module"))
     target_modules: list[str] = opt(list(DEFAULT_MODULES), "projections that get LoRA adapters", type=csv_list)
     grad_log: str | None = opt(None, f"grad_norms.parquet for {', '.join(PROFILED)}")
-    metric: str = opt("lora", "the profile's gradient metric (lorarank.gradmetrics): lora (the study's A/B norms) or "
+    metric: str = opt("lora", "the profile's gradient metric (lorarank.training.gradmetrics): lora (the study's A/B norms) or "
                       "weight (the rank-neutral full-weight gradient, as GoRA-style allocation uses)", choices=ALLOCATES,
                       when={"strategy": PROFILED})
     fraction: float = opt(0.7, "reduced: share of the budget (0, 1]", when={"strategy": ("reduced",)})

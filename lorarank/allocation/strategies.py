@@ -13,7 +13,7 @@ weights (`rounding`). A new strategy is one entry here, its name in the schema e
   manual        an explicit list (--ranks 8,16,... or --ranks @file.json); its budget is its sum.
   adalora       dynamic: PEFT's AdaLoRA starts every adapted matrix at --init-r and prunes singular values
                 during training to a global final budget equal to this budget (one threshold over all
-                matrices, `lorarank.adalora`). The file holds the budget as uniform targets and the AdaLoRA
+                matrices, `lorarank.training.adalora`). The file holds the budget as uniform targets and the AdaLoRA
                 settings; the ranks themselves are decided by the training run.
   adalora-final the final ranks of an adalora run (--rank-log its ranks.parquet), per (layer, module),
                 rescaled to the exact budget: a static arm that separates "the final allocation matters"

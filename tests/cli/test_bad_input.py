@@ -30,7 +30,7 @@ def alloc_file(tmp, doc):
 
 def rank_log(tmp, layers=2, steps=(0, 5)):
     """A rank log (ranklog contract) of an AdaLoRA run on a `layers`-layer model."""
-    from lorarank import ranklog
+    from lorarank.training import ranklog
 
     mods = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     path = tmp / "ranks.parquet"

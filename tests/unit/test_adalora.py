@@ -103,8 +103,8 @@ def test_update_and_allocate_runs_once_per_optimizer_step_not_per_micro_batch(wa
     once, numbered as PEFT counts them (1..steps), after the optimizer step and before zero_grad."""
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
-    from lorarank.adalora import AdaLoraControl
-    from lorarank.lora import load_model_and_lora, read_lora
+    from lorarank.training.adalora import AdaLoraControl
+    from lorarank.allocation.lora import load_model_and_lora, read_lora
 
     model, tok, _ = load_model_and_lora(str(warm_model / "final"), str(ada_lora), 0, total_step=4)
     control = AdaLoraControl(model)
@@ -141,8 +141,8 @@ def test_orthogonality_penalty_reaches_the_gradients(regime, warm_model, synth_d
     and in SFT alike (without the penalty they would be exactly 0)."""
     import torch
 
-    from lorarank.adalora import AdaLoraControl
-    from lorarank.lora import load_model_and_lora
+    from lorarank.training.adalora import AdaLoraControl
+    from lorarank.allocation.lora import load_model_and_lora
 
     lora = adalora_config(warm_model / "final", tmp_path, "--orth-reg-weight", "0.5")
     out = tmp_path / regime
@@ -167,8 +167,8 @@ def test_penalty_is_pefts_regulariser(warm_model, ada_lora):
     """Ours equals what PEFT adds to a labels-computed loss (its formula, counted once)."""
     import torch
 
-    from lorarank.adalora import AdaLoraControl
-    from lorarank.lora import load_model_and_lora
+    from lorarank.training.adalora import AdaLoraControl
+    from lorarank.allocation.lora import load_model_and_lora
 
     model, tok, _ = load_model_and_lora(str(warm_model / "final"), str(ada_lora), 0, total_step=STEPS)
     ids = tok("12 + 30 = 42", return_tensors="pt")["input_ids"]

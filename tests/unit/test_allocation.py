@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import write_grad_log
-from lorarank import gradlog, ranklog
+from lorarank.training import gradlog, ranklog
 from lorarank.allocation.strategies import BUDGETED, DYNAMIC, FROZEN_DYNAMIC, PROFILED, STRATEGIES
 from lorarank.study import DEFAULT_MODULES
 

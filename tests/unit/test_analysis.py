@@ -8,8 +8,9 @@ import pytest
 from scipy.stats import pearsonr, spearmanr
 
 from conftest import run_args, run_files, write_grad_log, write_run
-from lorarank import analysis, gradlog
-from lorarank.gradmetrics import METRICS
+from lorarank.report import analysis
+from lorarank.training import gradlog
+from lorarank.training.gradmetrics import METRICS
 
 
 def shares_of(path, metric="lora", policy=None):
@@ -142,7 +143,7 @@ def test_pure_mechanics_is_explained_fully_and_vanishes_on_the_weight_metric(cli
 
 
 def test_bootstrap_ci_is_seeded_and_widens_with_step_noise(tmp_path):
-    from lorarank.stats import bootstrap_shift_corr
+    from lorarank.report.stats import bootstrap_shift_corr
 
     rng = np.random.default_rng(0)
     mean = np.full(6, 1 / 6) * np.linspace(0.8, 1.2, 6)
@@ -167,7 +168,7 @@ def test_a_log_without_its_run_record_is_refused(cli, tmp_path):
 
 
 def test_training_trend_reads_the_trainer_log_beside_each_run(cli, tmp_path):
-    from lorarank.findings import training_markdown
+    from lorarank.report.findings import training_markdown
 
     log = write_grad_log(write_run(tmp_path / "u"), np.ones((8, 3)))
     rewards = [0.1, 0.2, 0.1, 0.3, 0.4, 0.5, 0.6, 0.7]
@@ -196,7 +197,7 @@ def test_a_run_without_any_gradient_is_reported_not_fatal(cli, tmp_path):
     assert set(doc["runs"]["grpo/uniform/ratio/seed0"]["metrics"]) == set(METRICS)
     assert "metrics" not in doc["arms"]["grpo/random/ratio"] or doc["arms"]["grpo/random/ratio"]["metrics"] == {}
     assert (tmp_path / "s/figures/heatmap_lora_grpo-random-ratio.png").read_bytes()[:4] == b"\x89PNG"
-    from lorarank.findings import gradient_markdown
+    from lorarank.report.findings import gradient_markdown
 
     assert "| grpo/random/ratio/seed0 | lora | no step with a non-zero gradient" in gradient_markdown(doc)
 
@@ -208,3 +209,16 @@ def test_no_run_with_any_gradient_still_writes_every_figure(cli, tmp_path):
     names = {p.name for p in (tmp_path / "s/figures").iterdir()}
     assert {"heatmap_lora_grpo-uniform-ratio.png", "heatmap_weight_grpo-uniform-ratio.png", "shares.png",
             "contrast.png", "amplification.png"} <= names
+
+
+def test_each_run_names_its_files_or_is_refused_in_one_line(cli, tmp_path):
+    """The analysis reads only the files it is given: a group of the wrong size, or an adalora run without its
+    rank log, is refused naming the run, and nothing is written."""
+    log = write_grad_log(write_run(tmp_path / "u"), np.ones((3, 3)))
+    group = run_args(log)[1:]
+    code, _, err = cli("analyze", "--run", *group[:2], "--out", tmp_path / "s")
+    assert code == 2 and "2 files given" in err and "trainer_log.jsonl" in err
+    dyn = write_grad_log(write_run(tmp_path / "a", strategy="adalora"), np.ones((3, 3)))
+    code, _, err = cli("analyze", *run_args(dyn), "--out", tmp_path / "s")
+    assert code == 2 and "adalora run needs its ranks.parquet" in err
+    assert not (tmp_path / "s").exists()

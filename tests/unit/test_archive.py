@@ -10,7 +10,7 @@ import tarfile
 
 import pytest
 
-from lorarank.archive import tracked_code, write_tarball
+from lorarank.provenance.archive import tracked_code, write_tarball
 
 HEX = "cd" * 32
 ENV_A = {"python": "3.11.7", "container": None, "hardware": {"cpus": 2}, "packages": {"torch": "2.13.0"}}

@@ -8,7 +8,7 @@ import yaml
 from conftest import ROOT
 from spython.main.parse.parsers import SingularityParser
 
-from lorarank.containers import (
+from lorarank.provenance.containers import (
     COMMAND_ENV,
     ENVIRONMENTS,
     check_reference,

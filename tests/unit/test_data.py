@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from conftest import GSM8K_DIR
-from lorarank.gsm8k import extract_answer, is_correct
+from lorarank.evaluation.gsm8k import extract_answer, is_correct
 
 
 def test_local_gsm8k(cli, tmp_path):

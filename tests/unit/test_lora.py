@@ -6,8 +6,8 @@ import math
 import pytest
 
 from conftest import SHAPES, projection_dims
-from lorarank import lora
-from lorarank import model as models
+from lorarank.allocation import lora
+from lorarank.models import loading as models
 from lorarank.errors import UserError
 from lorarank.study import DEFAULT_MODULES, AlphaPolicy
 
@@ -84,7 +84,7 @@ def test_user_target_modules(cli, tmp_path, model_json):
 
 def test_keys_are_escaped_anchored_and_exact():
     key = lora.pattern_key("model.layers.1.self_attn.q_proj")
-    from lorarank.patterns import peft_matches
+    from lorarank.allocation.patterns import peft_matches
 
     assert peft_matches(key, "model.layers.1.self_attn.q_proj")
     assert not peft_matches(key, "model.layers.10.self_attn.q_proj")

@@ -5,8 +5,8 @@ import warnings
 
 import pytest
 
-from lorarank import model as models
-from lorarank.patterns import format_ranges
+from lorarank.models import loading as models
+from lorarank.allocation.patterns import format_ranges
 
 
 def peft_ranks(model_json, shape, rank_pattern, default_r=4):

@@ -16,7 +16,7 @@ SCIENTIFIC = ["data/train.parquet", "model/base/model.safetensors", "runs/grpo/u
 
 def finished_run(root, config=CONFIG, name="exp"):
     """A results/<experiment> tree as the workflow leaves it: scientific outputs, records, and its archive."""
-    from lorarank.archive import archive
+    from lorarank.provenance.archive import archive
 
     r = root / name
     for i, rel in enumerate(SCIENTIFIC + ["runs/grpo/uniform/ratio/seed0/run.json", "summary/results.csv",

@@ -9,7 +9,7 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.proportion import proportion_confint
 
 from conftest import eval_args
-from lorarank.stats import mcnemar_exact, mean_ci, paired_bootstrap_ci, wilson
+from lorarank.report.stats import mcnemar_exact, mean_ci, paired_bootstrap_ci, wilson
 
 
 def test_wilson_matches_statsmodels():
@@ -124,7 +124,7 @@ def test_base_is_paired_with_every_uniform_seed_and_each_regime_has_its_table(cl
 
 
 def test_gradient_findings_say_whether_the_relation_survives():
-    from lorarank.findings import gradient_markdown, survives
+    from lorarank.report.findings import gradient_markdown, survives
 
     lora = {"rank_vs_shift_pearson": 0.95, "pearson_ci95": [0.8, 0.99]}
     assert survives({"rank_vs_shift_pearson": 0.6, "pearson_ci95": [0.2, 0.9]}, lora).startswith("survives")
@@ -140,7 +140,7 @@ def test_gradient_findings_say_whether_the_relation_survives():
 
 
 def test_the_contrast_paragraph_says_what_the_data_support():
-    from lorarank.findings import contrast_paragraph
+    from lorarank.report.findings import contrast_paragraph
 
     def acc(sft_diff, sft_p, grpo_diff, grpo_p):
         rows = [{"regime": r, "strategy": "proportional", "alpha_policy": "ratio", "diff_strict": d, "p_holm_strict": p}
@@ -166,3 +166,10 @@ def test_the_contrast_paragraph_says_what_the_data_support():
     text = contrast_paragraph(doc([-0.02, 0.15]), acc(-0.005, 0.89, -0.078, 0.0006))
     assert ("cannot tell at this precision 'allocation helps SFT but not GRPO': under SFT allocation changes "
             "nothing measurable, under GRPO it hurts.") in text
+
+
+def test_an_evaluation_without_its_predictions_is_refused(cli, tmp_path):
+    m = write_eval(tmp_path, "uniform", 0, np.ones(4, dtype=bool))
+    code, _, err = cli("summarize", "--eval", m, tmp_path / "elsewhere.parquet", "--out", tmp_path / "s")
+    assert code == 2 and "elsewhere.parquet" in err and "does not exist" in err
+    assert not (tmp_path / "s").exists()

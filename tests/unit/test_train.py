@@ -194,7 +194,7 @@ def test_sft_warmup_is_profiled_with_the_same_profiler(warm_model):
     assert sorted(df["step"].unique()) == list(range(1, 81))
     assert set(df["matrix"]) == {"W"} and df.groupby("step").size().eq(4 * 7).all()  # 4 layers x 7 projections
     assert (df["grad_norm"] > 0).all()
-    from lorarank import gradlog
+    from lorarank.training import gradlog
 
     shares = gradlog.shares(gradlog.validate(df))
     assert shares.sum() == pytest.approx(1.0) and len(shares) == 4
@@ -262,9 +262,9 @@ def test_lora_sft_loss_is_the_completion_tokens_alone(warm_model, lora_json, syn
     import torch
     from trl import SFTConfig, SFTTrainer
 
-    from lorarank.data import load_split
-    from lorarank.lora import load_model_and_lora
-    from lorarank.sft import dataset
+    from lorarank.data.prepare import load_split
+    from lorarank.allocation.lora import load_model_and_lora
+    from lorarank.training.sft import dataset
 
     model, tok, _ = load_model_and_lora(str(warm_model / "final"), str(lora_json), 0)
     cfg = SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_length=256, packing=False,

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from lorarank import gradlog
-from lorarank.profiler import GradProfiler
+from lorarank.training import gradlog
+from lorarank.training.profiler import GradProfiler
 from lorarank.study import DEFAULT_MODULES, AlphaPolicy
 
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, TEST_CONFIG, planned, repo_copy, snakemake, standin_env
-from lorarank.containers import COMMAND_ENV, ENVIRONMENTS, check_reference, digest
+from lorarank.provenance.containers import COMMAND_ENV, ENVIRONMENTS, check_reference, digest
 
 pytestmark = pytest.mark.dag
 

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, child_env
+from lorarank.training.regimes import REGIMES
 
 pytestmark = pytest.mark.dag
 
@@ -54,7 +55,7 @@ CASES = {
                                            "evaluation.n 100 is larger than the split (64 questions)"),
     "pretrained without a model": (lambda t, c: c["model"].update(source="pretrained", name_or_path=None),
                                    "model.name_or_path is required when model.source is 'pretrained'"),
-    "an unknown regime": (lambda t, c: c.update(regimes=["grpo", "dpo"]), "regimes[1]: 'dpo' is not one of ['grpo', 'sft']"),
+    "an unknown regime": (lambda t, c: c.update(regimes=["grpo", "dpo"]), f"regimes[1]: 'dpo' is not one of {list(REGIMES)}"),
     "an empty regime list": (lambda t, c: c.update(regimes=[]), "regimes: [] should be non-empty"),
     "an unknown alpha policy": (lambda t, c: c["allocation"].update(alpha_policies=["sqrt"]),
                                 "allocation.alpha_policies[0]: 'sqrt' is not one of ['ratio', 'constant', 'rslora']"),

@@ -13,14 +13,16 @@ from snakemake.utils import validate
 from conftest import GSM8K_DIR
 from lorarank import options, workflow_config
 from lorarank.cli import build_parser
+from lorarank.training.regimes import REGIMES
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = ROOT / "workflow/schemas/config.schema.yaml"
 SCHEMA = yaml.safe_load(SCHEMA_PATH.read_text())
 # rule -> command (the flags a rule passes are parsed by this command's parser)
 COMMAND_OF = {"prepare_data": "prepare-data", "import_model": "import-model", "fetch_model": "fetch-model",
-              "build_model": "build-model", "run_warmup": "sft", "train_grpo": "train", "train_sft": "sft",
-              "evaluate_model": "evaluate", "allocate_ranks": "allocate", "write_lora_config": "lora-config"}
+              "build_model": "build-model", "run_warmup": "sft", "evaluate_model": "evaluate",
+              "allocate_ranks": "allocate", "write_lora_config": "lora-config",
+              **{r.rule: r.command for r in REGIMES.values()}}
 # schema defaults that differ from the flag's default on purpose, and why
 DIFFERENT_DEFAULTS = {
     "allocation.budget": "required on the command line (no budget fits every model); the schema's 32 is the "
@@ -133,6 +135,7 @@ def test_flags_parse_back_to_the_config_values(cfg):
 
 def test_operational_settings_stay_out_of_the_result_flags():
     config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    validate(config, str(SCHEMA_PATH))  # a section the file leaves out gets its defaults
     for rule, (cls, _) in workflow_config.WIRING.items():
         extra = {"strategy": "uniform"} if rule == "allocate_ranks" else {}
         result = workflow_config.flags(config, rule, **extra)
@@ -150,8 +153,8 @@ def test_operational_settings_stay_out_of_the_result_flags():
 def test_the_archived_config_leaves_out_exactly_the_operational_keys():
     config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     kept = workflow_config.result_config(config)
-    assert workflow_config.operational_keys() == ["evaluation.batch_size", "grpo.save_steps", "sft.save_steps",
-                                                   "warmup.save_steps"]
+    assert workflow_config.operational_keys() == sorted(["evaluation.batch_size", "warmup.save_steps",
+                                                          *(f"{r}.save_steps" for r in REGIMES)])
     assert "save_steps" not in kept["grpo"] and "batch_size" not in kept["evaluation"]
     assert kept["grpo"]["steps"] == config["grpo"]["steps"] and "save_steps" in config["grpo"]  # a copy
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, edited_config, snakemake
 
-from lorarank.analysis import trend
-from lorarank.regimes import signal
+from lorarank.report.analysis import trend
+from lorarank.training.regimes import signal
 
 pytestmark = pytest.mark.dag
 

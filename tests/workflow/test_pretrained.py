@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import GSM8K_DIR, ROOT, edited_config, hub_cache, planned, run_lorarank, snakemake
-from lorarank.gradmetrics import METRICS
+from lorarank.training.gradmetrics import METRICS
 
 pytestmark = pytest.mark.dag
 

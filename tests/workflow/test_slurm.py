@@ -15,7 +15,7 @@ import pytest
 import yaml
 from conftest import ROOT, TEST_CONFIG, edited_config, job_stats, standin_env
 
-from lorarank.containers import COMMAND_ENV
+from lorarank.provenance.containers import COMMAND_ENV
 
 pytestmark = [pytest.mark.dag, pytest.mark.slurm]
 

@@ -9,7 +9,7 @@ import sys
 import pandas as pd
 import pytest
 from conftest import ROOT, edited_config, planned, repo_copy, snakemake
-from lorarank.gradmetrics import METRICS
+from lorarank.training.gradmetrics import METRICS
 
 pytestmark = pytest.mark.dag
 
@@ -247,7 +247,7 @@ def test_fresh_clone_and_touch_rerun_nothing(finished, tmp_path):
 
 def test_comments_docstrings_and_layout_are_not_changes(finished, tmp_path):
     clone = repo_copy(tmp_path)
-    f = clone / "lorarank/gsm8k.py"
+    f = clone / "lorarank/evaluation/gsm8k.py"
     replace(f, '"""The GSM8K grader', '"""The (reworded) GSM8K grader')
     replace(f, "def is_correct(pred: str | None, gold: str) -> bool:",
             "def is_correct(pred: str | None,\n               gold: str) -> bool:  # why")
@@ -259,7 +259,7 @@ def test_grader_edit_reruns_what_grades(finished, tmp_path):
     """The grader scores evaluation and the GRPO correctness reward: both rerun, and what follows the
     uniform run's new gradient log; data, model build and SFT do not."""
     clone = repo_copy(tmp_path)
-    f = clone / "lorarank/gsm8k.py"
+    f = clone / "lorarank/evaluation/gsm8k.py"
     replace(f, "return p is not None and g is not None and p == g",
             "return p is not None and g is not None and abs(p - g) < 1e-9")
     assert planned(finished, repo=clone) == DOWNSTREAM_OF_TRAINING
@@ -267,7 +267,7 @@ def test_grader_edit_reruns_what_grades(finished, tmp_path):
 
 def test_evaluation_code_edit_reruns_evaluation_and_summary(finished, tmp_path):
     clone = repo_copy(tmp_path)
-    f = clone / "lorarank/evaluate.py"
+    f = clone / "lorarank/evaluation/evaluate.py"
     replace(f, "torch.manual_seed(settings.seed)", "torch.manual_seed(settings.seed + 0)")
     assert planned(finished, repo=clone) == {"evaluate_model": 12, "evaluate_base": 1, "summarize_results": 1,
                                              "archive_results": 1, "all": 1}
@@ -291,7 +291,7 @@ def test_upgraded_trl_changes_the_fingerprints_of_training_not_data(tmp_path):
     fake.mkdir(parents=True)
     (fake / "METADATA").write_text("Metadata-Version: 2.1\nName: trl\nVersion: 99.0\n")
     (fake / "top_level.txt").write_text("trl\n")
-    code = "import json; from lorarank.fingerprint import fingerprints; print(json.dumps(fingerprints('.')))"
+    code = "import json; from lorarank.provenance.fingerprint import fingerprints; print(json.dumps(fingerprints('.')))"
 
     def prints(extra_path):
         env = {"PYTHONPATH": f"{extra_path}:{ROOT}" if extra_path else ROOT}

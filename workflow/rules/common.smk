@@ -6,7 +6,7 @@ import json
 import os
 import shlex
 
-from lorarank import gradmetrics
+from lorarank.training import gradmetrics
 from lorarank.allocation import strategies
 from lorarank.allocation.strategies import DYNAMIC, PROFILED
 from lorarank.study import Arm
@@ -26,7 +26,7 @@ PROFILE_POLICY, PROFILE_SEED = POLICIES[0], SEEDS[0]
 EVAL_SEED = config["evaluation"]["seed"]
 ARMS = [Arm(regime, strategy, policy) for regime in REGIMES for policy in POLICIES for strategy in STRATEGIES]
 
-# The file layout of an arm, spelled once: its LoRA config, its runs (one directory per seed, `lorarank.runs`)
+# The file layout of an arm, spelled once: its LoRA config, its runs (one directory per seed, `lorarank.training.runs`)
 # and their evaluations. Rules and input functions build every path from these.
 LORA = "results/{experiment}/lora/{regime}/{strategy}/{policy}.json"
 RUN = "results/{experiment}/runs/{regime}/{strategy}/{policy}/seed{seed}"

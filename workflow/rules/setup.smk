@@ -10,11 +10,12 @@ from snakemake.utils import validate
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 sys.path.insert(0, workflow.basedir)  # lorarank's workflow-facing modules import nothing but the standard library
-from lorarank import regimes, workflow_config
+from lorarank import workflow_config
+from lorarank.training import regimes
 from lorarank.study import ALPHA_POLICIES
-from lorarank.containers import COMMAND_ENV, references, stale
+from lorarank.provenance.containers import COMMAND_ENV, references, stale
 from lorarank.errors import UserError
-from lorarank.fingerprint import fingerprints
+from lorarank.provenance.fingerprint import fingerprints
 
 # The schema first, as one line naming the key (Snakemake's own message is a page), then Snakemake's
 # validation, which fills in the schema's defaults.
@@ -65,5 +66,5 @@ if APPTAINER:
 # Each rule's params carry its command's code fingerprint (import closure, code without comments
 # or docstrings, versions of the packages it imports, or in a container the image digest instead):
 # Snakemake's params trigger then reruns a stage when, and only when, what it executes changed.
-# See lorarank/fingerprint.py.
+# See lorarank/provenance/fingerprint.py.
 CODE = fingerprints(workflow.basedir, {c: CONTAINERS[COMMAND_ENV[c]] for c in COMMAND_ENV if APPTAINER})

@@ -1,7 +1,7 @@
 # Training stage: one run per arm (regime, strategy, alpha policy) and seed, profiled, through one driver
-# (`lorarank.driver`): one rule per training regime of `lorarank.regimes` (GRPO: TRL GRPOTrainer, `lorarank
+# (`lorarank.training.driver`): one rule per training regime of `lorarank.training.regimes` (GRPO: TRL GRPOTrainer, `lorarank
 # train`; LoRA-SFT: TRL SFTTrainer, loss on the completion, `lorarank sft`), from the same start model and the
-# same training rows; ranks.parquet is the adapter's ranks (an adalora run's over training, `lorarank.adalora`).
+# same training rows; ranks.parquet is the adapter's ranks (an adalora run's over training, `lorarank.training.adalora`).
 # A rerun after preemption resumes from the run directory's newest checkpoint
 # (checkpoints are not outputs, so they survive). Compute jobs run offline (HF_HUB_OFFLINE): they read
 # local paths only, which compute nodes without internet require.

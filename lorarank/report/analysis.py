@@ -1,4 +1,4 @@
-"""Gradient statistics of the study, on every gradient metric (`lorarank.gradmetrics`: lora, lora_normalised,
+"""Gradient statistics of the study, on every gradient metric (`lorarank.training.gradmetrics`: lora, lora_normalised,
 weight), from each run's gradient log, its run.json (what a log is comes from there, never its path), its
 trainer log, and an adalora run's rank log: every file named on the command line (`--run`).
 
@@ -15,7 +15,7 @@ or alpha/sqrt(r) with rsLoRA), renormalised per step into shares. It is what the
 if the loss asked nothing new of any layer; `explained` = 1 - sum (observed - predicted shift)^2 / sum
 observed shift^2 is the fraction of the observed `lora` shift it accounts for (1: all mechanics; 0: none).
 
-An AdaLoRA run (strategy adalora, `lorarank.adalora`) also gets its rank trajectory from its rank log
+An AdaLoRA run (strategy adalora, `lorarank.training.adalora`) also gets its rank trajectory from its rank log
 (ranks.parquet): total rank against the budget at each reallocation, the final ranks per layer and per
 projection type, and the parameters they cost. Its rank moves during the run, so it has no rank-vs-shift
 statistic; its frozen result (adalora-final) is a static arm and has one.
@@ -34,11 +34,11 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from lorarank import gradlog, ranklog
+from lorarank.training import gradlog, ranklog
 from lorarank.allocation.strategies import DYNAMIC
 from lorarank.errors import UserError
-from lorarank.gradmetrics import HEATMAPS, METRICS, heatmap_file, mechanical_factor
-from lorarank.regimes import WARMUP, signal
+from lorarank.training.gradmetrics import HEATMAPS, METRICS, heatmap_file, mechanical_factor
+from lorarank.training.regimes import WARMUP, signal
 from lorarank.study import Arm, arm_key
 
 DEFINITION = ("share = sqrt(sum of squared gradient norms of a layer's matrices of the metric) / sum over layers, "
@@ -219,7 +219,7 @@ class Run:
 
 def compare(runs: list[Run], uniform: list[Run], reps: int) -> dict:
     """An arm against its uniform arm, seed by seed and pooled, on every metric both have."""
-    from lorarank.stats import bootstrap_shift_corr
+    from lorarank.report.stats import bootstrap_shift_corr
 
     by_seed = {u.seed: u for u in uniform}
     pairs = [(r, by_seed[r.seed]) for r in runs if r.seed in by_seed]
@@ -257,7 +257,7 @@ def compare(runs: list[Run], uniform: list[Run], reps: int) -> dict:
 def concentration(runs: list[Run], metric: str, reps: int) -> dict:
     """How concentrated one arm's gradients are on a metric, seed means, with a bootstrap CI of the top-30%
     share over steps and seeds; its `samples` (not written) let two arms be compared."""
-    from lorarank.stats import bootstrap_top_share
+    from lorarank.report.stats import bootstrap_top_share
 
     stats = [r.stats[metric] for r in runs]
     samples = bootstrap_top_share([r.per_step[metric].to_numpy() for r in runs], reps=reps)
@@ -340,7 +340,7 @@ def configure(p) -> None:
 
 
 def run(args) -> int:
-    from lorarank import figures
+    from lorarank.report import figures
     from lorarank.io import write_json
 
     if not 0 < args.window <= 0.5:

@@ -5,9 +5,9 @@
     # DeepSpeed ZeRO-2 (one process here; `accelerate launch` for several GPUs):
     python -m lorarank train ... --deepspeed config/deepspeed/zero2.json
 
-Rewards: `format` and `correctness` (`lorarank.rewards`, graded by the evaluation's grader). The
+Rewards: `format` and `correctness` (`lorarank.training.rewards`, graded by the evaluation's grader). The
 LoRA config is verified on the real model before anything trains: every module's r, alpha and
-scaling and the trainable total must be what `lora.json` promises. Outputs (see `lorarank.runs`):
+scaling and the trainable total must be what `lora.json` promises. Outputs (see `lorarank.training.runs`):
 `final/` (adapter, safetensors), `grad_norms.parquet`, `trainer_log.jsonl`, `run.json`.
 Rerunning the same command after an interruption resumes from the newest checkpoint.
 """
@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from lorarank import driver
+from lorarank.training import driver
 from lorarank.argtypes import positive_float, positive_int
 from lorarank.errors import UserError
 from lorarank.options import opt
-from lorarank.prompts import LAYOUTS
+from lorarank.data.prompts import LAYOUTS
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")
 
@@ -68,14 +68,14 @@ class GRPOSettings:
 def dataset(df, settings: GRPOSettings):
     from datasets import Dataset
 
-    from lorarank.prompts import messages
+    from lorarank.data.prompts import messages
 
     return Dataset.from_list([{"prompt": messages(q, settings.layout), "gold": g}
                               for q, g in zip(df["question"], df["gold"])])
 
 
 def reward_functions(layout: str, partial_credit: bool):
-    from lorarank import rewards
+    from lorarank.training import rewards
 
     def format(completions, **_):
         return rewards.format_reward(completions, layout=layout)

@@ -7,7 +7,7 @@ Full-parameter by default: the tiny local model's warm-up, which gives GRPO a si
 model earns equal rewards, hence zero advantages and zero gradients); its gradient log rows have
 matrix 'W'. With `--lora lora.json` it trains a verified LoRA adapter instead (rows 'A'/'B'): the SFT
 arms of the study's SFT-vs-GRPO contrast. The loss covers the completion (the answer) only.
-Outputs as for `lorarank train` (see `lorarank.runs`); the trained model or adapter is `OUT/final/`.
+Outputs as for `lorarank train` (see `lorarank.training.runs`); the trained model or adapter is `OUT/final/`.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from lorarank import driver
+from lorarank.training import driver
 from lorarank.argtypes import positive_float, positive_int
 from lorarank.errors import UserError
 from lorarank.options import opt
-from lorarank.prompts import LAYOUTS
+from lorarank.data.prompts import LAYOUTS
 
 
 @dataclass
@@ -50,7 +50,7 @@ class SFTSettings:
 def dataset(df, settings: SFTSettings):
     from datasets import Dataset
 
-    from lorarank.prompts import messages, target
+    from lorarank.data.prompts import messages, target
 
     layout = settings.layout
     return Dataset.from_list([

@@ -3,7 +3,7 @@
 Long format, one row per (step, layer, module): step int32, layer int16, module str, rank int16,
 budget int32 (the sum of ranks the allocation aimed at when the row was written). Step 0 is the
 adapter as built. A static LoRA arm has step 0 only: its ranks never move. An AdaLoRA run
-(`lorarank.adalora`) adds the live ranks (the singular values its allocator keeps) at every
+(`lorarank.training.adalora`) adds the live ranks (the singular values its allocator keeps) at every
 reallocation, the last one at `total_step - tfinal`, after which they are frozen; its budget column
 follows AdaLoRA's cubic schedule from init_r x matrices down to the target.
 """

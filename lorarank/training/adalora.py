@@ -32,7 +32,7 @@ reward stayed flat). `allocation.adalora.lr_scale` sets its rate as a multiple o
 (`learning_rate`); run.json records the rate it trained at.
 
 The live rank of a matrix is the count of singular values the mask keeps (PEFT's `r` and `ranknum`
-stay at init_r; the scaling is lora_alpha / init_r throughout). The rank log (`lorarank.ranklog`)
+stay at init_r; the scaling is lora_alpha / init_r throughout). The rank log (`lorarank.training.ranklog`)
 records them at step 0 and at every reallocation.
 """
 
@@ -46,7 +46,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from lorarank import ranklog
+from lorarank.training import ranklog
 from lorarank.errors import UserError
 from lorarank.io import atomic_path
 from lorarank.allocation.adalora_settings import check_schedule, refuse_deepspeed

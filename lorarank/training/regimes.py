@@ -3,7 +3,7 @@ Snakefile (wildcard, train rules, archive), the analysis, the figures and the su
 
 A regime's name is its config section (`grpo:`, `sft:`), its `{regime}` wildcard value and run directory
 (`runs/<name>/...`), and the `kind` its runs record in their identity. Its command trains it through the one
-driver (`lorarank.driver`); the module of that command holds its settings dataclass and its recipe (dataset,
+driver (`lorarank.training.driver`); the module of that command holds its settings dataclass and its recipe (dataset,
 TRL trainer and config, reward or loss). Adding a regime: an entry here, its module, its config section in
 the schema, and a test.
 
@@ -36,13 +36,13 @@ class Regime:
 
 
 REGIMES = {r.name: r for r in (
-    Regime("grpo", "train", "lorarank.train", "GRPOSettings",
+    Regime("grpo", "train", "lorarank.training.train", "GRPOSettings",
            "GRPO with a verified LoRA allocation and per-layer gradient profiling", "GRPO",
            # GRPO's total reward (format + correctness) on its sampled completions
            "reward",
            ("steps", "prompts_per_step", "generations", "max_completion_length", "lr", "beta", "loss_type",
             "temperature", "max_grad_norm", "partial_credit", "save_steps", "deepspeed", "bf16", "weight_grad_every")),
-    Regime("sft", "sft", "lorarank.sft", "SFTSettings",
+    Regime("sft", "sft", "lorarank.training.sft", "SFTSettings",
            "supervised fine-tuning (full warm-up or LoRA) with the gradient profiler", "LoRA-SFT", "loss",
            ("steps", "batch_size", "lr", "warmup_steps", "save_steps", "weight_grad_every", "bf16")),
 )}

@@ -24,7 +24,7 @@ from lorarank.errors import UserError
 from lorarank.io import atomic_path, read_json, sha256_file
 
 FORMAT = "lorarank-digests/1"
-CHECKOUT = Path(__file__).resolve().parents[1]
+CHECKOUT = Path(__file__).resolve().parents[2]
 # where an experiment's published digests live in the repository, beside the configs
 PUBLISHED = CHECKOUT / "config" / "published"
 NAMES = {"train.parquet", "warmup.parquet", "test.parquet", "grad_norms.parquet", "ranks.parquet",
@@ -71,7 +71,7 @@ def packages(manifest: dict) -> dict[str, str]:
 
 
 def from_manifest(doc: dict) -> dict:
-    """A published-digests document cut from an archive manifest (`lorarank.archive`)."""
+    """A published-digests document cut from an archive manifest (`lorarank.provenance.archive`)."""
     files = {n: v["sha256"] for n, v in doc.get("files", {}).items() if scientific(n)}
     return {"format": FORMAT, "experiment": doc.get("experiment"), "config": doc.get("config"),
             "packages": packages(doc), "files": dict(sorted(files.items(), key=lambda kv: order(kv[0])))}
@@ -79,7 +79,7 @@ def from_manifest(doc: dict) -> dict:
 
 def load(path: Path) -> dict:
     """Published digests from a digests file, an archive (directory or .tar.gz, verified first) or a manifest."""
-    from lorarank.verify_archive import verify
+    from lorarank.provenance.verify_archive import verify
 
     if path.is_file() and path.suffix == ".json":
         doc = read_json(path, "published digests")

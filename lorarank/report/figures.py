@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lorarank.gradmetrics import METRICS
+from lorarank.training.gradmetrics import METRICS
 from lorarank.io import atomic_path
-from lorarank.regimes import REGIMES, WARMUP, title
+from lorarank.training.regimes import REGIMES, WARMUP, title
 
 
 def _plt():

@@ -29,7 +29,7 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     from tokenizers.trainers import BpeTrainer
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
 
-    from lorarank.prompts import CHAT_TEMPLATE
+    from lorarank.data.prompts import CHAT_TEMPLATE
 
     tok = Tokenizer(BPE(unk_token=None, continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False))
     tok.normalizer = normalizers.NFC()
@@ -72,8 +72,8 @@ def build(data: str, out: str, shape: TinyModel) -> dict:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from lorarank.data import load_split
-    from lorarank.prompts import SYSTEM_PROMPTS, target
+    from lorarank.data.prepare import load_split
+    from lorarank.data.prompts import SYSTEM_PROMPTS, target
 
     shape.check()
     layers, hidden = shape.layers, shape.hidden

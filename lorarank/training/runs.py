@@ -1,4 +1,4 @@
-"""What every regime's runs share (`lorarank.driver`): checkpoints with the gradient log, resume, outputs.
+"""What every regime's runs share (`lorarank.training.driver`): checkpoints with the gradient log, resume, outputs.
 
 A run directory holds:
   checkpoints/checkpoint-N/   Trainer state (model/adapter, optimizer, scheduler, RNG) plus
@@ -7,7 +7,7 @@ A run directory holds:
   grad_norms.parquet          the gradient log (gradlog contract), every step exactly once
   ranks.parquet               LoRA runs: the rank log (ranklog contract): the adapter's ranks at step
                               0, and an AdaLoRA run's at every reallocation (its allocator state is in
-                              each checkpoint too, `lorarank.adalora`)
+                              each checkpoint too, `lorarank.training.adalora`)
   trainer_log.jsonl           one JSON object per logged step (loss, rewards per function, KL, ...)
   run.json                    identity (regime, strategy, alpha policy, seed, model), settings, input
                               hashes, environment (packages, hardware), trainable parameters
@@ -30,10 +30,10 @@ import torch
 from transformers import TrainerCallback
 
 from lorarank import numerics
-from lorarank.environment import describe
+from lorarank.provenance.environment import describe
 from lorarank.errors import UserError
 from lorarank.io import atomic_path, sha256_file, weights_sha256, write_json
-from lorarank.model import use_bf16
+from lorarank.models.loading import use_bf16
 from lorarank.options import identity
 from lorarank.study import run_identity
 
@@ -154,7 +154,7 @@ def resume(out: Path, profiler, key: str, allocator=None) -> str | None:
 def train_and_record(trainer, out: Path, record: dict, extra: dict, lora_doc: dict | None = None) -> dict:
     """Train (resuming where this run left off), then write the outputs and run.json. An AdaLoRA run's
     control is `trainer.adalora`: its state resumes with the run, its final ranks go in run.json."""
-    from lorarank import ranklog
+    from lorarank.training import ranklog
 
     profiler = trainer.profiler
     adalora = getattr(trainer, "adalora", None)

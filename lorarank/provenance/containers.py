@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 
 from lorarank.io import sha256_file
-from lorarank.regimes import REGIMES
+from lorarank.training.regimes import REGIMES
 
 ENVIRONMENTS = ("train", "analysis")
 

@@ -16,7 +16,7 @@ Alpha policies (recorded, never implicit; scaling is alpha/r, or alpha/sqrt(r) w
   rslora    one alpha with use_rslora: scaling alpha/sqrt(r).
 
 An `adalora` allocation becomes `AdaLoraConfig` kwargs instead (`"adapter": "adalora"`; training adds
-`total_step`, `lorarank.adalora`): the same target modules, every matrix at init_r, a final budget
+`total_step`, `lorarank.training.adalora`): the same target modules, every matrix at init_r, a final budget
 equal to the allocation's total rank (the static arms' sum of ranks over all adapted matrices), and
 lora_alpha = s x init_r, where s is the scaling a static arm of the mean target rank gets under the
 alpha policy: AdaLoRA's scaling is lora_alpha / init_r whatever rank a matrix keeps. A rank costs
@@ -36,7 +36,7 @@ from lorarank.allocation.strategies import DYNAMIC
 from lorarank.argtypes import csv_list
 from lorarank.errors import UserError
 from lorarank.io import read_json, sha256_file, write_json
-from lorarank.model import Target
+from lorarank.models.loading import Target
 from lorarank.options import add_arguments, opt
 from lorarank.study import AlphaPolicy, load_allocation
 
@@ -199,7 +199,7 @@ def verify(doc: dict, model, total_step: int | None = None):
 
 def lora_config(alloc_path: str, model_spec: str, dropout: float = 0.05, target_modules=None, check: bool = False) -> dict:
     """Allocation file + model spec -> lora.json document (verified when `check`)."""
-    from lorarank.model import meta_model, targets as find_targets
+    from lorarank.models.loading import meta_model, targets as find_targets
 
     alloc = load_allocation(alloc_path)
     modules = list(target_modules or alloc["modules"])
@@ -233,7 +233,7 @@ def load_model_and_lora(spec: str, lora_path: str | None, seed: int, bf16: bool 
     config with the run's `total_step`)."""
     from transformers import set_seed
 
-    from lorarank.model import load, load_config
+    from lorarank.models.loading import load, load_config
 
     config = load_config(spec)  # clear errors for a bad path before loading weights
     doc = read_lora(lora_path) if lora_path else None

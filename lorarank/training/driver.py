@@ -1,9 +1,9 @@
 """The one training driver: what a run of every regime does, in order, whatever its trainer.
 
 Cheap checks first (bad input fails in a second, before TRL is imported), then the DeepSpeed config, the
-base model with its verified LoRA allocation (`lorarank.lora`), the gradient profiler, AdaLoRA's control
+base model with its verified LoRA allocation (`lorarank.allocation.lora`), the gradient profiler, AdaLoRA's control
 where the allocation is dynamic, the TRL trainer with both mixins, and the run record and outputs
-(`lorarank.runs`). A regime (`lorarank.regimes`) supplies only what differs, as a `Recipe`: its rows, its
+(`lorarank.training.runs`). A regime (`lorarank.training.regimes`) supplies only what differs, as a `Recipe`: its rows, its
 TRL trainer and config classes, and their arguments (reward functions, loss options, batch shape).
 """
 
@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Callable
 
 from lorarank.options import add_arguments, from_args
-from lorarank.regimes import WARMUP
+from lorarank.training.regimes import WARMUP
 
 
 @dataclass(frozen=True)
 class Recipe:
-    regime: str  # its name in `lorarank.regimes`
+    regime: str  # its name in `lorarank.training.regimes`
     trl: Callable[[], tuple[type, type]]  # () -> (TRL trainer class, its config class), imported when run
     dataset: Callable  # (rows DataFrame, settings) -> datasets.Dataset
     config_args: Callable[..., dict]  # (settings, world) -> the regime's own fields of the TRL config
@@ -31,9 +31,9 @@ class Recipe:
 def train(recipe: Recipe, model: str, data: str, out: str | Path, settings, lora: str | None = None) -> dict:
     """Train one run into `out` (resuming there if it was interrupted): the adapter of `lora`, or all weights
     without one (the warm-up). Returns what run.json records."""
-    from lorarank import adalora, runs
-    from lorarank.data import load_split
-    from lorarank.lora import read_lora
+    from lorarank.training import adalora, runs
+    from lorarank.data.prepare import load_split
+    from lorarank.allocation.lora import read_lora
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     settings.check(world)
@@ -42,8 +42,8 @@ def train(recipe: Recipe, model: str, data: str, out: str | Path, settings, lora
     df = load_split(data)
     from transformers import set_seed
 
-    from lorarank.lora import load_model_and_lora
-    from lorarank.profiler import GradProfiler, ProfiledTrainerMixin
+    from lorarank.allocation.lora import load_model_and_lora
+    from lorarank.training.profiler import GradProfiler, ProfiledTrainerMixin
     from lorarank.study import DEFAULT_MODULES
 
     trainer_class, config_class = recipe.trl()

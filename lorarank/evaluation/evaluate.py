@@ -4,10 +4,10 @@
         --data data/gsm8k/test.parquet --n 200 --seed 0 --out eval/uniform/seed0
     python -m lorarank evaluate --model Qwen/Qwen2.5-1.5B-Instruct --data data/gsm8k/test.parquet --n 200 --out eval/base/seed0
 
-Prompts use the training chat template and system prompt (`lorarank.prompts`), generation is
+Prompts use the training chat template and system prompt (`lorarank.data.prompts`), generation is
 greedy and batched with left padding. The evaluated questions are drawn by `--seed` from the split
 (sorted positions), so every arm evaluated with one seed sees the same questions and arms can be
-compared question by question. Grading: `lorarank.gsm8k` strict and flexible.
+compared question by question. Grading: `lorarank.evaluation.gsm8k` strict and flexible.
 Outputs: predictions.parquet (idx, question, gold, completion, pred_strict, pred_flexible,
 correct_strict, correct_flexible) and metrics.json (n, accuracies with Wilson 95% CIs, tokens
 generated, questions per second, model/adapter/data hashes).
@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lorarank.argtypes import positive_int
-from lorarank.environment import describe
+from lorarank.provenance.environment import describe
 from lorarank.errors import UserError
 from lorarank.io import atomic_path, read_json, sha256_file, weights_sha256, write_json
 from lorarank.options import add_arguments, from_args, identity, opt
-from lorarank.prompts import LAYOUTS
+from lorarank.data.prompts import LAYOUTS
 from lorarank.study import run_identity
 
 PRED_COLUMNS = ["idx", "question", "gold", "completion", "pred_strict", "pred_flexible",
@@ -92,7 +92,7 @@ def generate(model, tokenizer, questions: list[str], layout: str, batch_size: in
     """Greedy completions, batched with left padding; returns (texts, tokens generated)."""
     import torch
 
-    from lorarank.prompts import messages
+    from lorarank.data.prompts import messages
 
     tokenizer.padding_side = "left"
     texts, n_tokens = [], 0
@@ -129,7 +129,7 @@ def generate(model, tokenizer, questions: list[str], layout: str, batch_size: in
 def grade(df, completions: list[str]):
     import pandas as pd
 
-    from lorarank.gsm8k import extract_answer, is_correct
+    from lorarank.evaluation.gsm8k import extract_answer, is_correct
 
     golds = df["gold"].tolist()
     strict = [extract_answer(c, "strict") for c in completions]
@@ -146,7 +146,7 @@ def grade(df, completions: list[str]):
 def load_model(spec: str, adapter: str | None):
     import torch
 
-    from lorarank.model import load
+    from lorarank.models.loading import load
 
     model, tokenizer = load(spec, bf16=True)
     if torch.cuda.is_available():
@@ -174,8 +174,8 @@ def evaluate(model: str, adapter: str | None, data: str, out: str | Path, settin
     """Generate, grade and write predictions.parquet and metrics.json; returns the metrics."""
     import torch
 
-    from lorarank.data import load_split
-    from lorarank.stats import wilson
+    from lorarank.data.prepare import load_split
+    from lorarank.report.stats import wilson
 
     torch.manual_seed(settings.seed)
     df = subset(load_split(data), settings)

@@ -1,9 +1,9 @@
 """Per-layer gradient profiler: the pre-clip L2 norm of every LoRA A and B matrix at every optimizer step,
-and of the full-weight gradient G of every adapted projection (`lorarank.weightgrad`).
+and of the full-weight gradient G of every adapted projection (`lorarank.training.weightgrad`).
 
 One `torch._foreach_norm` over all tracked gradients and one host transfer per step, so profiling
 stays cheap on the 392 matrices of the study. Rows follow the gradient-log contract
-(`lorarank.gradlog`): matrix 'A'/'B' for LoRA runs ('A'/'E'/'B' for AdaLoRA, E its singular values)
+(`lorarank.training.gradlog`): matrix 'A'/'B' for LoRA runs ('A'/'E'/'B' for AdaLoRA, E its singular values)
 plus 'G' (the adapted projection's full-weight gradient, rank = the module's r) on sampled steps, 'W'
 (the projection's full weight, rank 0) for full-parameter runs such as the tiny model's SFT warm-up.
 
@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lorarank.gradlog import SCHEMA
-from lorarank.weightgrad import WeightGradients
+from lorarank.training.gradlog import SCHEMA
+from lorarank.training.weightgrad import WeightGradients
 
 # layers.<i>.<path>.<module>.weight, .lora_A|B.<adapter>.weight (LoRA) or .lora_A|B|E.<adapter> (AdaLoRA's
 # parameter dicts); the lazy path keeps <module> the projection.
@@ -41,7 +41,7 @@ MODULE = re.compile(r"(?:^|\.)layers\.(\d+)\.(?:\w+\.)*?(\w+)$")
 class GradProfiler:
     """Pre-clip gradient norms of every tracked matrix, one row per optimizer step.
 
-    LoRA models: the A and B matrices, and (every `weight_grad_every`-th step, see `lorarank.weightgrad`)
+    LoRA models: the A and B matrices, and (every `weight_grad_every`-th step, see `lorarank.training.weightgrad`)
     the full-weight gradient G of each adapted projection. Full-parameter models: each projection's W.
     """
 

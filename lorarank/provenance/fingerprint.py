@@ -87,6 +87,8 @@ def closure(root: Path, start: str) -> tuple[list[str], list[str]]:
         if path is None:
             continue
         seen.add(name)
+        # importing a.b.c runs a/__init__ and a/b/__init__ first: their code counts too
+        todo += [name.rsplit(".", k)[0] for k in range(1, name.count("."))]
         for imp in _imports(_parse(path), name):
             top = imp.split(".")[0]
             if top == PACKAGE:
@@ -119,7 +121,7 @@ def package_versions(names: list[str]) -> dict[str, str]:
 
 def commands(root: Path) -> dict[str, str]:
     """command -> module, read from lorarank/cli.py (and, for its `**{...}` entry, the training regimes' commands
-    from lorarank/regimes.py) without importing them: `root` may be another checkout than the running one."""
+    from lorarank/training/regimes.py) without importing them: `root` may be another checkout than the running one."""
     tree = _parse(Path(root) / PACKAGE / "cli.py")
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "COMMANDS" for t in node.targets):
@@ -134,8 +136,8 @@ def commands(root: Path) -> dict[str, str]:
 
 
 def _regime_commands(root: Path) -> dict[str, str]:
-    """command -> module of each `Regime(name, command, module, ...)` in lorarank/regimes.py."""
-    tree = _parse(Path(root) / PACKAGE / "regimes.py")
+    """command -> module of each `Regime(name, command, module, ...)` in lorarank/training/regimes.py."""
+    tree = _parse(Path(root) / PACKAGE / "training" / "regimes.py")
     return {ast.literal_eval(c.args[1]): ast.literal_eval(c.args[2]) for c in ast.walk(tree)
             if isinstance(c, ast.Call) and getattr(c.func, "id", None) == "Regime"}
 
@@ -162,7 +164,7 @@ def configure(p) -> None:
 def run(args) -> int:
     from lorarank.errors import UserError
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     names = [args.command] if args.command else list(commands(root))
     for name in names:
         if name not in commands(root):

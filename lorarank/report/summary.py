@@ -13,7 +13,7 @@ regime's uniform arm (same alpha policy) the paired difference on the same quest
 McNemar p-value (Holm-adjusted within the regime) and a paired-bootstrap 95% CI, seed by seed and
 pooled over seeds. The base model is compared with each regime's uniform arm, pooled over its seeds.
 Arms evaluated on different questions are refused: a paired test needs the same questions.
-With --gradient-stats, results.md also gets the gradient findings (`lorarank.findings`).
+With --gradient-stats, results.md also gets the gradient findings (`lorarank.report.findings`).
 Outputs: results.csv, results.md (which says in words whether any gap is significant), figures/accuracy.png.
 """
 
@@ -28,8 +28,8 @@ import pandas as pd
 from lorarank.allocation.strategies import DYNAMIC, FROZEN_DYNAMIC
 from lorarank.errors import UserError
 from lorarank.io import atomic_path, read_json
-from lorarank.stats import holm, mcnemar_exact, mean_ci, paired_bootstrap_ci, wilson
-from lorarank.regimes import BASE, title
+from lorarank.report.stats import holm, mcnemar_exact, mean_ci, paired_bootstrap_ci, wilson
+from lorarank.training.regimes import BASE, title
 from lorarank.study import Arm, arm_key
 
 MODES = ("strict", "flexible")
@@ -227,7 +227,7 @@ def run(args) -> int:
     df = table(runs, info)
     text = "## Accuracy\n\n" + markdown(df)
     if args.gradient_stats:
-        from lorarank.findings import contrast_markdown, dynamic_markdown, gradient_markdown, training_markdown
+        from lorarank.report.findings import contrast_markdown, dynamic_markdown, gradient_markdown, training_markdown
 
         grads = read_json(args.gradient_stats, "gradient statistics")
         text += "\n" + training_markdown(grads) + "\n" + contrast_markdown(grads, df) + "\n" + gradient_markdown(grads)
@@ -238,7 +238,7 @@ def run(args) -> int:
         df.to_csv(tmp, index=False)
     with atomic_path(out / "results.md") as tmp:
         tmp.write_text(text)
-    from lorarank.figures import accuracies
+    from lorarank.report.figures import accuracies
 
     accuracies(df, out / "figures" / "accuracy.png")
     print(json.dumps({f"{r.regime}:{r.arm}": round(r.acc_strict, 4) for r in df.itertuples()}))

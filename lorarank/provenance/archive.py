@@ -2,7 +2,7 @@
 
     python -m lorarank archive --results results/default --inputs <files and dirs> \
         --config-json '<resolved config>' --snakemake-version 9.27.1 --out results/default/archive
-    python -m lorarank verify-archive results/default/archive      # see lorarank.verify_archive
+    python -m lorarank verify-archive results/default/archive      # see lorarank.provenance.verify_archive
 
 `archive/` holds `<experiment>.tar.gz` and `MANIFEST.json` (also inside the tarball, so an extracted
 copy verifies itself). The manifest records the sha256 and size of every result file, the resolved
@@ -27,8 +27,8 @@ import tarfile
 from pathlib import Path
 
 from lorarank import __version__
-from lorarank.containers import digest, references
-from lorarank.environment import describe
+from lorarank.provenance.containers import digest, references
+from lorarank.provenance.environment import describe
 from lorarank.errors import UserError
 from lorarank.io import atomic_path, read_json, sha256_file
 
@@ -36,7 +36,7 @@ FORMAT = "lorarank-archive/1"
 MANIFEST = "MANIFEST.json"
 MTIME = 0  # every member's mtime: the results' own timestamps would make each archive different
 SKIP = {".snakemake_timestamp"}  # Snakemake's marker in directory outputs, not a result
-CHECKOUT = Path(__file__).resolve().parents[1]  # the workflow checkout whose code is running
+CHECKOUT = Path(__file__).resolve().parents[2]  # the workflow checkout whose code is running
 
 
 def tracked_code(root: Path) -> dict:

@@ -1,4 +1,4 @@
-"""The gradient metrics: one table of what each reads from a gradient log (`lorarank.gradlog`) and how
+"""The gradient metrics: one table of what each reads from a gradient log (`lorarank.training.gradlog`) and how
 figures, prose and the workflow name it. A new metric is one entry here (and its test).
 
 Three metrics:

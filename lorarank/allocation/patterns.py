@@ -125,7 +125,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from lorarank.model import targets
+    from lorarank.models.loading import targets
 
     patterns = read_patterns(args.pattern)
     _, tg = targets(args.model, args.target_modules)

@@ -146,7 +146,7 @@ def with_gold(frame, split: str):
             m = FINAL.search(sol.rsplit("\n", 1)[-1])
             if not m:
                 raise UserError(f"{split} row {i} has no '#### <number>' final answer line")
-            golds.append(m.group(1))  # as written; the grader (lorarank.gsm8k) normalises when it compares
+            golds.append(m.group(1))  # as written; the grader (lorarank.evaluation.gsm8k) normalises when it compares
         frame["gold"] = golds
     frame.insert(0, "idx", pd.Series(range(len(frame)), dtype="int32"))
     return frame[list(COLUMNS)]

@@ -4,10 +4,10 @@ Long format, one row per (step, layer, module, matrix): step int32, layer int16,
 matrix, rank int16, grad_norm float32 (pre-clip L2 norm of that matrix's gradient). Matrices:
   'A', 'B'  a LoRA adapter's matrices (rank = the module's r); 'E' AdaLoRA's singular values;
   'G'       the full-weight gradient dL/dW of a LoRA-adapted projection (rank = its r), logged on the
-            steps `--weight-grad-every` samples (`lorarank.weightgrad`);
+            steps `--weight-grad-every` samples (`lorarank.training.weightgrad`);
   'W'       a full-parameter run's weight gradient (rank 0), e.g. the tiny model's SFT warm-up.
 
-The metrics (`lorarank.gradmetrics`: lora, lora_normalised, weight) each read some of these matrices.
+The metrics (`lorarank.training.gradmetrics`: lora, lora_normalised, weight) each read some of these matrices.
 The norm of a unit (a layer, or a (layer, module) pair) at a step is sqrt(sum of squared norms over
 the unit's matrices of the metric); its share is that norm divided by the sum over all units at that
 step, averaged over steps. Steps whose gradients are all zero (or, for `weight`, not sampled) carry
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from lorarank.errors import UserError
-from lorarank.gradmetrics import METRICS, readable
+from lorarank.training.gradmetrics import METRICS, readable
 from lorarank.io import read_parquet
 
 MATRICES = ("A", "B", "E", "G", "W")

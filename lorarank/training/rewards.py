@@ -1,4 +1,4 @@
-"""GRPO rewards: format and correctness, graded by `lorarank.gsm8k` (the evaluation's grader).
+"""GRPO rewards: format and correctness, graded by `lorarank.evaluation.gsm8k` (the evaluation's grader).
 
 Rewards are exact binary fractions (0, 0.25, 0.5, 1): with other partial credits fp32 group std can
 come out near 1e-7 instead of 0, which TRL 1.16 miscounts as a non-zero-std group.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from lorarank.gsm8k import extract_answer, is_correct
+from lorarank.evaluation.gsm8k import extract_answer, is_correct
 
 HASH_LAYOUT = re.compile(r"^(?:.+\n)*#### -?[\d,]+(?:\.\d+)?\s*$", re.DOTALL)
 TAGS_LAYOUT = re.compile(r"^\s*<reasoning>.*?</reasoning>\s*<answer>\s*[^<]*?\s*</answer>\s*$", re.DOTALL)

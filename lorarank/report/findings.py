@@ -9,7 +9,7 @@ relation survives on the rank-neutral `weight` metric.
 
 from __future__ import annotations
 
-from lorarank.gradmetrics import METRICS
+from lorarank.training.gradmetrics import METRICS
 from lorarank.study import mechanical_sign
 
 
@@ -134,7 +134,7 @@ def _accuracy_gain(acc, regime: str, policy: str | None):
 
 def contrast_markdown(doc: dict, acc) -> str:
     """The SFT-vs-GRPO contrast table and the paragraph that says what it supports, at the measured precision.
-    `acc` is the accuracy table (`lorarank.summary.table`)."""
+    `acc` is the accuracy table (`lorarank.report.summary.table`)."""
     con = doc.get("contrast") or {}
     regimes = con.get("regimes") or {}
     policy = con.get("alpha_policy")

@@ -4,7 +4,7 @@
 
 Exit 0 when every file matches the manifest; exit 1 with one line per file that changed, went missing
 or appeared, a side manifest that differs from the one inside the tarball, or a corrupt tarball.
-The archive format is `lorarank.archive`'s.
+The archive format is `lorarank.provenance.archive`'s.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import tarfile
 import zlib
 from pathlib import Path
 
-from lorarank.archive import FORMAT, MANIFEST
+from lorarank.provenance.archive import FORMAT, MANIFEST
 from lorarank.errors import UserError
 from lorarank.io import sha256_file, sha256_stream
 
@@ -117,7 +117,7 @@ def run(args) -> int:
     print(f"{args.path}: {n} files match the manifest ({doc['experiment']}, code "
           f"{doc['code'].get('git_commit') or 'not under git'}{' dirty' if doc['code'].get('dirty') else ''})")
     if args.rerun:
-        from lorarank import published
+        from lorarank.provenance import published
 
         return published.report(Path(args.rerun), published.from_manifest(doc))
     return 0

@@ -1,0 +1,1 @@
+"""Evaluation: greedy generation and the GSM8K grader (evaluate.smk)."""

@@ -1,0 +1,1 @@
+"""Analysis and report: gradient statistics, accuracy statistics, findings and figures (summary.smk)."""
