@@ -20,16 +20,16 @@ import shlex
 from pathlib import Path
 
 from lorarank import options
-from lorarank.allocation.spec import AllocationSpec
 from lorarank.allocation.adalora_settings import check_schedule, refuse_deepspeed
+from lorarank.allocation.lora import LoraSettings
+from lorarank.allocation.spec import AllocationSpec
 from lorarank.allocation.strategies import DYNAMIC, FROZEN_DYNAMIC
-from lorarank.models.build_model import TinyModel
 from lorarank.data.prepare import DataSettings
 from lorarank.errors import UserError
 from lorarank.evaluation.evaluate import EvalSettings
+from lorarank.models.build_model import TinyModel
 from lorarank.models.fetch_model import HubModel
 from lorarank.models.import_model import GGUFSource
-from lorarank.allocation.lora import LoraSettings
 from lorarank.numerics import Numerics
 from lorarank.training.regimes import REGIMES, settings_class
 from lorarank.training.sft import SFTSettings

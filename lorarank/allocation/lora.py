@@ -199,7 +199,8 @@ def verify(doc: dict, model, total_step: int | None = None):
 
 def lora_config(alloc_path: str, model_spec: str, dropout: float = 0.05, target_modules=None, check: bool = False) -> dict:
     """Allocation file + model spec -> lora.json document (verified when `check`)."""
-    from lorarank.models.loading import meta_model, targets as find_targets
+    from lorarank.models.loading import meta_model
+    from lorarank.models.loading import targets as find_targets
 
     alloc = load_allocation(alloc_path)
     modules = list(target_modules or alloc["modules"])

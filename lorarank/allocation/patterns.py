@@ -24,10 +24,10 @@ import argparse
 import re
 from dataclasses import dataclass
 
-from lorarank.study import DEFAULT_MODULES
 from lorarank.argtypes import csv_list
 from lorarank.errors import UserError
 from lorarank.io import read_json
+from lorarank.study import DEFAULT_MODULES
 
 NAMED_LAYER = re.compile(r"layers(?:\\?\.|_)(\d+)(?!\d)")
 GLOB = re.compile(r"^\*|(?<!\\)\.\*(?<!\\)\.")

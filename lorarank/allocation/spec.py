@@ -15,10 +15,10 @@ from lorarank.allocation.adalora_settings import AdaLoraSettings
 from lorarank.allocation.strategies import BUDGETED, FROZEN_DYNAMIC, PROFILED, STRATEGIES, get
 from lorarank.argtypes import csv_list, positive_float, positive_int
 from lorarank.errors import UserError
-from lorarank.training.gradmetrics import ALLOCATES
 from lorarank.io import read_json
 from lorarank.options import opt
 from lorarank.study import ALPHA_POLICIES, DEFAULT_MODULES
+from lorarank.training.gradmetrics import ALLOCATES
 
 MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

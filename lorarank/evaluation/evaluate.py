@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lorarank.argtypes import positive_int
-from lorarank.provenance.environment import describe
+from lorarank.data.prompts import LAYOUTS
 from lorarank.errors import UserError
 from lorarank.io import atomic_path, read_json, sha256_file, weights_sha256, write_json
 from lorarank.options import add_arguments, from_args, identity, opt
-from lorarank.data.prompts import LAYOUTS
+from lorarank.provenance.environment import describe
 from lorarank.study import run_identity
 
 PRED_COLUMNS = ["idx", "question", "gold", "completion", "pred_strict", "pred_flexible",

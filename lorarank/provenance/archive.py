@@ -27,10 +27,10 @@ import tarfile
 from pathlib import Path
 
 from lorarank import __version__
-from lorarank.provenance.containers import digest, references
-from lorarank.provenance.environment import describe
 from lorarank.errors import UserError
 from lorarank.io import atomic_path, read_json, sha256_file
+from lorarank.provenance.containers import digest, references
+from lorarank.provenance.environment import describe
 
 FORMAT = "lorarank-archive/1"
 MANIFEST = "MANIFEST.json"

@@ -16,9 +16,9 @@ import tarfile
 import zlib
 from pathlib import Path
 
-from lorarank.provenance.archive import FORMAT, MANIFEST
 from lorarank.errors import UserError
 from lorarank.io import sha256_file, sha256_stream
+from lorarank.provenance.archive import FORMAT, MANIFEST
 
 
 def _check(expected: dict, rel: str, data_sha: str, size: int, problems: list[str]) -> None:

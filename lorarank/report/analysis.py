@@ -34,12 +34,12 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from lorarank.training import gradlog, ranklog
 from lorarank.allocation.strategies import DYNAMIC
 from lorarank.errors import UserError
+from lorarank.study import Arm, arm_key
+from lorarank.training import gradlog, ranklog
 from lorarank.training.gradmetrics import HEATMAPS, METRICS, heatmap_file, mechanical_factor
 from lorarank.training.regimes import WARMUP, signal
-from lorarank.study import Arm, arm_key
 
 DEFINITION = ("share = sqrt(sum of squared gradient norms of a layer's matrices of the metric) / sum over layers, "
               "averaged over steps; metrics: " + ", ".join(f"{m.name} ({m.gloss})" for m in METRICS.values())
@@ -340,8 +340,8 @@ def configure(p) -> None:
 
 
 def run(args) -> int:
-    from lorarank.report import figures
     from lorarank.io import write_json
+    from lorarank.report import figures
 
     if not 0 < args.window <= 0.5:
         raise UserError(f"--window {args.window} is outside (0, 0.5]")

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lorarank.training.gradmetrics import METRICS
 from lorarank.io import atomic_path
+from lorarank.training.gradmetrics import METRICS
 from lorarank.training.regimes import REGIMES, WARMUP, title
 
 

@@ -9,8 +9,8 @@ relation survives on the rank-neutral `weight` metric.
 
 from __future__ import annotations
 
-from lorarank.training.gradmetrics import METRICS
 from lorarank.study import mechanical_sign
+from lorarank.training.gradmetrics import METRICS
 
 
 def _r(x) -> str:

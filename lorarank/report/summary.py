@@ -29,8 +29,8 @@ from lorarank.allocation.strategies import DYNAMIC, FROZEN_DYNAMIC
 from lorarank.errors import UserError
 from lorarank.io import atomic_path, read_json
 from lorarank.report.stats import holm, mcnemar_exact, mean_ci, paired_bootstrap_ci, wilson
-from lorarank.training.regimes import BASE, title
 from lorarank.study import Arm, arm_key
+from lorarank.training.regimes import BASE, title
 
 MODES = ("strict", "flexible")
 

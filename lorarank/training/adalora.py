@@ -46,11 +46,11 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from lorarank.training import ranklog
-from lorarank.errors import UserError
-from lorarank.io import atomic_path
 from lorarank.allocation.adalora_settings import check_schedule, refuse_deepspeed
 from lorarank.allocation.strategies import DYNAMIC
+from lorarank.errors import UserError
+from lorarank.io import atomic_path
+from lorarank.training import ranklog
 
 STATE = "adalora_state.safetensors"
 ADAPTER = "default"

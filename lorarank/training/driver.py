@@ -31,9 +31,9 @@ class Recipe:
 def train(recipe: Recipe, model: str, data: str, out: str | Path, settings, lora: str | None = None) -> dict:
     """Train one run into `out` (resuming there if it was interrupted): the adapter of `lora`, or all weights
     without one (the warm-up). Returns what run.json records."""
-    from lorarank.training import adalora, runs
-    from lorarank.data.prepare import load_split
     from lorarank.allocation.lora import read_lora
+    from lorarank.data.prepare import load_split
+    from lorarank.training import adalora, runs
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     settings.check(world)
@@ -43,8 +43,8 @@ def train(recipe: Recipe, model: str, data: str, out: str | Path, settings, lora
     from transformers import set_seed
 
     from lorarank.allocation.lora import load_model_and_lora
-    from lorarank.training.profiler import GradProfiler, ProfiledTrainerMixin
     from lorarank.study import DEFAULT_MODULES
+    from lorarank.training.profiler import GradProfiler, ProfiledTrainerMixin
 
     trainer_class, config_class = recipe.trl()
     out, s = Path(out), settings

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from lorarank.errors import UserError
-from lorarank.training.gradmetrics import METRICS, readable
 from lorarank.io import read_parquet
+from lorarank.training.gradmetrics import METRICS, readable
 
 MATRICES = ("A", "B", "E", "G", "W")
 SCHEMA = {

@@ -30,11 +30,11 @@ import torch
 from transformers import TrainerCallback
 
 from lorarank import numerics
-from lorarank.provenance.environment import describe
 from lorarank.errors import UserError
 from lorarank.io import atomic_path, sha256_file, weights_sha256, write_json
 from lorarank.models.loading import use_bf16
 from lorarank.options import identity
+from lorarank.provenance.environment import describe
 from lorarank.study import run_identity
 
 MARKER = "lorarank.json"

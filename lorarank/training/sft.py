@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from lorarank.training import driver
 from lorarank.argtypes import positive_float, positive_int
+from lorarank.data.prompts import LAYOUTS
 from lorarank.errors import UserError
 from lorarank.options import opt
-from lorarank.data.prompts import LAYOUTS
+from lorarank.training import driver
 
 
 @dataclass

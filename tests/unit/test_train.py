@@ -262,14 +262,14 @@ def test_lora_sft_loss_is_the_completion_tokens_alone(warm_model, lora_json, syn
     import torch
     from trl import SFTConfig, SFTTrainer
 
-    from lorarank.data.prepare import load_split
     from lorarank.allocation.lora import load_model_and_lora
-    from lorarank.training.sft import dataset
+    from lorarank.data.prepare import load_split
+    from lorarank.training.sft import SFTSettings, dataset
 
     model, tok, _ = load_model_and_lora(str(warm_model / "final"), str(lora_json), 0)
     cfg = SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_length=256, packing=False,
                     completion_only_loss=True, report_to=[], use_cpu=True, bf16=False)
-    trainer = SFTTrainer(model=model, args=cfg, train_dataset=dataset(load_split(synth_data / "train.parquet")[:8], "hash"),
+    trainer = SFTTrainer(model=model, args=cfg, train_dataset=dataset(load_split(synth_data / "train.parquet")[:8], SFTSettings(layout="hash")),
                          processing_class=tok)
     batch = next(iter(trainer.get_train_dataloader()))
     labels = batch["labels"]
