@@ -104,9 +104,9 @@ def allocate_inputs(wildcards):
     inputs = shape_inputs(wildcards)
     profile = dict(experiment=wildcards.experiment, regime=wildcards.regime, policy=PROFILE_POLICY, seed=PROFILE_SEED)
     if wildcards.strategy in PROFILED:
-        inputs["grad_log"] = RUN.format(strategy="uniform", **profile) + "/grad_norms.parquet"
+        inputs["grad_log"] = f"{RUN.format(strategy='uniform', **profile)}/grad_norms.parquet"
     if strategies.STRATEGIES[wildcards.strategy].rank_log:  # the adalora run of the same regime, first policy and seed
-        inputs["rank_log"] = RUN.format(strategy=DYNAMIC, **profile) + "/ranks.parquet"
+        inputs["rank_log"] = f"{RUN.format(strategy=DYNAMIC, **profile)}/ranks.parquet"
     return inputs
 
 

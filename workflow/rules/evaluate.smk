@@ -6,8 +6,8 @@ rule evaluate_model:
     input:
         unpack(evaluate_inputs),
     output:
-        predictions=EVAL + "/predictions.parquet",
-        metrics=EVAL + "/metrics.json",
+        predictions=f"{EVAL}/predictions.parquet",
+        metrics=f"{EVAL}/metrics.json",
     params:
         code=CODE["evaluate"],
         settings=settings_flags("evaluate_model"),

@@ -16,11 +16,11 @@ for _regime in regimes.REGIMES.values():
             lora=of_regime(LORA, _regime),
             train="results/{experiment}/data/train.parquet",
         output:
-            adapter=directory(of_regime(RUN + "/final", _regime)),
-            grad_log=of_regime(RUN + "/grad_norms.parquet", _regime),
-            trainer_log=of_regime(RUN + "/trainer_log.jsonl", _regime),
-            run=of_regime(RUN + "/run.json", _regime),
-            ranks=of_regime(RUN + "/ranks.parquet", _regime),
+            adapter=directory(of_regime(f"{RUN}/final", _regime)),
+            grad_log=of_regime(f"{RUN}/grad_norms.parquet", _regime),
+            trainer_log=of_regime(f"{RUN}/trainer_log.jsonl", _regime),
+            run=of_regime(f"{RUN}/run.json", _regime),
+            ranks=of_regime(f"{RUN}/ranks.parquet", _regime),
         params:
             code=CODE[_regime.command],
             settings=settings_flags(_regime.rule),
