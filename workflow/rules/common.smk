@@ -1,15 +1,15 @@
 # Helpers shared by the stage files: config lookups, flags and input functions, no side effects
-# (those are in setup.smk). Rules spell out their paths; flags come from lorarank.workflow_config,
-# the one mapping from config keys to command flags.
+# (those are in setup.smk). Rules build their paths from the patterns below (LORA, RUN, EVAL); flags come
+# from lorarank.workflow_config, the one mapping from config keys to command flags.
 
 import json
 import os
 import shlex
 
-from lorarank.training import gradmetrics
 from lorarank.allocation import strategies
 from lorarank.allocation.strategies import DYNAMIC, PROFILED
 from lorarank.study import Arm
+from lorarank.training import gradmetrics
 
 SOURCE = config["model"]["source"]
 TINY = SOURCE == "tiny"
