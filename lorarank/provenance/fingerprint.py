@@ -138,8 +138,12 @@ def commands(root: Path) -> dict[str, str]:
 def _regime_commands(root: Path) -> dict[str, str]:
     """command -> module of each `Regime(name, command, module, ...)` in lorarank/training/regimes.py."""
     tree = _parse(Path(root) / PACKAGE / "training" / "regimes.py")
-    return {ast.literal_eval(c.args[1]): ast.literal_eval(c.args[2]) for c in ast.walk(tree)
-            if isinstance(c, ast.Call) and getattr(c.func, "id", None) == "Regime"}
+    out = {}
+    for call in ast.walk(tree):
+        if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "Regime":
+            args = dict(zip(("name", "command", "module"), call.args)) | {k.arg: k.value for k in call.keywords}
+            out[ast.literal_eval(args["command"])] = ast.literal_eval(args["module"])
+    return out
 
 
 def describe(root: Path, command: str, container: str | None = None) -> dict:

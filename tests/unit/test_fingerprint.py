@@ -71,3 +71,11 @@ from lorarank.provenance import containers, fingerprint
 """
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_the_regime_commands_are_read_without_importing_the_registry():
+    """Another checkout's commands come from its own files: the regime commands parsed from its regimes.py
+    are the ones the running CLI has."""
+    from lorarank.cli import COMMANDS
+
+    assert fp.commands(Path(ROOT)) == {name: module for name, (module, _) in COMMANDS.items()}
