@@ -105,24 +105,28 @@ def write_run(run_dir, kind="grpo", strategy="uniform", seed=0, policy=("ratio",
     return run_dir / "grad_norms.parquet"
 
 
-def run_args(*grad_logs) -> list[str]:
-    """`lorarank analyze`'s `--run` groups for gradient logs written with `write_run` beside them: the run's
-    record, log and trainer log (an empty one unless the test wrote it), and its rank log where it has one."""
-    args = []
+def run_groups(*grad_logs) -> list[list[Path]]:
+    """Per gradient log written with `write_run` beside it: the run's record, the log, its trainer log (an empty
+    one unless the test wrote it), and its rank log where it has one (what `analyze --run` takes)."""
+    groups = []
     for log in map(Path, grad_logs):
         trainer = log.with_name("trainer_log.jsonl")
         trainer.touch()
         ranks = [log.with_name("ranks.parquet")] if log.with_name("ranks.parquet").is_file() else []
-        args += ["--run", log.with_name("run.json"), log, trainer, *ranks]
-    return args
+        groups.append([log.with_name("run.json"), log, trainer, *ranks])
+    return groups
+
+
+def run_args(*grad_logs) -> list:
+    """`lorarank analyze`'s `--run` groups of the same runs."""
+    return [a for group in run_groups(*grad_logs) for a in ("--run", *group)]
 
 
 def run_files(*grad_logs):
     """`analysis.RunFiles` of the same runs, for calling `analysis.analyze` directly."""
     from lorarank.report.analysis import RunFiles
 
-    groups = " ".join(map(str, run_args(*grad_logs))).split("--run ")[1:]
-    return [RunFiles.parse(g.split()) for g in groups]
+    return [RunFiles.parse([str(f) for f in group]) for group in run_groups(*grad_logs)]
 
 
 def eval_args(*metrics) -> list[str]:

@@ -86,7 +86,6 @@ def configure(p: argparse.ArgumentParser, settings_class: type, lora_help: str, 
 def run(recipe: Recipe, settings_class: type, args) -> int:
     settings = from_args(settings_class, args)
     info = train(recipe, args.model, args.data, args.out, settings, args.lora)
-    name = recipe.regime if args.lora else WARMUP
-    print(f"{name}: {info['trainable_params']:,} trainable params, {settings.steps} steps -> {args.out}/final")
+    print(f"{info['identity']['kind']}: {info['trainable_params']:,} trainable params, {settings.steps} steps -> {args.out}/final")
     return 0
 
