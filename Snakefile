@@ -20,6 +20,7 @@ localrules:
     prepare_data,
     allocate_ranks,
     write_lora_config,
+    select_rate,
     analyze_gradients,
     summarize_results,
     archive_results,
@@ -31,6 +32,8 @@ wildcard_constraints:
     strategy="|".join(STRATEGIES),
     policy="|".join(ALPHA_POLICIES),
     seed=r"\d+",
+    lr=r"[0-9][0-9.e+-]*",
+    split="test|validation",
 
 
 
@@ -39,6 +42,7 @@ include: "workflow/rules/model.smk"
 include: "workflow/rules/allocation.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/selection.smk"
 include: "workflow/rules/summary.smk"
 include: "workflow/rules/archive.smk"
 

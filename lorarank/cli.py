@@ -27,6 +27,7 @@ COMMANDS = {
     "lora-config": ("lorarank.allocation.lora", "write the exact, verified PEFT LoraConfig for an allocation"),
     **{r.command: (r.module, r.help) for r in REGIMES.values()},  # one command per training regime
     "evaluate": ("lorarank.evaluation.evaluate", "greedy GSM8K evaluation graded strict and flexible"),
+    "select-rate": ("lorarank.report.selection", "an arm's learning rate, chosen on the validation split by a named rule"),
     "analyze": ("lorarank.report.analysis", "gradient statistics (shares, amplification, SFT vs GRPO) and figures"),
     "summarize": ("lorarank.report.summary", "results table: accuracies with CIs and paired tests against uniform"),
     "archive": ("lorarank.provenance.archive", "deterministic tarball + MANIFEST.json of an experiment's results"),

@@ -31,6 +31,7 @@ from lorarank.models.build_model import TinyModel
 from lorarank.models.fetch_model import HubModel
 from lorarank.models.import_model import GGUFSource
 from lorarank.numerics import Numerics
+from lorarank.report.verdicts import VerdictSettings
 from lorarank.training.regimes import REGIMES, settings_class
 from lorarank.training.sft import SFTSettings
 
@@ -42,7 +43,7 @@ def _same(prefix: str, *names: str) -> dict[str, str]:
 # rule (or job kind) -> (settings class, {config key: field})
 WIRING = {
     "prepare_data": (DataSettings, {**_same("data", "source", "path", "hub_id", "hub_config", "revision",
-                                            "warmup_fraction"),
+                                            "warmup_fraction", "validation"),
                                     **_same("data.synthetic", "n_train", "n_test", "levels", "seed", "informal_items",
                                             "informal_share")}),
     "import_model": (GGUFSource, _same("model.gguf", "path", "package", "file")),
@@ -56,9 +57,11 @@ WIRING = {
         **_same("allocation", "budget", "granularity", "target_modules", "min_rank", "max_rank", "fraction",
                 "alpha", "metric"),
         **_same("allocation.random", "low", "high", "seed"), "allocation.manual_ranks": "ranks",
-        **_same("allocation.adalora", "init_r", "tinit", "tfinal", "delta_t", "beta1", "beta2", "orth_reg_weight",
-                "lr_scale")}),
+        # not lr_scale: the workflow folds it into each adalora run's rate (`rates`), the axis it selects on
+        **_same("allocation.adalora", "init_r", "tinit", "tfinal", "delta_t", "beta1", "beta2", "orth_reg_weight")}),
     "write_lora_config": (LoraSettings, {"allocation.dropout": "dropout"}),
+    "summarize_results": (VerdictSettings, _same("report", "alpha", "min_accuracy", "min_share", "min_correlation",
+                                                 "power")),
     # each regime's train rule: its config section (and the answer layout) -> its settings (lorarank.training.regimes)
     **{r.rule: (settings_class(r.name), {"layout": "layout", **_same(r.name, *r.wired)}) for r in REGIMES.values()},
 }
@@ -82,6 +85,13 @@ WORKFLOW_KEYS = {
     "allocation.strategies": "the arms: one allocate/train/evaluate chain each",
     "grpo.gpus": "Slurm resources and the accelerate launcher",
     "seeds": "one training run per arm and seed",
+    **{f"{r.name}.lr": "an axis: the rates each arm is tried at (`rates`); each run gets its own" for r in REGIMES.values()},
+    "allocation.adalora.lr_scale": "an axis: the adalora arm's rates are the regime's times each scale (`rates`)",
+    "allocation.profile_seed": "the seed of the runs whose gradient (or rank) log sets the profiled arms' ranks",
+    "report": "a section", "selection": "a section", "selection.seeds": "the seeds each arm runs at every rate of its list",
+    "selection.n": "validation questions each selection run is evaluated on",
+    "selection.metric": "the grading that chooses the rate (lorarank select-rate --metric)",
+    "selection.rule": "the rule that chooses the rate (lorarank select-rate --rule)",
     "numerics": "a section", "containers": "a section", "containers.train": "the image rules run in",
     "containers.analysis": "the image rules run in",
 }
@@ -107,6 +117,22 @@ def result_config(config: dict) -> dict:
             node = node.get(p, {})
         node.pop(last, None)
     return out
+
+
+def _listed(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def rates(config: dict, regime: str, strategy: str) -> list[str]:
+    """The learning rates an arm is tried at, as run directories name them (`lr<rate>`), ascending: its
+    regime's list, and for the adalora arm each of those times each `allocation.adalora.lr_scale` (its run
+    gets the product as its rate; its LoRA config keeps scale 1, so the rate a run records is the rate it
+    used). One rate: no selection runs, no selection job."""
+    from lorarank.report.selection import rate_name
+
+    lrs = [float(x) for x in _listed(config[regime]["lr"])]
+    scales = [float(x) for x in _listed(config["allocation"]["adalora"]["lr_scale"])] if strategy == DYNAMIC else [1.0]
+    return sorted({rate_name(lr * s) for lr in lrs for s in scales}, key=float)
 
 
 def lookup(config: dict, key: str):
@@ -227,7 +253,7 @@ def check(config: dict) -> None:
     world = {**{r.rule: {"world": gpus} for r in REGIMES.values()},
              "evaluate_model": {"split_size": _split_size(config)}}
     for rule in model_rules(config) + ["prepare_data", *(r.rule for r in REGIMES.values()), "evaluate_model",
-                                       "write_lora_config"]:
+                                       "write_lora_config", "summarize_results"]:
         try:
             settings(config, rule).check(**world.get(rule, {}))
         except UserError as e:
@@ -237,6 +263,7 @@ def check(config: dict) -> None:
     except UserError as e:
         raise UserError(_config_names(str(e), "numerics")) from None
     check_adalora(config)
+    check_selection(config)
     n = num_layers(config)
     for policy in config["allocation"]["alpha_policies"]:
         for strategy in dict.fromkeys(["uniform", *config["allocation"]["strategies"]]):
@@ -265,3 +292,21 @@ def check_adalora(config: dict) -> None:
             check_schedule(adalora["tinit"], adalora["tfinal"], config[regime]["steps"], f"{regime}.steps")
         except UserError as e:
             raise UserError(f"{e} (allocation.adalora.tinit, tfinal)") from None
+
+
+def check_selection(config: dict) -> None:
+    """The rate lists and the seeds around them: the profiling run must not be a run the arms are compared with
+    (its noise would enter the ranks with one sign and the shift with the other), and the validation questions
+    a selection run is graded on must exist."""
+    for regime in config["regimes"]:
+        lrs = _listed(config[regime]["lr"])
+        if len(rates(config, regime, "uniform")) != len(lrs):
+            raise UserError(f"{regime}.lr {lrs}: two rates are the same at 6 significant digits (allowed: distinct rates)")
+    profile = config["allocation"]["profile_seed"]
+    if profile in config["seeds"]:
+        raise UserError(f"allocation.profile_seed {profile} is one of seeds {config['seeds']}: the run that sets the "
+                        f"ranks must not be a run the arms are compared with (allowed: any other seed)")
+    sel = config["selection"]
+    validation = config["data"].get("validation")
+    if validation is not None and sel["n"] > validation:
+        raise UserError(f"selection.n {sel['n']} is larger than the validation split (data.validation {validation})")

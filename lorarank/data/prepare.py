@@ -9,6 +9,13 @@ Columns: idx (int32, position in the split), question, answer (the full solution
 so data preparation does not depend on grading rules). `manifest.json` records the source,
 the sha256 of every input file (or the hub revision), counts and the seed.
 
+The source's training split is cut three ways: its first rows are the tiny model's warm-up
+(`--warmup-fraction`), its last `--validation` rows the validation split on which the workflow makes
+every choice (learning rate, ...), and the arms train on the rows between. The test split is read only
+to report. A validation question that another split repeats is dropped (manifest: validation_dropped),
+as a choice made on it would reward memorising it; GSM8K has none (its 7,473 training questions are
+distinct and none is in test) and the generator draws distinct questions (asserted).
+
 The synthetic source writes GSM8K-format arithmetic word problems (add, subtract, multiply; level
 k chains k operations) with `<<a+b=c>>` calculator annotations, so that a tiny model can learn the
 format and some arithmetic on a CPU and GRPO has a signal to work with.
@@ -29,7 +36,7 @@ from lorarank.io import atomic_path, sha256_file, write_json
 from lorarank.options import add_arguments, from_args, opt
 
 SPLITS = ("train", "test")  # as the sources have them
-WRITTEN = ("warmup", "train", "test")  # as prepare-data writes them: warmup is set aside from train
+WRITTEN = ("warmup", "train", "validation", "test")  # as prepare-data writes them: warmup, validation from train
 COLUMNS = ("idx", "question", "answer", "gold")
 FINAL = re.compile(r"####\s*(.+?)\s*$", re.DOTALL)
 
@@ -185,6 +192,9 @@ class DataSettings:
                                 when={"source": ("synthetic",)})
     warmup_fraction: float = opt(0.0, "share of the training split set aside (its first rows) for the tiny model's "
                                       "warm-up: the arms train on the rest, which the warm-up never saw")
+    validation: int = opt(200, "rows set aside (the training split's last) as the validation split: every choice "
+                               "the workflow makes reads them, never test, and no arm trains on them",
+                          type=positive_int)
 
     def check(self) -> None:
         unknown = [i for i in self.informal_items if i not in ITEMS]
@@ -197,12 +207,26 @@ class DataSettings:
         if self.informal_items and self.source == "synthetic" and not self.warmup_fraction:
             raise UserError(f"--informal-items {','.join(self.informal_items)} needs --warmup-fraction > 0: the habit "
                             "is written into the warm-up's rows only (the arms train on the run's layout)")
+        if self.validation < 1:
+            raise UserError(f"--validation {self.validation} is below 1 (a positive number of rows is required)")
         if self.source == "local":
             if not self.path:
                 raise UserError("--source local needs --path (a directory with train.jsonl and test.jsonl)")
             for s in SPLITS:
                 if not (Path(self.path) / f"{s}.jsonl").is_file():
                     raise UserError(f"--path {self.path!r} has no {s}.jsonl (local GSM8K needs train.jsonl and test.jsonl)")
+        n = self.train_rows()
+        if n is not None:  # the hub's split is counted once loaded (prepare)
+            set_aside(self, n)
+
+    def train_rows(self) -> int | None:
+        """The source's training split size where it is known before reading the split (the workflow's
+        config check refuses a validation split that leaves the arms nothing before any job runs)."""
+        if self.source == "synthetic":
+            return self.n_train
+        if self.source == "local":  # the rows read_jsonl keeps: blank lines are skipped
+            return sum(1 for line in (Path(self.path) / "train.jsonl").read_text().splitlines() if line.strip())
+        return None
 
 
 def warmup_rows(settings: DataSettings, n_train: int) -> int:
@@ -210,8 +234,28 @@ def warmup_rows(settings: DataSettings, n_train: int) -> int:
     return int(settings.warmup_fraction * n_train)
 
 
+def set_aside(settings: DataSettings, n_train: int) -> tuple[int, int]:
+    """(warm-up rows, validation rows) taken from a training split of `n_train` rows; refused when the
+    arms would have no row left to train on."""
+    k, v = warmup_rows(settings, n_train), settings.validation
+    if n_train - k - v < 1:
+        most = n_train - k - 1
+        allowed = f"at most {most}" if most >= 1 else "none: the split is too small for a validation split"
+        source = " (--n-train)" if settings.source == "synthetic" else ""
+        raise UserError(f"--validation {v} leaves no training rows for the arms: the train split has {n_train} rows"
+                        f"{source}, the warm-up takes {k} (--warmup-fraction {settings.warmup_fraction}), validation "
+                        f"{v} ({allowed})")
+    return k, v
+
+
+def unseen(frame, *others):
+    """The rows of `frame` whose question no frame in `others` holds."""
+    seen = set().union(*(set(o["question"]) for o in others))
+    return frame[~frame["question"].isin(seen)]
+
+
 def prepare(settings: DataSettings, out: str | Path) -> dict:
-    """Write train/test parquet splits and manifest.json (last: its presence means the splits are complete)."""
+    """Write the parquet splits and manifest.json (last: its presence means the splits are complete)."""
     settings.check()
     inputs: dict = {}
     if settings.source == "synthetic":
@@ -228,8 +272,12 @@ def prepare(settings: DataSettings, out: str | Path) -> dict:
         inputs = {s: {"hub_id": settings.hub_id, "config": settings.hub_config, "revision": settings.revision,
                       "fingerprint": fingerprints[s]} for s in SPLITS}
     out = Path(out)
-    k = warmup_rows(settings, len(frames["train"]))
-    frames = {"warmup": frames["train"].iloc[:k], "train": frames["train"].iloc[k:], "test": frames["test"]}
+    train, n = frames["train"], len(frames["train"])
+    k, v = set_aside(settings, n)  # before anything is written
+    # the warm-up keeps its first rows (the synthetic habit is written there), validation takes the last
+    validation = unseen(train.iloc[n - v:], train.iloc[:n - v], frames["test"])
+    assert settings.source != "synthetic" or len(validation) == v, "the generator draws distinct questions"
+    frames = {"warmup": train.iloc[:k], "train": train.iloc[k:n - v], "validation": validation, "test": frames["test"]}
     counts = {}
     for s in WRITTEN:
         frame = with_gold(frames[s], s)
@@ -243,6 +291,8 @@ def prepare(settings: DataSettings, out: str | Path) -> dict:
         "informal_share": settings.informal_share if settings.source == "synthetic" else None,
         "columns": list(COLUMNS),
         "warmup_fraction": settings.warmup_fraction,
+        # rows asked for; counts.validation is what was written, less any question another split repeats
+        "validation": settings.validation, "validation_dropped": v - len(validation),
         "sha256": {s: sha256_file(out / f"{s}.parquet") for s in WRITTEN},
     }
     write_json(out / "manifest.json", manifest)
@@ -272,10 +322,10 @@ def load_split(path: str | Path, need=("question", "answer")):
 
 def configure(p: argparse.ArgumentParser) -> None:
     add_arguments(p, DataSettings)
-    p.add_argument("--out", required=True, help="output directory (train.parquet, test.parquet, manifest.json)")
+    p.add_argument("--out", required=True, help="output directory ({warmup,train,validation,test}.parquet, manifest.json)")
 
 
 def run(args) -> int:
     m = prepare(from_args(DataSettings, args), args.out)
-    print(f"{m['source']}: train {m['counts']['train']}, test {m['counts']['test']} -> {args.out}")
+    print(f"{m['source']}: " + ", ".join(f"{s} {m['counts'][s]}" for s in WRITTEN) + f" -> {args.out}")
     return 0

@@ -157,16 +157,16 @@ def load_model(spec: str, adapter: str | None):
     return model, tokenizer
 
 
-def evaluated(model: str, adapter: str | None) -> tuple[dict, dict | None]:
-    """What is evaluated: (identity, adapter ranks and parameters) from the training run's run.json beside
-    the adapter, or the base model's identity."""
+def evaluated(model: str, adapter: str | None) -> tuple[dict, dict | None, float | None]:
+    """What is evaluated: (identity, adapter ranks and parameters, the rate it was trained at) from the training
+    run's run.json beside the adapter, or the base model's identity."""
     if adapter is None:
-        return run_identity("base", None, None, None, weights_sha256(model)), None
+        return run_identity("base", None, None, None, weights_sha256(model)), None, None
     run = Path(adapter).parent / "run.json"
     if not run.is_file():
-        return run_identity("adapter", None, None, None, weights_sha256(model)), None
+        return run_identity("adapter", None, None, None, weights_sha256(model)), None, None
     record = read_json(run, "run record")
-    return record["identity"], record.get("adapter_info")
+    return record["identity"], record.get("adapter_info"), record.get("learning_rate")
 
 
 def evaluate(model: str, adapter: str | None, data: str, out: str | Path, settings: EvalSettings,
@@ -181,7 +181,7 @@ def evaluate(model: str, adapter: str | None, data: str, out: str | Path, settin
     df = subset(load_split(data), settings)
     if adapter and not Path(adapter).exists():
         raise UserError(f"adapter {adapter!r} does not exist")
-    what, adapter_info = evaluated(model, adapter)
+    what, adapter_info, rate = evaluated(model, adapter)
     lm, tokenizer = load_model(model, adapter)
     t0 = time.perf_counter()
     completions, n_tokens = generate(lm, tokenizer, list(df["question"]), settings.layout, settings.batch_size,
@@ -189,7 +189,8 @@ def evaluate(model: str, adapter: str | None, data: str, out: str | Path, settin
     seconds = time.perf_counter() - t0
     preds = grade(df, completions)
     n = len(preds)
-    metrics = {"identity": what, "adapter_info": adapter_info, "settings": identity(settings), "n": n, "seed": settings.seed,
+    metrics = {"identity": what, "adapter_info": adapter_info, "learning_rate": rate, "settings": identity(settings),
+               "n": n, "seed": settings.seed,
                "batch_size": settings.batch_size, "tokens_generated": n_tokens,
                "seconds": round(seconds, 3), "questions_per_second": round(n / seconds, 3) if seconds else None,
                "model": weights_sha256(model), "adapter": weights_sha256(adapter) if adapter else None,

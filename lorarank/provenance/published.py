@@ -27,8 +27,8 @@ FORMAT = "lorarank-digests/1"
 CHECKOUT = Path(__file__).resolve().parents[2]
 # where an experiment's published digests live in the repository, beside the configs
 PUBLISHED = CHECKOUT / "config" / "published"
-NAMES = {"train.parquet", "warmup.parquet", "test.parquet", "grad_norms.parquet", "ranks.parquet",
-         "predictions.parquet", "results.md"}
+NAMES = {"train.parquet", "warmup.parquet", "validation.parquet", "test.parquet", "grad_norms.parquet",
+         "ranks.parquet", "predictions.parquet", "results.md"}
 # pipeline order: the first output that differs is the one nearer the cause, and what follows inherits it
 STAGES = {
     "data": "the data splits differ: another generator, data file or pandas/pyarrow version; everything after "

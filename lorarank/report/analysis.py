@@ -6,8 +6,16 @@ Per run and metric: per-layer shares, hottest and coldest layer, max/min ratio, 
 top 30% of layers, and the early-vs-late Pearson correlation of the share map (mean share over the first
 vs the last `window` fraction of steps). Per non-uniform arm and metric, against the uniform arm of its
 regime and alpha policy, seed by seed: Pearson and Spearman correlation between each layer's allocated
-rank and the shift of its share (the study's "amplification": 0.972 random, 0.946 proportional), with a
-bootstrap 95% CI over steps and seeds, and the widening of max/min.
+rank and the shift of its share (the study's "amplification": 0.972 random, 0.946 proportional), and the
+widening of max/min.
+
+Uncertainty has the run (seed) as its unit. Per-seed correlations are combined by Fisher z (tanh of the mean
+atanh r) with a t interval of the z across seeds (`*_ci95`; None with one seed); per-seed top-30% shares by
+their mean with a t interval, and SFT minus GRPO by a Welch interval. Within a run, steps are a dependent
+series sharing the reference's data order: a circular block bootstrap over steps, drawing the same steps for
+an arm and its reference, gives `*_measurement_ci95`, how precisely the runs at hand were measured, never what
+another seed would do. Statistics of fewer than MIN_INFORMATIVE_STEPS informative steps get `few_steps: true`
+and the findings do not interpret them.
 
 The mechanical prediction of each arm: the uniform run's `lora` importance of every (layer, module)
 times that module's mechanical factor s_arm sqrt(r_arm) / (s_uni sqrt(r_uni)) (`study.AlphaPolicy.scaling`: alpha/r,
@@ -47,6 +55,9 @@ DEFINITION = ("share = sqrt(sum of squared gradient norms of a layer's matrices 
 
 
 FLAT = 1e-6  # shares come from float32 norms: differences below this are rounding, not signal
+# A mean share over fewer steps is a handful of batches (a GRPO run can have most steps without any gradient):
+# its statistics are reported, flagged `few_steps`, and not interpreted (issue 25)
+MIN_INFORMATIVE_STEPS = 10
 
 
 def _corr(x, y, notes: list, what: str, method: str = "pearson") -> float | None:
@@ -217,28 +228,57 @@ class Run:
         self.ranks = None if self.rank_log is None else rank_trajectory(self.rank_log, record.get("adapter_info") or {})
 
 
-def compare(runs: list[Run], uniform: list[Run], reps: int) -> dict:
-    """An arm against its uniform arm, seed by seed and pooled, on every metric both have."""
-    from lorarank.report.stats import bootstrap_shift_corr
+class Pair(NamedTuple):
+    """One seed of an arm and its reference run of the same seed, on one metric."""
 
+    arm: dict  # run_stats of the arm run
+    ref: dict  # run_stats of the reference run
+    arm_steps: pd.DataFrame  # per-step shares (gradlog.step_shares), indexed by optimizer step
+    ref_steps: pd.DataFrame
+    ranks: list[float]  # the arm run's allocated rank per layer
+
+
+def amplify(pairs: dict[str, Pair], reps: int, level: float = 0.95) -> dict:
+    """Amplification of one arm on one metric, per seed (`amplification`) and across seeds: Fisher-z combined
+    Pearson and Spearman r with a t interval across seeds (`*_ci95`, None with one seed), and the measurement
+    noise of the same estimate from a block bootstrap over steps (`*_measurement_ci95`, per seed and combined)."""
+    from lorarank.report.stats import bootstrap_shift_corr, fisher_ci, fisher_measurement_ci
+
+    per_seed = {s: amplification(p.arm, p.ref, p.ranks) for s, p in pairs.items()}
+    boot = {s: bootstrap_shift_corr(p.arm_steps, p.ref_steps, p.ranks, reps=reps, seed=i)
+            for i, (s, p) in enumerate(pairs.items())}
+    out: dict = {"per_seed": per_seed}
+    for method in ("pearson", "spearman"):
+        key = f"rank_vs_shift_{method}"
+        defined = [s for s, v in per_seed.items() if v[key] is not None]
+        for s, v in per_seed.items():
+            v[f"{method}_measurement_ci95"] = (
+                fisher_measurement_ci([v[key]], [boot[s][method]], level) if s in defined else None)
+        rs = [per_seed[s][key] for s in defined]
+        point, ci = fisher_ci(rs, level) if rs else (None, None)
+        out.update({key: point, f"{method}_ci95": ci,
+                    f"{method}_measurement_ci95": fisher_measurement_ci(rs, [boot[s][method] for s in defined], level)})
+    widening = [v["max_min_widening"] for v in per_seed.values() if v["max_min_widening"] is not None]
+    steps = min(min(p.arm["informative_steps"], p.ref["informative_steps"]) for p in pairs.values())
+    out.update({"max_min_widening": float(np.mean(widening)) if widening else None, "informative_steps": steps,
+                "few_steps": steps < MIN_INFORMATIVE_STEPS})
+    return out
+
+
+def compare(runs: list[Run], uniform: list[Run], reps: int) -> dict:
+    """An arm against its uniform arm, seed by seed and across seeds, on every metric both have."""
     by_seed = {u.seed: u for u in uniform}
     pairs = [(r, by_seed[r.seed]) for r in runs if r.seed in by_seed]
     if not pairs:
         return {"notes": ["no uniform run of the same seed to compare with"]}
-    ranks = layer_ranks(pairs[0][0].df)
-    out: dict = {"ranks": dict(zip(map(str, range(len(ranks))), ranks)), "metrics": {}}
+    # each seed's own ranks: with per-seed profiles the seeds of an arm need not share them
+    ranks = {str(r.seed): layer_ranks(r.df) for r, _ in pairs}
+    first = ranks[str(pairs[0][0].seed)]
+    out: dict = {"ranks": dict(zip(map(str, range(len(first))), first)), "metrics": {}}
     for metric in [m for m in METRICS if all(m in r.per_step and m in u.per_step for r, u in pairs)]:
-        per_seed = {str(r.seed): amplification(r.stats[metric], u.stats[metric], ranks) for r, u in pairs}
-        pearson = [v["rank_vs_shift_pearson"] for v in per_seed.values() if v["rank_vs_shift_pearson"] is not None]
-        spearman = [v["rank_vs_shift_spearman"] for v in per_seed.values() if v["rank_vs_shift_spearman"] is not None]
-        widening = [v["max_min_widening"] for v in per_seed.values() if v["max_min_widening"] is not None]
-        ci = bootstrap_shift_corr([r.per_step[metric].to_numpy() for r, _ in pairs],
-                                  [u.per_step[metric].to_numpy() for _, u in pairs], ranks, reps=reps)
-        out["metrics"][metric] = {
-            "per_seed": per_seed, "rank_vs_shift_pearson": float(np.mean(pearson)) if pearson else None,
-            "rank_vs_shift_spearman": float(np.mean(spearman)) if spearman else None,
-            "pearson_ci95": ci["pearson"] if pearson else None, "spearman_ci95": ci["spearman"] if spearman else None,
-            "max_min_widening": float(np.mean(widening)) if widening else None}
+        out["metrics"][metric] = amplify({str(r.seed): Pair(r.stats[metric], u.stats[metric], r.per_step[metric],
+                                                            u.per_step[metric], ranks[str(r.seed)])
+                                          for r, u in pairs}, reps)
     if "lora" in out["metrics"]:
         mech = {}
         for r, u in pairs:
@@ -254,41 +294,58 @@ def compare(runs: list[Run], uniform: list[Run], reps: int) -> dict:
     return out
 
 
-def concentration(runs: list[Run], metric: str, reps: int) -> dict:
-    """How concentrated one arm's gradients are on a metric, seed means, with a bootstrap CI of the top-30%
-    share over steps and seeds; its `samples` (not written) let two arms be compared."""
-    from lorarank.report.stats import bootstrap_top_share
+def concentration(runs: list[Run], metric: str, reps: int, seed: int = 0) -> dict:
+    """How concentrated one arm's gradients are on a metric: seed means, the top-30% share per seed with a
+    t interval across seeds and its measurement noise (block bootstrap over steps); its `samples` (the
+    bootstrap replicates of the seed mean, not written) let two arms be compared."""
+    from lorarank.report.stats import bootstrap_top_share, normal_ci, t_ci
 
     stats = [r.stats[metric] for r in runs]
-    samples = bootstrap_top_share([r.per_step[metric].to_numpy() for r in runs], reps=reps)
+    per_seed = {str(r.seed): s["top_30pct_share"] for r, s in zip(runs, stats)}
+    samples = np.mean([bootstrap_top_share(r.per_step[metric], reps=reps, seed=seed + i)
+                       for i, r in enumerate(runs)], axis=0)
 
     def mean(key):
         vals = [s[key] for s in stats if s[key] is not None]
         return float(np.mean(vals)) if vals else None
 
+    top = mean("top_30pct_share")
+    measured = normal_ci(top, samples)
+    steps = min(s["informative_steps"] for s in stats)
     shares = np.mean([[s["shares"][l] for l in sorted(s["shares"], key=int)] for s in stats], axis=0)
     return {"seeds": [r.seed for r in runs], "max_min_ratio": mean("max_min_ratio"),
-            "top_30pct_share": mean("top_30pct_share"),
-            "top_30pct_share_ci95": [float(np.quantile(samples, 0.025)), float(np.quantile(samples, 0.975))],
+            "top_30pct_share": top, "top_30pct_share_per_seed": per_seed,
+            "top_30pct_share_ci95": t_ci(list(per_seed.values())),
+            "top_30pct_share_measurement_ci95": None if measured is None else [max(0.0, measured[0]),
+                                                                               min(1.0, measured[1])],
+            "informative_steps": steps, "few_steps": steps < MIN_INFORMATIVE_STEPS,
             "early_late_corr": mean("early_late_corr"), "shares": dict(zip(map(str, range(len(shares))), shares)),
             "samples": samples}
 
 
 def contrast(arms: dict, reps: int) -> dict:
     """The study's contrast: each regime's uniform arm (under the first alpha policy) and the full-weight
-    warm-up, side by side on every metric, and SFT minus GRPO top-30% share with a bootstrap CI."""
+    warm-up, side by side on every metric, and SFT minus GRPO top-30% share with a Welch interval across the
+    two regimes' seeds and its measurement noise."""
+    from lorarank.report.stats import normal_ci, welch_ci
+
     policies = [k.policy for k in arms if k.strategy == "uniform"]
     out: dict = {"alpha_policy": policies[0] if policies else None, "regimes": {}, "sft_minus_grpo_top_30pct": {}}
-    for key, runs in arms.items():
-        if (key.strategy == "uniform" and key.policy == out["alpha_policy"]) or key.regime == WARMUP:
-            out["regimes"][key.regime] = {m: concentration(runs, m, reps) for m in METRICS
+    chosen = [(key, runs) for key, runs in arms.items()
+              if (key.strategy == "uniform" and key.policy == out["alpha_policy"]) or key.regime == WARMUP]
+    for j, (key, runs) in enumerate(chosen):  # distinct bootstrap streams: different regimes are different runs
+        out["regimes"][key.regime] = {m: concentration(runs, m, reps, seed=1000 * j) for m in METRICS
                                       if all(m in r.per_step for r in runs)}
     grpo, sft = out["regimes"].get("grpo", {}), out["regimes"].get("sft", {})
     for metric in [m for m in METRICS if m in grpo and m in sft]:
-        diff = sft[metric]["samples"] - grpo[metric]["samples"]
+        s, g = sft[metric], grpo[metric]
+        diff = s["top_30pct_share"] - g["top_30pct_share"]
+        steps = min(s["informative_steps"], g["informative_steps"])
         out["sft_minus_grpo_top_30pct"][metric] = {
-            "diff": sft[metric]["top_30pct_share"] - grpo[metric]["top_30pct_share"],
-            "ci95": [float(np.quantile(diff, 0.025)), float(np.quantile(diff, 0.975))]}
+            "diff": diff, "ci95": welch_ci(list(s["top_30pct_share_per_seed"].values()),
+                                           list(g["top_30pct_share_per_seed"].values())),
+            "measurement_ci95": normal_ci(diff, s["samples"] - g["samples"]),
+            "informative_steps": steps, "few_steps": steps < MIN_INFORMATIVE_STEPS}
     for regime in out["regimes"].values():
         for m in regime.values():
             del m["samples"]
@@ -308,6 +365,7 @@ def analyze(run_files: list[RunFiles], window: float, reps: int = 1000) -> tuple
             raise UserError(f"two gradient logs are the same run: {key.name} seed {seeds}")
         rs.sort(key=lambda r: r.seed if r.seed is not None else -1)
     doc = {"definition": DEFINITION, "metrics": list(METRICS), "window": window, "bootstrap_reps": reps,
+           "min_informative_steps": MIN_INFORMATIVE_STEPS,
            "runs": {f"{r.key.name}/seed{r.seed}": {"identity": r.identity, "metrics": r.stats,
                                                          "training": r.training, "notes": r.notes,
                                                          **({"ranks": r.ranks} if r.ranks else {})} for r in runs},
@@ -335,7 +393,8 @@ def configure(p) -> None:
                    help="one run's run.json (what it is), grad_norms.parquet and trainer_log.jsonl, and for an adalora "
                         "run its ranks.parquet, in that order; once per run, the warm-up's included")
     p.add_argument("--window", type=float, default=0.1, help="early/late window, fraction of steps")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for the correlation CIs")
+    p.add_argument("--bootstrap", type=int, default=1000,
+                   help="block-bootstrap replicates (over steps) for the measurement-noise intervals")
     p.add_argument("--out", required=True, help="summary directory (gradient_stats.json, figures/)")
 
 
@@ -365,5 +424,7 @@ def run(args) -> int:
     write_json(Path(args.out) / "gradient_stats.json", doc)
     for name, arm in doc["arms"].items():
         for metric, m in arm.get("metrics", {}).items():
-            print(f"{name} [{metric}]: rank vs shift r = {m['rank_vs_shift_pearson']}, CI {m['pearson_ci95']}")
+            print(f"{name} [{metric}]: rank vs shift r = {m['rank_vs_shift_pearson']}, 95% CI across seeds "
+                  f"{m['pearson_ci95']}, measurement noise {m['pearson_measurement_ci95']}"
+                  f"{' (too few informative steps)' if m['few_steps'] else ''}")
     return 0

@@ -92,8 +92,7 @@ def amplification(arms: dict, path: Path) -> None:
             y = 100 * np.asarray([first["shift"][l] for l in layers], float)
             r, ci = m["rank_vs_shift_pearson"], m["pearson_ci95"]
             label = f"{name}: r = {r:.2f}" if r is not None else f"{name}: r undefined"
-            if ci:
-                label += f" [{ci[0]:.2f}, {ci[1]:.2f}]"
+            label += f" [{ci[0]:.2f}, {ci[1]:.2f}] across seeds" if ci else " (one seed)"
             ax.scatter(x, y, color=color, label=label, s=24, alpha=0.85)
             if r is not None:
                 slope, icpt = np.polyfit(x, y, 1)
@@ -149,9 +148,10 @@ def contrast(doc: dict, path: Path) -> None:
             if not m:
                 continue
             layers = sorted(m["shares"], key=int)
-            lo, hi = m["top_30pct_share_ci95"]
+            ci = m["top_30pct_share_ci95"]  # across seeds: none with one seed
+            span = f" [{ci[0]:.0%}, {ci[1]:.0%}] across seeds" if ci else " (one seed)"
             ax.plot([int(l) for l in layers], [100 * m["shares"][l] for l in layers], marker="o", ms=3, lw=1.3,
-                    label=f"{names.get(regime, regime)}: top-30% {m['top_30pct_share']:.0%} [{lo:.0%}, {hi:.0%}]")
+                    label=f"{names.get(regime, regime)}: top-30% {m['top_30pct_share']:.0%}{span}")
         ax.set_xlabel("layer")
         ax.set_ylabel("mean share of gradient norm (%)")
         ax.set_title(METRICS[metric].title, fontsize=10)

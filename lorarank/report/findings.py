@@ -3,7 +3,7 @@
 The question they answer: after ranks are reallocated, do layers given more rank take a larger gradient
 share because the loss wants them to (learning), or because a LoRA gradient norm grows with the rank
 it is measured through (mechanics)? Per arm: the rank-vs-shift correlation on each metric with its
-bootstrap CI, how much of the study's (`lora`) shift the mechanical prediction explains, and whether the
+95% CI across seeds and its measurement noise, how much of the study's (`lora`) shift the mechanical prediction explains, and whether the
 relation survives on the rank-neutral `weight` metric.
 """
 
@@ -25,52 +25,95 @@ def _num(x, fmt="{:.2f}") -> str:
     return "—" if x is None else fmt.format(x)
 
 
+FEW_STEPS = "too few informative steps: not interpreted"
+
+
 def survives(weight: dict | None, lora: dict | None) -> str:
-    """How the rank -> share relation fares on the weight metric, in words."""
-    if not weight or not weight.get("pearson_ci95") or weight.get("rank_vs_shift_pearson") is None:
+    """How the rank -> share relation fares on the weight metric, in words: judged on the 95% CI across seeds;
+    with one seed only the measurement-noise interval exists, and the words say so."""
+    if not weight or weight.get("rank_vs_shift_pearson") is None:
         return "cannot be judged on the weight metric (undefined correlation or no G rows)"
-    lo, hi = weight["pearson_ci95"]
+    if weight.get("few_steps"):
+        return f"cannot be judged on the weight metric ({FEW_STEPS})"
+    seed_ci = weight.get("pearson_ci95")
+    ci = seed_ci or weight.get("pearson_measurement_ci95")
+    if not ci:
+        return "cannot be judged on the weight metric (no interval)"
+    lo, hi = ci
     r = weight["rank_vs_shift_pearson"]
     sign = 1 if (lora or {}).get("rank_vs_shift_pearson") is None or lora["rank_vs_shift_pearson"] >= 0 else -1
-    words = f"r = {_r(r)} {_ci(weight['pearson_ci95'])}"
+    kind, scope, caveat = (("95% CI across seeds", "", "") if seed_ci else
+                           ("measurement noise", " within that run", "(one seed: measurement-noise interval only) "))
+    words = f"r = {_r(r)}, {kind} {_ci(ci)}"
     if lo > 0 or hi < 0:
         same = (lo > 0) == (sign > 0)
-        return (f"{'survives' if same else 'reverses'} on the rank-neutral weight metric ({words}, CI excludes 0)")
-    return f"does not survive on the rank-neutral weight metric ({words}: the CI includes 0)"
+        return (f"{caveat}{'survives' if same else 'reverses'}{scope} on the rank-neutral weight metric ({words}, "
+                f"excludes 0)")
+    return f"{caveat}does not survive{scope} on the rank-neutral weight metric ({words}: the interval includes 0)"
+
+
+def _seed_ci(m: dict, method: str) -> str:
+    """The 95% CI across seeds, or why there is none."""
+    r, ci = m.get(f"rank_vs_shift_{method}"), m.get(f"{method}_ci95")
+    return _ci(ci) if ci or r is None else "(one seed: no CI)"
+
+
+def _steps(m: dict) -> str:
+    n = m.get("informative_steps")
+    return "—" if n is None else f"{n} (too few: not interpreted)" if m.get("few_steps") else str(n)
 
 
 def gradient_markdown(doc: dict) -> str:
     """The results.md section: amplification on three metrics with the mechanical prediction, run statistics,
     and one sentence per arm."""
+    from lorarank.report.analysis import MIN_INFORMATIVE_STEPS
+
+    least = doc.get("min_informative_steps", MIN_INFORMATIVE_STEPS)
     lines = ["## Gradient importance: mechanics or learning?", "",
              "Metrics: " + "; ".join(f"`{m.name}` = {m.words}" for m in METRICS.values()) + ". "
              "Amplification = correlation of each layer's allocated rank with its share shift against the uniform "
-             f"arm (seed mean; bootstrap 95% CI over steps and seeds, {doc.get('bootstrap_reps')} replicates). The "
-             "mechanical prediction multiplies the uniform run's `lora` shares by each module's s·√r relative to "
-             "uniform; 'explains' = 1 − Σ(observed − predicted shift)² / Σ observed shift².", "",
-             "| arm | metric | rank vs shift r [95% CI] | Spearman ρ [95% CI] | max/min widening | "
-             "mechanical prediction explains |", "|" + "---|" * 6]
+             "arm of the same seed. Per-seed r are combined by Fisher z (tanh of the mean atanh r); **95% CI across "
+             "seeds** = t interval of the per-seed z (k − 1 df), none with one seed: the uncertainty a new seed "
+             "would bring. **Measurement noise (block bootstrap over steps)** = how precisely these runs were "
+             "measured: steps resampled in circular blocks of ~n^⅓ (consecutive steps are dependent), arm and "
+             f"reference at the same steps (they share the data order), {doc.get('bootstrap_reps')} replicates; "
+             "it says nothing about another seed. Fewer than "
+             f"{least} informative steps (the fewest of the runs involved): flagged, "
+             "not interpreted. The mechanical prediction multiplies the uniform run's `lora` shares by each "
+             "module's s·√r relative to uniform; 'explains' = 1 − Σ(observed − predicted shift)² / Σ observed "
+             "shift².", "",
+             "| arm | metric | rank vs shift r [95% CI across seeds] | r: measurement noise (block bootstrap over "
+             "steps) | Spearman ρ [95% CI across seeds] | seeds | informative steps | max/min widening | mechanical "
+             "prediction explains |", "|" + "---|" * 9]
+    header = len(lines)
     sentences = []
     for name, arm in doc["arms"].items():
         metrics = arm.get("metrics") or {}
         mech = (arm.get("mechanical") or {}).get("explained")
         for metric, m in metrics.items():
             expl = _num(mech, "{:.0%}") if metric == "lora" else ""
-            lines.append(f"| {name} | {metric} | {_r(m['rank_vs_shift_pearson'])} {_ci(m['pearson_ci95'])} | "
-                         f"{_r(m['rank_vs_shift_spearman'])} {_ci(m['spearman_ci95'])} | "
+            lines.append(f"| {name} | {metric} | {_r(m['rank_vs_shift_pearson'])} {_seed_ci(m, 'pearson')} | "
+                         f"{_ci(m.get('pearson_measurement_ci95'))} | "
+                         f"{_r(m['rank_vs_shift_spearman'])} {_seed_ci(m, 'spearman')} | "
+                         f"{len(m.get('per_seed') or {}) or '—'} | {_steps(m)} | "
                          f"{_num(m['max_min_widening'])} | {expl} |")
-        if "lora" in metrics:
+        if "lora" in metrics and metrics["lora"].get("few_steps"):
+            sentences.append(f"**{name}**: {FEW_STEPS} (lora metric: {metrics['lora']['informative_steps']} "
+                             f"informative steps, fewer than {least}).")
+        elif "lora" in metrics:
             lo = metrics["lora"]
+            ci = (f"{_ci(lo['pearson_ci95'])} across seeds" if lo.get("pearson_ci95") else
+                  f"(one seed: measurement noise {_ci(lo.get('pearson_measurement_ci95'))})")
             text = (f"**{name}**: on the study's lora metric rank and share shift correlate at "
-                    f"r = {_r(lo['rank_vs_shift_pearson'])} {_ci(lo['pearson_ci95'])}")
+                    f"r = {_r(lo['rank_vs_shift_pearson'])} {ci}")
             if mech is not None and mech >= 0:
                 text += f"; the mechanical prediction alone accounts for {mech:.0%} of that shift"
             elif mech is not None:
                 text += (f"; the mechanical prediction fits it worse than no shift at all (explained = {mech:.2f}: "
                          f"the observed shift is small next to what the ranks alone would do)")
             sentences.append(text + f". The rank→share relation {survives(metrics.get('weight'), lo)}.")
-    if len(lines) == 9:
-        lines.append("| — | — | no non-uniform arm was compared with its uniform arm | | | |")
+    if len(lines) == header:
+        lines.append("| — | — | no non-uniform arm was compared with its uniform arm | | | | | | |")
     lines += ["", *sentences, "", "| run | metric | hottest layer (share) | max/min | top-30% share | early-vs-late r |",
               "|" + "---|" * 6]
     for name, run in doc["runs"].items():
@@ -132,6 +175,17 @@ def _accuracy_gain(acc, regime: str, policy: str | None):
     return None if rows.empty else rows.iloc[0]
 
 
+def _gain_text(gain) -> str:
+    """An accuracy row's run-level Δ (seed mean, t interval across seeds, Holm p), or why it has no interval."""
+    if gain.diff_strict is None or gain.diff_strict != gain.diff_strict:  # None or NaN: no reference arm
+        return "—"
+    if gain.diff_low_strict is None or gain.diff_low_strict != gain.diff_low_strict:
+        why = "one seed" if int(gain.seeds_paired or 0) < 2 else "seeds agree exactly"
+        return f"{100 * gain.diff_strict:+.1f} ({why}: no run-level interval)"
+    return (f"{100 * gain.diff_strict:+.1f} [{100 * gain.diff_low_strict:+.1f}, {100 * gain.diff_high_strict:+.1f}], "
+            f"{float(gain.p_holm_strict):.3g}")
+
+
 def contrast_markdown(doc: dict, acc) -> str:
     """The SFT-vs-GRPO contrast table and the paragraph that says what it supports, at the measured precision.
     `acc` is the accuracy table (`lorarank.report.summary.table`)."""
@@ -142,7 +196,7 @@ def contrast_markdown(doc: dict, acc) -> str:
              f"Uniform arm of each regime (alpha policy {policy}) and the full-weight SFT warm-up, seed means; "
              "amplification and accuracy gain are the proportional arm's against that uniform arm.", "",
              "| regime | metric | max/min | top-30% share [95% CI] | early-vs-late r | amplification r [95% CI] "
-             "| Δ accuracy proportional − uniform [95% CI], Holm p |", "|" + "---|" * 7]
+             "| Δ accuracy proportional − uniform, seed mean [95% t CI], Holm p |", "|" + "---|" * 7]
     for regime, by_metric in regimes.items():
         arm = doc["arms"].get(f"{regime}/proportional/{policy}", {}).get("metrics", {})
         gain = _accuracy_gain(acc, regime, policy) if regime != "warmup" else None
@@ -151,11 +205,11 @@ def contrast_markdown(doc: dict, acc) -> str:
             amp_text = f"{_r(amp.get('rank_vs_shift_pearson'))} {_ci(amp.get('pearson_ci95'))}" if amp else "—"
             g = "—"
             if gain is not None and i == 0:
-                g = (f"{100 * gain.diff_strict:+.1f} [{100 * gain.diff_low_strict:+.1f}, {100 * gain.diff_high_strict:+.1f}],"
-                     f" {float(gain.p_holm_strict):.3g}")
-            lo, hi = m["top_30pct_share_ci95"]
+                g = _gain_text(gain)
+            ci = m["top_30pct_share_ci95"]  # across seeds: none with one seed
+            span = f"[{ci[0]:.1%}, {ci[1]:.1%}]" if ci else "(one seed)"
             lines.append(f"| {regime} | {metric} | {_num(m['max_min_ratio'])} | {m['top_30pct_share']:.1%} "
-                         f"[{lo:.1%}, {hi:.1%}] | {_num(m['early_late_corr'], '{:.3f}')} | {amp_text} | {g} |")
+                         f"{span} | {_num(m['early_late_corr'], '{:.3f}')} | {amp_text} | {g} |")
     return "\n".join(lines) + "\n\n" + contrast_paragraph(doc, acc) + "\n"
 
 
@@ -165,29 +219,20 @@ def contrast_paragraph(doc: dict, acc) -> str:
     said = []
     diffs = con.get("sft_minus_grpo_top_30pct") or {}
     metric = "weight" if "weight" in diffs else next(iter(diffs), None)
-    if metric:
+    if metric:  # the verdict is the declared rule's (## Verdicts), not this interval's
         d = diffs[metric]
-        sign = _ci_word(d["ci95"])
-        verdict = {1: "support", -1: "contradict", 0: "cannot tell at this precision"}[sign]
+        ci = (f"[{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]" if d.get("ci95")
+              else "(fewer than 2 seeds per regime: no run-level interval)")
         said.append(f"On the {metric} metric the LoRA-SFT uniform arm's top-30% share minus GRPO's is "
-                    f"{100 * d['diff']:+.1f} points [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]: the data "
-                    f"{verdict}{'' if sign == 0 else ' the claim'} 'peaked under SFT, flat under GRPO'.")
+                    f"{100 * d['diff']:+.1f} points {ci}; whether that supports 'peaked under SFT, flat under GRPO' "
+                    f"is judged under Verdicts (one declared rule).")
     else:
         said.append("Only one regime ran: 'peaked under SFT, flat under GRPO' needs both (config `regimes`).")
     gains = {r: _accuracy_gain(acc, r, policy) for r in ("sft", "grpo")}
     if all(g is not None for g in gains.values()):
-        sig = {r: (float(g.p_holm_strict) < 0.05) * (1 if g.diff_strict > 0 else -1) for r, g in gains.items()}
-        words = ", ".join(f"{r.upper() if r == 'sft' else 'GRPO'} {100 * g.diff_strict:+.1f} points (Holm p = "
-                          f"{float(g.p_holm_strict):.3g})" for r, g in gains.items())
-        verdict = ("support" if sig["sft"] == 1 and sig["grpo"] != 1 else
-                   "contradict" if sig["grpo"] == 1 and sig["sft"] != 1 else "cannot tell at this precision")
-        text = (f"Proportional allocation against uniform: {words}; the data {verdict}"
-                f"{'' if verdict.startswith('cannot') else ' the claim'} 'allocation helps SFT but not GRPO'")
-        if verdict.startswith("cannot"):  # say which half fails, and how
-            halves = {1: "helps", -1: "hurts", 0: "changes nothing measurable"}
-            text += (f": under SFT allocation {halves[sig['sft']]}, under GRPO it {halves[sig['grpo']]}"
-                     if sig["sft"] or sig["grpo"] else "")
-        said.append(text + ".")
+        words = ", ".join(f"{'SFT' if r == 'sft' else 'GRPO'} {_gain_text(g)}" for r, g in gains.items())
+        said.append(f"Proportional allocation against uniform (points, seed mean [95% t CI], Holm p): {words}; "
+                    "'allocation helps SFT' and 'allocation hurts GRPO' are judged under Verdicts.")
     else:
         said.append("'Allocation helps SFT but not GRPO' needs a proportional arm in both regimes.")
     policies, seen = [], set()

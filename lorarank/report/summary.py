@@ -1,20 +1,26 @@
-"""`lorarank summarize`: the study's tables, with the uncertainty the study lacked.
+"""`lorarank summarize`: the study's tables, with uncertainty at the level of runs, and its verdicts.
 
-    python -m lorarank summarize --eval results/x/eval/base/seed0/{metrics.json,predictions.parquet} \
-        --eval results/x/eval/grpo/uniform/ratio/seed0/{metrics.json,predictions.parquet} ... \
-        --gradient-stats results/x/summary/gradient_stats.json --out results/x/summary
+    python -m lorarank summarize --eval results/x/eval/test/base/seed0/{metrics.json,predictions.parquet} \
+        --eval results/x/eval/test/grpo/uniform/ratio/lr0.001/seed0/{metrics.json,predictions.parquet} ... \
+        --selection results/x/selection/grpo/uniform/ratio.json ... \
+        --gradient-stats results/x/summary/gradient_stats.json --out results/x/summary [--alpha 0.05 ...]
 
 Inputs follow the file contracts, each named on the command line: per evaluation its `metrics.json` and
-its `predictions.parquet` (`--eval`). What was evaluated
-(regime, strategy, alpha policy, seed; its ranks and trainable parameters) is what metrics.json records,
-never its path. One table per training regime: per arm the rank range, trainable parameters, accuracy
-(strict and flexible) with a Wilson 95% CI (one seed) or a t interval across seeds, and against that
-regime's uniform arm (same alpha policy) the paired difference on the same questions with an exact
-McNemar p-value (Holm-adjusted within the regime) and a paired-bootstrap 95% CI, seed by seed and
-pooled over seeds. The base model is compared with each regime's uniform arm, pooled over its seeds.
-Arms evaluated on different questions are refused: a paired test needs the same questions.
-With --gradient-stats, results.md also gets the gradient findings (`lorarank.report.findings`).
-Outputs: results.csv, results.md (which says in words whether any gap is significant), figures/accuracy.png.
+its `predictions.parquet` (`--eval`). What was evaluated (regime, strategy, alpha policy, seed; its ranks
+and trainable parameters; the split) is what metrics.json records, never its path. One table per training
+regime: per arm the rank range, trainable parameters, accuracy (strict and flexible) with a Wilson 95% CI
+(one seed) or a t interval across seeds, and against that regime's uniform arm (same alpha policy):
+- run level (the headline): per seed the paired difference on the same questions, their mean with a t
+  interval and a one-sample t-test across seeds (the unit is the seed), Holm-adjusted within the regime;
+  with one seed there is no run-level interval, and the report says so;
+- within run (labelled as such): per seed an exact McNemar p and a paired question-bootstrap 95% CI, which
+  see one run's question-level noise only.
+The base model is compared with each seed of the regime's uniform arm. Arms evaluated on different
+questions or splits are refused: a paired test needs the same questions. With --selection, results.md shows
+each arm's validation curve and chosen rate (`lorarank.report.selection`); with --gradient-stats, the
+gradient findings (`lorarank.report.findings`). The claims are judged by one declared rule
+(`lorarank.report.verdicts`, flags --alpha --min-accuracy --min-share --min-correlation --power).
+Outputs: results.csv, results.md, figures/accuracy.png.
 """
 
 from __future__ import annotations
@@ -28,17 +34,27 @@ import pandas as pd
 from lorarank.allocation.strategies import DYNAMIC, FROZEN_DYNAMIC
 from lorarank.errors import UserError
 from lorarank.io import atomic_path, read_json
-from lorarank.report.stats import holm, mcnemar_exact, mean_ci, paired_bootstrap_ci, wilson
+from lorarank.options import add_arguments, from_args
+from lorarank.report.stats import holm, mcnemar_exact, mean_ci, paired_bootstrap_ci, seed_level, wilson
+from lorarank.report.verdicts import VerdictSettings, parse_per_seed, per_seed_text
 from lorarank.study import Arm, arm_key
 from lorarank.training.regimes import BASE, title
 
 MODES = ("strict", "flexible")
 
 
-def load_runs(evaluations: list[list[str]]) -> tuple[dict, dict]:
-    """((arm, seed) -> predictions, arm -> what metrics.json says about the adapter), from each evaluation's
-    [metrics.json, predictions.parquet] (`--eval`)."""
-    runs, info = {}, {}
+def split_of(metrics: dict) -> str | None:
+    """The split an evaluation read: as metrics.json names it, else its data file's name (test.parquet: test)."""
+    if metrics.get("split"):
+        return str(metrics["split"])
+    path = (metrics.get("data") or {}).get("path")
+    return Path(path).stem if path else None
+
+
+def load_runs(evaluations: list[list[str]]) -> tuple[dict, dict, str | None]:
+    """((arm, seed) -> predictions, arm -> what metrics.json says about the adapter, the split evaluated),
+    from each evaluation's [metrics.json, predictions.parquet] (`--eval`)."""
+    runs, info, splits = {}, {}, {}
     for files in evaluations:
         if len(files) != 2:
             raise UserError(f"--eval {' '.join(files)}: give an evaluation's metrics.json and predictions.parquet "
@@ -56,6 +72,11 @@ def load_runs(evaluations: list[list[str]]) -> tuple[dict, dict]:
             raise UserError(f"two metrics files are {key.name} seed {seed}: {p!r} and another")
         runs[(key, seed)] = pd.read_parquet(preds_path).sort_values("idx").reset_index(drop=True)
         info[key] = metrics.get("adapter_info") or {}
+        splits.setdefault(split_of(metrics), p)
+    if len(splits) > 1:  # idx is a position within a split: two splits can share it without sharing questions
+        (a, pa), (b, pb) = list(splits.items())[:2]
+        raise UserError(f"--eval: {pa!r} evaluated the {a} split and {pb!r} the {b} split: one summary compares "
+                        f"arms on one split")
     questions = {k: tuple(v["idx"]) for k, v in runs.items()}
     ref_key, ref = next(iter(questions.items()))
     for k, q in questions.items():
@@ -63,32 +84,46 @@ def load_runs(evaluations: list[list[str]]) -> tuple[dict, dict]:
             raise UserError(f"{k[0].name} seed {k[1]} was evaluated on other questions than "
                             f"{ref_key[0].name} seed {ref_key[1]}: paired tests need the same questions "
                             f"(same evaluation n, seed and test split)")
-    return runs, info
+    return runs, info, next(iter(splits))
 
 
 def seeds_of(runs, key) -> list[int]:
     return sorted(seed for k, seed in runs if k == key)
 
 
-def paired_vs(runs, key, ref) -> dict:
-    """Paired comparison with the reference arm on the same seeds, pooled; an arm with one evaluation (the
-    base model) is paired with every seed of the reference."""
-    empty = {f"{k}_{m}": None for m in MODES for k in ("diff", "diff_low", "diff_high", "p_mcnemar")}
+def pairs_of(runs, key, ref) -> list[tuple[int, int]]:
+    """(arm seed, reference seed) pairs: the same seeds; an arm with one evaluation (the base model, or an arm
+    sharing no seed with its reference) against every seed of the reference."""
     seeds, ref_seeds = seeds_of(runs, key), seeds_of(runs, ref)
-    if key == ref or not ref_seeds:
-        return empty | {"versus": None}
-    if key.regime == BASE:  # one evaluation, no training seed: against every seed of the reference, pooled
-        pairs = [(seeds[0], r) for r in ref_seeds]
-    else:
-        pairs = [(s, s) for s in seeds if s in ref_seeds] or [(seeds[0], r) for r in ref_seeds]
-    out = {"versus": ref.name}
+    if key.regime == BASE:
+        return [(seeds[0], r) for r in ref_seeds]
+    return [(s, s) for s in seeds if s in ref_seeds] or [(seeds[0], r) for r in ref_seeds]
+
+
+def paired_vs(runs, key, ref) -> dict:
+    """Against the reference arm on the same questions, per grading mode. Run level: d_s = acc(arm) −
+    acc(reference) per seed s, their mean with a t interval and t-test p across seeds (`diff_*`, `p_seed_*`;
+    None with one seed). Within run: per seed d_s, an exact McNemar p and a question-bootstrap CI, as
+    'seed=value;...' text (`per_seed_diff_*`, `p_mcnemar_*`, `boot_ci_*`)."""
+    cols = ("diff", "diff_low", "diff_high", "p_seed", "per_seed_diff", "p_mcnemar", "boot_ci")
+    empty = {f"{k}_{m}": None for m in MODES for k in cols} | {"versus": None, "seeds_paired": 0}
+    if ref is None or key == ref or not seeds_of(runs, ref):
+        return empty
+    pairs = pairs_of(runs, key, ref)
+    out = {"versus": ref.name, "seeds_paired": len(pairs)}
     for mode in MODES:
-        a = pd.concat([runs[(ref, r)][f"correct_{mode}"] for _, r in pairs]).to_numpy()
-        b = pd.concat([runs[(key, s)][f"correct_{mode}"] for s, _ in pairs]).to_numpy()
-        _, _, p = mcnemar_exact(a, b)
-        lo, hi = paired_bootstrap_ci(a, b)
-        out.update({f"diff_{mode}": float(b.mean() - a.mean()), f"diff_low_{mode}": lo, f"diff_high_{mode}": hi,
-                    f"p_mcnemar_{mode}": p})
+        diffs, ps, cis = {}, {}, {}
+        for s, r in pairs:  # keyed by the reference's seed: unique, and the arm's own seed where they pair
+            a = runs[(ref, r)][f"correct_{mode}"].to_numpy()
+            b = runs[(key, s)][f"correct_{mode}"].to_numpy()
+            diffs[r] = float(b.mean() - a.mean())
+            ps[r] = mcnemar_exact(a, b)[2]
+            cis[r] = paired_bootstrap_ci(a, b)
+        sl = seed_level(list(diffs.values()))
+        out.update({f"diff_{mode}": sl["mean"], f"diff_low_{mode}": sl["low"], f"diff_high_{mode}": sl["high"],
+                    f"p_seed_{mode}": sl["p"], f"per_seed_diff_{mode}": per_seed_text(diffs),
+                    f"p_mcnemar_{mode}": per_seed_text(ps, "{:.4g}"),
+                    f"boot_ci_{mode}": ";".join(f"{s}={lo:+.4f}..{hi:+.4f}" for s, (lo, hi) in cis.items())})
     return out
 
 
@@ -124,8 +159,8 @@ def table(runs, info) -> pd.DataFrame:
         rows = [arm_row(runs, info, k, regime, uniform[0] if uniform else None) for k in base]
         rows += [arm_row(runs, info, k, regime, k.reference()) for k in arms]
         block = pd.DataFrame(rows)
-        for mode in MODES:  # several arms against their reference: Holm-adjust within the regime and grading
-            col = block[f"p_mcnemar_{mode}"]
+        for mode in MODES:  # several arms against their reference: Holm-adjust the run-level p within the regime
+            col = block[f"p_seed_{mode}"]
             tested = col.notna()
             block[f"p_holm_{mode}"] = None
             if tested.any():
@@ -138,80 +173,124 @@ def table(runs, info) -> pd.DataFrame:
 
 
 def pct(x) -> str:
-    return "—" if x is None or pd.isna(x) else f"{100 * x:.1f}"
+    return "—" if missing(x) else f"{100 * x:.1f}"
 
 
 def missing(x) -> bool:
-    return x is None or pd.isna(x)
+    return x is None or (not isinstance(x, str) and pd.isna(x))
+
+
+def within_run(per_seed_diff, p_mcnemar) -> str:
+    """The within-run view of one comparison: per seed, Δ (McNemar p)."""
+    d, p = parse_per_seed(per_seed_diff), parse_per_seed(p_mcnemar)
+    return "; ".join(f"s{s} {100 * v:+.1f} (p {p[s]:.3g})" for s, v in d.items()) or "—"
+
+
+def run_level(diff, low, high, seeds) -> str:
+    """The run-level Δ: seed mean [t interval], or why there is no interval."""
+    if missing(diff):
+        return "—"
+    if missing(low):
+        why = "one seed: no run-level interval" if seeds < 2 else "seeds agree exactly: no t interval"
+        return f"{100 * diff:+.1f} ({why})"
+    return f"{100 * diff:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+
+
+def regime_verdict(df: pd.DataFrame, alpha: float) -> str:
+    """The table's sentence: which arms differ from uniform by the run-level test, Holm-adjusted."""
+    compared = df[df["seeds_paired"].fillna(0).astype(int) > 0]
+    tested = compared[compared["p_seed_strict"].notna()]
+    single = compared[compared["seeds_paired"].astype(int) < 2]
+    sig = tested[tested["p_holm_strict"].astype(float) < alpha]
+    nominal = tested[(tested["p_seed_strict"].astype(float) < alpha) & ~tested.index.isin(sig.index)]
+    if compared.empty:
+        return "No arm was compared with uniform (uniform was not evaluated)."
+    if tested.empty and len(single) == len(compared):
+        return ("One seed: no run-level interval, so no arm is tested against uniform across runs (add seeds: "
+                "config `seeds`). The within-run column is one run's question-level view (exact McNemar per seed): "
+                "it leaves out what another training seed would change.")
+    how = (f"one-sample t-test on the per-seed paired differences, unit: the seed, strict grading, Holm-adjusted "
+           f"over {len(tested)} comparisons, α = {alpha}")
+    if tested.empty:
+        verdict = "No arm could be tested against uniform across runs (no spread between seeds)."
+    elif sig.empty:
+        verdict = f"No arm differs significantly from uniform ({how}): the gaps in this table are within run-to-run noise."
+    else:
+        named = ", ".join(f"{r.arm} ({100 * r.diff_strict:+.1f} points vs {r.versus}, Holm p = "
+                          f"{float(r.p_holm_strict):.3g})" for r in sig.itertuples())
+        verdict = f"Significantly different from uniform ({how}): {named}. Every other gap is within run-to-run noise."
+    if not nominal.empty:
+        verdict += (" Nominally p < 0.05 but not after the correction: "
+                    + ", ".join(f"{r.arm} (p = {r.p_seed_strict:.3g})" for r in nominal.itertuples()) + ".")
+    if not single.empty:
+        verdict += " One seed, no run-level interval: " + ", ".join(single["arm"]) + "."
+    return verdict
 
 
 def regime_markdown(df: pd.DataFrame, alpha: float = 0.05) -> str:
     lines = ["| arm | seeds | ranks | trainable params (AdaLoRA: start → end) | strict acc % [95% CI] | flexible acc % [95% CI] "
-             "| Δ strict vs uniform [95% CI] | McNemar p | Holm p |", "|" + "---|" * 9]
+             "| Δ strict vs uniform, seed mean [95% t CI] | t-test p (seeds) | Holm p | within run, per seed: Δ "
+             "(McNemar p) |", "|" + "---|" * 10]
     for r in df.itertuples():
         ranks = "—" if missing(r.rank_min) else (f"{int(r.rank_min)}" if r.rank_min == r.rank_max
                                                  else f"{int(r.rank_min)}–{int(r.rank_max)}")
-        diff = "—" if missing(r.diff_strict) else \
-            f"{100 * r.diff_strict:+.1f} [{100 * r.diff_low_strict:+.1f}, {100 * r.diff_high_strict:+.1f}]"
-        p = "—" if missing(r.p_mcnemar_strict) else f"{r.p_mcnemar_strict:.3g}"
+        diff = run_level(r.diff_strict, r.diff_low_strict, r.diff_high_strict, int(r.seeds_paired or 0))
+        p = "—" if missing(r.p_seed_strict) else f"{r.p_seed_strict:.3g}"
         ph = "—" if missing(r.p_holm_strict) else f"{float(r.p_holm_strict):.3g}"
         params = f"{int(r.trainable_params or 0):,}"
         if not missing(r.effective_params) and r.effective_params != r.trainable_params:
             params += f" → {int(r.effective_params):,}"
         lines.append(f"| {r.arm} | {r.seeds} | {ranks} | {params} | "
                      f"{pct(r.acc_strict)} [{pct(r.ci_low_strict)}, {pct(r.ci_high_strict)}] | "
-                     f"{pct(r.acc_flexible)} [{pct(r.ci_low_flexible)}, {pct(r.ci_high_flexible)}] | {diff} | {p} | {ph} |")
-    tested = df[df["p_mcnemar_strict"].notna()]
-    sig = tested[tested["p_holm_strict"].astype(float) < alpha]
-    nominal = tested[(tested["p_mcnemar_strict"].astype(float) < alpha) & ~tested.index.isin(sig.index)]
+                     f"{pct(r.acc_flexible)} [{pct(r.ci_low_flexible)}, {pct(r.ci_high_flexible)}] | {diff} | {p} | "
+                     f"{ph} | {within_run(r.per_seed_diff_strict, r.p_mcnemar_strict)} |")
+    return "\n".join(lines) + f"\n\n{regime_verdict(df, alpha)}\n"
+
+
+def markdown(df: pd.DataFrame, alpha: float = 0.05, split: str | None = "test") -> str:
     n = int(df["n"].iloc[0])
-    if tested.empty:
-        verdict = "No arm was compared with uniform (uniform was not evaluated)."
-    elif sig.empty:
-        verdict = (f"No arm differs significantly from uniform (exact McNemar on n = {n} paired questions per seed, "
-                   f"strict grading, Holm-adjusted over {len(tested)} comparisons, α = {alpha}): the gaps in this "
-                   f"table are within noise.")
-    else:
-        named = ", ".join(f"{r.arm} ({100 * r.diff_strict:+.1f} points vs {r.versus}, Holm p = "
-                          f"{float(r.p_holm_strict):.3g})" for r in sig.itertuples())
-        verdict = (f"Significantly different from uniform (exact McNemar, strict grading, Holm-adjusted over "
-                   f"{len(tested)} comparisons, α = {alpha}): {named}. Every other gap is within noise.")
-    if not nominal.empty:
-        verdict += (" Nominally p < 0.05 but not after the correction: "
-                    + ", ".join(f"{r.arm} (p = {r.p_mcnemar_strict:.3g})" for r in nominal.itertuples()) + ".")
-    return "\n".join(lines) + f"\n\n{verdict}\n"
-
-
-def markdown(df: pd.DataFrame, alpha: float = 0.05) -> str:
-    parts = []
-    for regime, block in df.groupby("regime", sort=False):
-        parts.append(f"### {title(regime)} arms\n\n" + regime_markdown(block, alpha))
+    head = (f"Accuracy on the {split or 'evaluation (split not recorded)'} split: n = {n} questions, the same for "
+            "every arm and seed. Accuracy CIs: Wilson (one seed) or a t interval across seeds. Δ vs uniform, run "
+            "level: per seed the paired difference on the same questions; the seed mean with a 95% t interval and a "
+            "one-sample t-test across seeds (the unit is the seed: between-run variance included), Holm-adjusted "
+            "within the regime. Within run: per seed an exact McNemar p (the unit is the question; one run's view, "
+            "no between-run variance); results.csv also has each seed's paired question-bootstrap 95% CI (`boot_ci_*`).\n")
+    parts = [f"### {title(regime)} arms\n\n" + regime_markdown(block, alpha) for regime, block in df.groupby("regime", sort=False)]
     seeds = int(df["seeds"].max())
-    note = ("One training seed per arm: the CIs cover question sampling only, not training noise; "
-            "add seeds to see it." if seeds == 1 else
-            f"{seeds} seeds per arm: accuracy CIs are t intervals across seeds; paired tests pool the seeds.")
-    return "\n".join(parts) + f"\n{note}\n"
+    note = ("One training seed per arm: the CIs cover question sampling only, not training noise, and no difference "
+            "has a run-level interval; add seeds to see it." if seeds == 1 else
+            f"{seeds} seeds per arm: accuracy CIs are t intervals across seeds; differences are tested across seeds "
+            "(the unit is the run).")
+    return head + "\n" + "\n".join(parts) + f"\n{note}\n"
 
 
-def dynamic_vs_frozen(runs) -> str:
-    """Each adalora arm against its own frozen result (adalora-final, same regime and policy), paired on the
-    same questions and seeds: does the process matter, beyond the allocation it ends with?"""
-    lines = []
+def frozen_comparisons(runs) -> dict[str, dict]:
+    """Each adalora arm against its own frozen result (adalora-final, same regime and policy): adalora arm name ->
+    its paired comparison (`paired_vs`)."""
+    out = {}
     for key in dict.fromkeys(k for k, _ in runs if k.strategy == DYNAMIC):
         frozen = Arm(key.regime, FROZEN_DYNAMIC, key.policy)
-        if not seeds_of(runs, frozen):
-            continue
-        d = paired_vs(runs, key, frozen)
-        lines.append(f"| {key.name} − {frozen.name} | {100 * d['diff_strict']:+.1f} "
-                     f"[{100 * d['diff_low_strict']:+.1f}, {100 * d['diff_high_strict']:+.1f}] | "
-                     f"{d['p_mcnemar_strict']:.3g} | {100 * d['diff_flexible']:+.1f} | {d['p_mcnemar_flexible']:.3g} |")
+        if seeds_of(runs, frozen):
+            out[key.name] = paired_vs(runs, key, frozen)
+    return out
+
+
+def dynamic_vs_frozen(comparisons: dict[str, dict]) -> str:
+    """Does the process matter, beyond the allocation it ends with? (markdown)"""
+    lines = [f"| {name} − {d['versus']} | "
+             f"{run_level(d['diff_strict'], d['diff_low_strict'], d['diff_high_strict'], d['seeds_paired'])} | "
+             f"{'—' if d['p_seed_strict'] is None else format(d['p_seed_strict'], '.3g')} | "
+             f"{within_run(d['per_seed_diff_strict'], d['p_mcnemar_strict'])} | "
+             f"{run_level(d['diff_flexible'], d['diff_low_flexible'], d['diff_high_flexible'], d['seeds_paired'])} |"
+             for name, d in comparisons.items()]
     if not lines:
         return ""
     return ("\n### Dynamic vs its frozen result\n\nThe adalora arm against adalora-final, which trains the ranks "
-            "AdaLoRA ended with from scratch, as a static arm (paired, pooled over seeds, exact McNemar, not "
-            "adjusted): a gap says the process matters beyond the final allocation.\n\n"
-            "| comparison | Δ strict [95% CI] | McNemar p | Δ flexible | McNemar p |\n|---|---|---|---|---|\n"
-            + "\n".join(lines) + "\n")
+            "AdaLoRA ended with from scratch, as a static arm (paired per seed on the same questions; run level: seed "
+            "mean, t interval and t-test across seeds, not adjusted; within run: per seed exact McNemar): a gap says "
+            "the process matters beyond the final allocation.\n\n"
+            "| comparison | Δ strict, seed mean [95% t CI] | t-test p (seeds) | within run, per seed: Δ strict "
+            "(McNemar p) | Δ flexible, seed mean [95% t CI] |\n|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -219,20 +298,35 @@ def configure(p: argparse.ArgumentParser) -> None:
                    dest="evaluations", help="one evaluation's metrics.json (what was evaluated) and its "
                                             "predictions.parquet; once per evaluation")
     p.add_argument("--gradient-stats", help="gradient_stats.json (`lorarank analyze`): adds the gradient findings")
+    p.add_argument("--selection", action="append", default=[], dest="selections", metavar="JSON",
+                   help="an arm's rate selection (`lorarank select-rate`): adds its validation curve; once per arm")
     p.add_argument("--out", required=True, help="summary directory")
+    add_arguments(p, VerdictSettings)
 
 
 def run(args) -> int:
-    runs, info = load_runs(args.evaluations)
+    from lorarank.report import verdicts
+
+    from lorarank.report import selection
+
+    settings = from_args(VerdictSettings, args)
+    settings.check()
+    selections = [selection.read(p) for p in args.selections]
+    runs, info, split = load_runs(args.evaluations)
     df = table(runs, info)
-    text = "## Accuracy\n\n" + markdown(df)
-    if args.gradient_stats:
+    frozen = frozen_comparisons(runs)
+    grads = read_json(args.gradient_stats, "gradient statistics") if args.gradient_stats else None
+    policy = ((grads or {}).get("contrast") or {}).get("alpha_policy") or next(
+        (r.alpha_policy for r in df.itertuples() if r.strategy == "uniform"), None)
+    rows, m = verdicts.judge(verdicts.claims(df.to_dict("records"), frozen, grads, policy, settings), settings)
+    text = verdicts.markdown(rows, m, settings) + "\n## Accuracy\n\n" + markdown(df, settings.alpha, split)
+    text += "\n" + selection.markdown(selections) if selections else ""
+    if grads is not None:
         from lorarank.report.findings import contrast_markdown, dynamic_markdown, gradient_markdown, training_markdown
 
-        grads = read_json(args.gradient_stats, "gradient statistics")
         text += "\n" + training_markdown(grads) + "\n" + contrast_markdown(grads, df) + "\n" + gradient_markdown(grads)
         dynamic = dynamic_markdown(grads)
-        text += "\n" + dynamic + dynamic_vs_frozen(runs) if dynamic else ""
+        text += "\n" + dynamic + dynamic_vs_frozen(frozen) if dynamic else ""
     out = Path(args.out)
     with atomic_path(out / "results.csv") as tmp:
         df.to_csv(tmp, index=False)
@@ -242,4 +336,5 @@ def run(args) -> int:
 
     accuracies(df, out / "figures" / "accuracy.png")
     print(json.dumps({f"{r.regime}:{r.arm}": round(r.acc_strict, 4) for r in df.itertuples()}))
+    print(json.dumps({r["claim"]: r["verdict"] for r in rows}))
     return 0

@@ -27,7 +27,9 @@ class Regime:
     help: str  # the command's one-line help
     title: str  # as tables and figures name its arms
     signal: str  # what its trainer log records as the quantity it optimises (the training trend)
-    wired: tuple[str, ...]  # keys of its config section that feed fields of the same name in `settings`
+    # keys of its config section that feed fields of the same name in `settings`; its `lr` is not one: the
+    # workflow's rate list is an axis, and each run gets its own rate (lorarank.workflow_config.rates)
+    wired: tuple[str, ...]
 
     @property
     def rule(self) -> str:
@@ -40,11 +42,11 @@ REGIMES = {r.name: r for r in (
            "GRPO with a verified LoRA allocation and per-layer gradient profiling", "GRPO",
            # GRPO's total reward (format + correctness) on its sampled completions
            "reward",
-           ("steps", "prompts_per_step", "generations", "max_completion_length", "lr", "beta", "loss_type",
+           ("steps", "prompts_per_step", "generations", "max_completion_length", "beta", "loss_type",
             "temperature", "max_grad_norm", "partial_credit", "save_steps", "deepspeed", "bf16", "weight_grad_every")),
     Regime("sft", "sft", "lorarank.training.sft", "SFTSettings",
            "supervised fine-tuning (full warm-up or LoRA) with the gradient profiler", "LoRA-SFT", "loss",
-           ("steps", "batch_size", "lr", "warmup_steps", "save_steps", "weight_grad_every", "bf16")),
+           ("steps", "batch_size", "warmup_steps", "save_steps", "weight_grad_every", "bf16")),
 )}
 
 # The tiny model's full-weight SFT warm-up (`lorarank sft` without --lora): a run with a gradient log, never an arm.

@@ -115,8 +115,10 @@ def test_analyze_command_writes_every_metric_the_mechanics_and_figures(cli, tmp_
         m = arm["metrics"][metric]
         shift = (np.arange(1, 5) * factor) / (np.arange(1, 5) * factor).sum() - np.arange(1, 5) / 10
         assert m["rank_vs_shift_pearson"] == pytest.approx(pearsonr(RANKS, shift).statistic, rel=1e-4), metric
-        lo, hi = m["pearson_ci95"]
-        assert lo <= m["rank_vs_shift_pearson"] + 1e-6 and hi >= m["rank_vs_shift_pearson"] - 1e-6
+        assert m["pearson_ci95"] is None and m["spearman_ci95"] is None  # one seed: no interval across seeds
+        lo, hi = m["pearson_measurement_ci95"]  # every step alike: no measurement noise either
+        assert lo == pytest.approx(m["rank_vs_shift_pearson"]) and hi == pytest.approx(m["rank_vs_shift_pearson"])
+        assert m["informative_steps"] == 6 and m["few_steps"] is True
     # dividing each norm by s sqrt(r) undoes the mechanics: normalised and weight shares agree
     assert arm["metrics"]["lora_normalised"]["rank_vs_shift_pearson"] == pytest.approx(
         arm["metrics"]["weight"]["rank_vs_shift_pearson"], rel=1e-4)
@@ -142,22 +144,108 @@ def test_pure_mechanics_is_explained_fully_and_vanishes_on_the_weight_metric(cli
     assert arm["metrics"]["weight"]["rank_vs_shift_pearson"] is None  # no shift at all: undefined, not 0
 
 
-def test_bootstrap_ci_is_seeded_and_widens_with_step_noise(tmp_path):
-    from lorarank.report.stats import bootstrap_shift_corr
+def dependent_steps(rng, mean, steps, conc, phi=0.8):
+    """Per-step shares around `mean` (steps x units, indexed from step 1) with AR(1) serial dependence, like
+    consecutive optimizer steps: each step's map is mostly the last one's."""
+    noise = np.zeros((steps, len(mean)))
+    for t in range(steps):
+        noise[t] = (phi * noise[t - 1] if t else 0) + rng.normal(0, np.sqrt(1 - phi ** 2), len(mean))
+    x = np.clip(mean * (1 + noise / conc), 1e-6, None)
+    return pd.DataFrame(x / x.sum(axis=1, keepdims=True), index=pd.RangeIndex(1, steps + 1))
+
+
+def test_measurement_interval_is_seeded_contains_its_estimate_and_widens_with_step_noise():
+    from lorarank.report.stats import bootstrap_shift_corr, fisher_measurement_ci
 
     rng = np.random.default_rng(0)
-    mean = np.full(6, 1 / 6) * np.linspace(0.8, 1.2, 6)
-    uni = rng.dirichlet(np.ones(6) * 300, size=40)  # two independent runs, steps scattered around their maps
-    arm = rng.dirichlet(mean / mean.sum() * 1800, size=40)
     ranks = [2, 4, 6, 8, 10, 12]
-    a = bootstrap_shift_corr([arm], [uni], ranks, reps=500)
-    assert a == bootstrap_shift_corr([arm], [uni], ranks, reps=500)
-    point = pearsonr(ranks, arm.mean(0) - uni.mean(0)).statistic
-    assert a["pearson"][0] <= point <= a["pearson"][1]
-    noisy = bootstrap_shift_corr([rng.dirichlet(arm.mean(0) * 5, size=40)], [rng.dirichlet(uni.mean(0) * 5, size=40)],
-                                 ranks, reps=500)
-    assert noisy["pearson"][1] - noisy["pearson"][0] > a["pearson"][1] - a["pearson"][0]
-    assert bootstrap_shift_corr([arm], [uni], [8] * 6)["pearson"] is None  # constant ranks: undefined
+    mean = np.linspace(0.8, 1.2, 6) / 6
+    uni, arm = dependent_steps(rng, np.full(6, 1 / 6), 40, 30), dependent_steps(rng, mean, 40, 30)
+    point = pearsonr(ranks, arm.mean() - uni.mean()).statistic
+    z = bootstrap_shift_corr(arm, uni, ranks, reps=500)
+    assert np.array_equal(z["pearson"], bootstrap_shift_corr(arm, uni, ranks, reps=500)["pearson"])
+    ci = fisher_measurement_ci([point], [z["pearson"]])
+    assert ci[0] < point < ci[1]
+    noisy_uni, noisy_arm = dependent_steps(rng, np.full(6, 1 / 6), 40, 5), dependent_steps(rng, mean, 40, 5)
+    noisy = fisher_measurement_ci([pearsonr(ranks, noisy_arm.mean() - noisy_uni.mean()).statistic],
+                                  [bootstrap_shift_corr(noisy_arm, noisy_uni, ranks, reps=500)["pearson"]])
+    assert np.arctanh(noisy[1]) - np.arctanh(noisy[0]) > np.arctanh(ci[1]) - np.arctanh(ci[0])
+    assert bootstrap_shift_corr(arm, uni, [8] * 6)["pearson"] is None  # constant ranks: undefined
+
+
+def varied_runs(tmp_path, factors: dict, kind="grpo", strategy="random", steps=12, ranks=RANKS):
+    """Per seed, an arm whose layer importances are 1..4 times `factors[seed]` at every step."""
+    return [write_grad_log(write_run(tmp_path / f"{kind}-{strategy}{sd}", kind=kind, strategy=strategy, seed=sd,
+                                     policy=POLICY), np.tile(np.arange(1, 5) * np.asarray(f, float), (steps, 1)),
+                           ranks=ranks if strategy != "uniform" else None, seed=sd)
+            for sd, f in factors.items()]
+
+
+def test_seeds_are_combined_by_fisher_z_with_a_t_interval_across_seeds(tmp_path):
+    from scipy.stats import t
+
+    from lorarank.report.findings import gradient_markdown
+
+    factors = {0: [1.0, 1.3, 0.9, 1.2], 1: [1.0, 1.1, 1.0, 1.05], 2: [1.1, 1.4, 0.8, 1.0]}
+    logs = varied_runs(tmp_path, factors) + varied_runs(tmp_path, {sd: [1.0] * 4 for sd in factors}, strategy="uniform")
+    doc, *_ = analysis.analyze(run_files(*logs), window=0.1, reps=100)
+    m = doc["arms"]["grpo/random/ratio"]["metrics"]["lora"]
+    rs = []
+    for sd, f in factors.items():
+        shift = np.arange(1, 5) * f / (np.arange(1, 5) * f).sum() - np.arange(1, 5) / 10
+        rs.append(pearsonr(RANKS, shift).statistic)
+        assert m["per_seed"][str(sd)]["rank_vs_shift_pearson"] == pytest.approx(rs[-1], rel=1e-4)
+    z = np.arctanh(rs)
+    assert m["rank_vs_shift_pearson"] == pytest.approx(np.tanh(z.mean()), rel=1e-4)
+    want = np.tanh(t.interval(0.95, 2, loc=z.mean(), scale=z.std(ddof=1) / np.sqrt(3)))
+    np.testing.assert_allclose(m["pearson_ci95"], want, rtol=1e-4)
+    assert m["informative_steps"] == 12 and m["few_steps"] is False
+    assert "too few informative steps" not in gradient_markdown(doc)
+    # the same runs cut to 6 steps: every number still reported, the relation no longer interpreted
+    short = varied_runs(tmp_path / "s", factors, steps=6) + varied_runs(
+        tmp_path / "s", {sd: [1.0] * 4 for sd in factors}, strategy="uniform", steps=6)
+    doc, *_ = analysis.analyze(run_files(*short), window=0.1, reps=100)
+    m = doc["arms"]["grpo/random/ratio"]["metrics"]["lora"]
+    assert m["few_steps"] is True and m["pearson_ci95"] is not None
+    text = gradient_markdown(doc)
+    assert "**grpo/random/ratio**: too few informative steps: not interpreted" in text
+    assert "correlate at" not in text and "| 6 (too few: not interpreted) |" in text
+
+
+def test_contrast_gives_per_seed_top_shares_a_t_interval_and_a_welch_difference(tmp_path):
+    from scipy.stats import t, ttest_ind
+
+    sft = {0: [1.0, 1.0, 1.0, 3.0], 1: [1.0, 1.0, 1.0, 4.0], 2: [1.0, 1.0, 1.0, 2.5]}
+    grpo = {0: [1.0, 1.0, 1.0, 1.2], 1: [1.0, 1.0, 1.0, 1.5]}
+    logs = varied_runs(tmp_path, sft, kind="sft", strategy="uniform") + varied_runs(tmp_path, grpo, strategy="uniform")
+    doc, *_ = analysis.analyze(run_files(*logs), window=0.1, reps=100)
+    con = doc["contrast"]
+
+    def top(f):  # layer 3 holds the top 30% (ceil(0.3 * 4) = 2 layers: 3 and 2)
+        x = np.arange(1, 5) * np.asarray(f)
+        return np.sort(x / x.sum())[-2:].sum()
+
+    want = {r: {str(sd): top(f) for sd, f in seeds.items()} for r, seeds in (("sft", sft), ("grpo", grpo))}
+    for regime in ("sft", "grpo"):
+        m = con["regimes"][regime]["lora"]
+        assert m["top_30pct_share_per_seed"] == pytest.approx(want[regime], rel=1e-5)
+        v = np.array(list(want[regime].values()))
+        np.testing.assert_allclose(m["top_30pct_share_ci95"], t.interval(0.95, len(v) - 1, loc=v.mean(),
+                                                                        scale=v.std(ddof=1) / np.sqrt(len(v))), rtol=1e-5)
+        lo, hi = m["top_30pct_share_measurement_ci95"]  # no step noise at all
+        assert lo == pytest.approx(m["top_30pct_share"]) and hi == pytest.approx(m["top_30pct_share"])
+    d = con["sft_minus_grpo_top_30pct"]["lora"]
+    s, g = (np.array(list(want[r].values())) for r in ("sft", "grpo"))
+    assert d["diff"] == pytest.approx(s.mean() - g.mean(), rel=1e-5)
+    np.testing.assert_allclose(d["ci95"], ttest_ind(s, g, equal_var=False).confidence_interval(), rtol=1e-4)
+    assert d["informative_steps"] == 12 and d["few_steps"] is False
+    # one SFT seed: no interval across seeds for SFT, nor for the difference; measurement noise remains
+    one = varied_runs(tmp_path / "one", {0: sft[0]}, kind="sft", strategy="uniform")
+    doc, *_ = analysis.analyze(run_files(*one, *logs[3:]), window=0.1, reps=100)
+    con = doc["contrast"]
+    assert con["regimes"]["sft"]["lora"]["top_30pct_share_ci95"] is None
+    assert con["sft_minus_grpo_top_30pct"]["lora"]["ci95"] is None
+    assert con["sft_minus_grpo_top_30pct"]["lora"]["measurement_ci95"] is not None
 
 
 def test_a_log_without_its_run_record_is_refused(cli, tmp_path):

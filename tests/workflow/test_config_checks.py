@@ -29,6 +29,16 @@ def _local(tmp, c):
     c["data"].update(source="local", path=str(tmp / "empty"))
 
 
+def _local_rows(tmp, c, n_train):
+    """A local GSM8K directory with n_train training rows (the test split as large as the test config's)."""
+    d = tmp / "gsm8k"
+    d.mkdir(exist_ok=True)
+    for split, n in (("train", n_train), ("test", 64)):
+        (d / f"{split}.jsonl").write_text("".join(json.dumps({"question": f"{split} {i}?", "answer": f"#### {i}"}) + "\n"
+                                                  for i in range(n)))
+    c["data"].update(source="local", path=str(d))
+
+
 CASES = {
     "random low above high": (lambda t, c: c["allocation"]["random"].update(low=20, high=10),
                               "allocation (random arm): allocation.random.low 20 is above allocation.random.high 10"),
@@ -62,6 +72,37 @@ CASES = {
     "an empty policy list": (lambda t, c: c["allocation"].update(alpha_policies=[]), "allocation.alpha_policies: [] should be non-empty"),
     "rslora with a non-positive alpha": (lambda t, c: c["allocation"].update(alpha_policies=["rslora"], alpha=0),
                                          "allocation.alpha: 0 is less than or equal to the minimum of 0"),
+    "a validation split that leaves no training rows": (
+        lambda t, c: c["data"].update(validation=300),
+        "data.validation 300 leaves no training rows for the arms: the train split has 600 rows "
+        "(data.synthetic.n_train), the warm-up takes 300 (data.warmup_fraction 0.5), validation 300 (at most 299)"),
+    "a validation split that leaves a local source no training rows": (
+        lambda t, c: _local_rows(t, c, 40),  # the warm-up takes 20, validation 32 of the test config's
+        "data.validation 32 leaves no training rows for the arms: the train split has 40 rows, the warm-up takes 20"),
+    "an empty validation split": (lambda t, c: c["data"].update(validation=0),
+                                  "data.validation: 0 is less than the minimum of 1"),
+    # the rate axis (issue: bad input names the key before any job runs)
+    "an empty rate list": (lambda t, c: c["grpo"].update(lr=[]), "grpo.lr: [] should be non-empty"),
+    "a non-positive rate": (lambda t, c: c["sft"].update(lr=[1e-3, 0]),
+                            "sft.lr[1]: 0 is less than or equal to the minimum of 0"),
+    "an adalora scale of zero": (lambda t, c: c["allocation"]["adalora"].update(lr_scale=[0]),
+                                 "allocation.adalora.lr_scale[0]: 0 is less than or equal to the minimum of 0"),
+    "two rates that are one": (lambda t, c: c["grpo"].update(lr=[1e-3, 1.0000001e-3]),
+                               "grpo.lr [0.001, 0.0010000001]: two rates are the same at 6 significant digits"),
+    "a selection rule on an unknown grading": (
+        lambda t, c: c["selection"].update(metric="accuracy"),
+        "selection.metric: 'accuracy' is not one of ['strict', 'flexible']"),
+    "an unknown selection rule": (lambda t, c: c["selection"].update(rule="median"),
+                                  "selection.rule: 'median' is not one of ['best', 'one-se']"),
+    "more selection questions than validation rows": (
+        lambda t, c: c["selection"].update(n=33),
+        "selection.n 33 is larger than the validation split (data.validation 32)"),
+    "a profiling seed the arms are compared on": (
+        lambda t, c: c["allocation"].update(profile_seed=0),
+        "allocation.profile_seed 0 is one of seeds [0]: the run that sets the ranks must not be a run the arms "
+        "are compared with"),
+    "a verdict level out of range": (lambda t, c: c.update(report={"alpha": 0.7}),
+                                     "report.alpha: 0.7 is greater than the maximum of 0.5"),
     "a tiny model without warm-up rows": (lambda t, c: c["data"].update(warmup_fraction=0.0),
                                           "data.warmup_fraction is 0, but the tiny model's warm-up needs rows of its own"),
     "an informal habit without warm-up rows": (

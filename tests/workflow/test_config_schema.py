@@ -21,7 +21,7 @@ SCHEMA = yaml.safe_load(SCHEMA_PATH.read_text())
 # rule -> command (the flags a rule passes are parsed by this command's parser)
 COMMAND_OF = {"prepare_data": "prepare-data", "import_model": "import-model", "fetch_model": "fetch-model",
               "build_model": "build-model", "run_warmup": "sft", "evaluate_model": "evaluate",
-              "allocate_ranks": "allocate", "write_lora_config": "lora-config",
+              "allocate_ranks": "allocate", "write_lora_config": "lora-config", "summarize_results": "summarize",
               **{r.rule: r.command for r in REGIMES.values()}}
 # schema defaults that differ from the flag's default on purpose, and why
 DIFFERENT_DEFAULTS = {

@@ -12,7 +12,7 @@ from lorarank.training.regimes import signal
 
 pytestmark = pytest.mark.dag
 
-RUN = "results/default/runs/grpo/uniform/ratio/seed0"
+RUN = "results/default/runs/grpo/uniform/ratio/lr0.001/seed0"
 
 
 def test_the_uniform_arm_reward_rises_over_training(tmp_path):

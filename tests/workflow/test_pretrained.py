@@ -46,10 +46,10 @@ def test_smollm2_slice_runs_end_to_end(smollm2_run):
     lora = json.loads((res / "lora/grpo/random/ratio.json").read_text())
     assert lora["verified"] is True and len(lora["modules"]) == 30 * 7
     assert [m["r"] for m in lora["modules"][::7]] == alloc["ranks"]
-    g = pd.read_parquet(res / "runs/grpo/uniform/ratio/seed0/grad_norms.parquet")
+    g = pd.read_parquet(res / "runs/grpo/uniform/ratio/lr0.0001/seed0/grad_norms.parquet")
     assert set(g["matrix"]) == {"A", "B", "G"} and g["layer"].nunique() == 30 and g["step"].max() == 2
     assert g["grad_norm"].notna().all() and len(g[g["matrix"] == "G"]) == 2 * 30 * 7
-    m = json.loads((res / "eval/grpo/random/ratio/seed0/metrics.json").read_text())
+    m = json.loads((res / "eval/test/grpo/random/ratio/lr0.0001/seed0/metrics.json").read_text())
     assert m["n"] == 8 and m["identity"]["strategy"] == "random"
     stats = json.loads((res / "summary/gradient_stats.json").read_text())
     for run in stats["runs"].values():  # every metric has statistics, or a note that no step had a gradient
@@ -81,7 +81,7 @@ def test_a_hub_model_is_fetched_once_and_jobs_run_offline(tiny_model, tmp_path):
     r = snakemake(work, configfile=config, apptainer=False, env={"HF_HOME": str(tmp_path / "nothing")})
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert "fetch_model" not in r.stdout + r.stderr  # fetched once
-    run = json.loads((work / "results/test/runs/grpo/uniform/ratio/seed0/run.json").read_text())
+    run = json.loads((work / "results/test/runs/grpo/uniform/ratio/lr0.0005/seed0/run.json").read_text())
     assert "resources/test/model" in json.dumps(run)
     manifest = json.loads((work / "results/test/archive/MANIFEST.json").read_text())
     assert [r["commit"] for r in manifest["resources"].values()] == [commit]

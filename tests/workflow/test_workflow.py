@@ -21,6 +21,9 @@ def finished(dag_run):
 
 RESULTS = "results/test"
 ARM = RESULTS + "/{kind}/{regime}/{strategy}/ratio"
+# the test config's rates: one per regime (no selection; test_selection tries a list), adalora's scale 1
+RATE = {"grpo": "lr0.0005", "sft": "lr0.001"}
+PROFILE = "seed100"  # allocation.profile_seed: the profiling runs' seed, none of `seeds`
 
 
 def test_whole_dag_produces_the_summary(finished):
@@ -36,20 +39,23 @@ def test_whole_dag_produces_the_summary(finished):
     assert arms.loc["grpo/manual/ratio", "rank_max"] == 12
     md = (finished / f"{RESULTS}/summary/results.md").read_text()
     significant = (res["p_holm_strict"].dropna().astype(float) < 0.05).any()
+    one = res["seeds_paired"].max() < 2
     assert "| grpo/uniform/ratio |" in md and "### LoRA-SFT arms" in md and "## The contrast: SFT vs GRPO" in md
     assert ("Significantly different from uniform" in md) == significant
-    assert ("No arm differs significantly from uniform" in md) == (not significant)
+    assert ("One seed: no run-level interval" in md) == one and one  # the test config has one seed
+    assert ("No arm differs significantly from uniform" in md) == (not significant and not one)
+    assert "## Verdicts" in md and "Accuracy on the test split" in md
     # contracts between stages
     for regime in ("grpo", "sft"):
-        run = finished / ARM.format(kind="runs", regime=regime, strategy="proportional") / "seed0"
+        run = finished / ARM.format(kind="runs", regime=regime, strategy="proportional") / RATE[regime] / "seed0"
         g = pd.read_parquet(run / "grad_norms.parquet")
         assert set(g["matrix"]) == {"A", "B", "G"} and g["step"].max() == (3 if regime == "grpo" else 4)
         ident = json.loads((run / "run.json").read_text())["identity"]
         assert (ident["kind"], ident["strategy"], ident["alpha_policy"]["name"]) == (regime, "proportional", "ratio")
-        # each regime allocates from its own uniform run's profile
+        # each regime allocates from its own uniform run's profile, a run at a seed no arm is compared on
         alloc = json.loads((finished / ARM.format(kind="allocations", regime=regime, strategy="proportional")
                             ).with_suffix(".json").read_text())
-        assert alloc["profile"]["path"].endswith(f"runs/{regime}/uniform/ratio/seed0/grad_norms.parquet")
+        assert alloc["profile"]["path"].endswith(f"runs/{regime}/uniform/ratio/{RATE[regime]}/{PROFILE}/grad_norms.parquet")
         assert sum(alloc["ranks"]) == 16
     stats = json.loads((finished / f"{RESULTS}/summary/gradient_stats.json").read_text())
     assert set(stats["arms"]["grpo/proportional/ratio"]["metrics"]) == set(METRICS)
@@ -58,18 +64,18 @@ def test_whole_dag_produces_the_summary(finished):
     # the warm-up trained on rows the arms never see
     warm, train = (pd.read_parquet(finished / f"{RESULTS}/data/{s}.parquet") for s in ("warmup", "train"))
     assert len(warm) == 300 and len(train) == 300 and not set(warm["question"]) & set(train["question"])
-    assert json.loads((finished / f"{RESULTS}/eval/base/seed0/metrics.json").read_text())["identity"]["kind"] == "base"
-    assert (finished / "logs/test/train_sft/uniform/ratio/seed0.log").is_file()
-    assert (finished / "benchmarks/test/train_grpo/uniform/ratio/seed0.tsv").is_file()
+    assert json.loads((finished / f"{RESULTS}/eval/test/base/seed0/metrics.json").read_text())["identity"]["kind"] == "base"
+    assert (finished / "logs/test/train_sft/uniform/ratio/lr0.001/seed0.log").is_file()
+    assert (finished / "benchmarks/test/train_grpo/uniform/ratio/lr0.0005/seed0.tsv").is_file()
     # the dynamic arm: pruned to the static arms' total rank, its final ranks frozen as a static arm
     for regime in ("grpo", "sft"):
-        run = finished / ARM.format(kind="runs", regime=regime, strategy="adalora") / "seed0"
+        run = finished / ARM.format(kind="runs", regime=regime, strategy="adalora") / RATE[regime] / "seed0"
         ranks = pd.read_parquet(run / "ranks.parquet")
         assert ranks[ranks.step == ranks.step.max()]["rank"].sum() == 16 * 7
         assert stats["runs"][f"{regime}/adalora/ratio/seed0"]["ranks"]["total"][-1] == 16 * 7
         frozen = json.loads((finished / ARM.format(kind="allocations", regime=regime, strategy="adalora-final")
                              ).with_suffix(".json").read_text())
-        assert frozen["profile"]["path"].endswith(f"runs/{regime}/adalora/ratio/seed0/ranks.parquet")
+        assert frozen["profile"]["path"].endswith(f"runs/{regime}/adalora/ratio/{RATE[regime]}/{PROFILE}/ranks.parquet")
         assert sum(sum(layer.values()) for layer in frozen["ranks"]) == 16 * 7
         assert arms.loc[f"{regime}/adalora/ratio", "effective_params"] < arms.loc[f"{regime}/adalora/ratio", "trainable_params"]
     assert "| grpo/adalora/ratio − grpo/adalora-final/ratio |" in md
@@ -78,7 +84,7 @@ def test_whole_dag_produces_the_summary(finished):
 
 def test_the_numerics_profile_is_in_force_in_every_job_and_recorded(finished):
     """Every training and evaluation job of the real run recorded the kernel level torch reported in it."""
-    records = list((finished / RESULTS).glob("runs/*/*/*/seed*/run.json")) + [finished / RESULTS / "warmup/run.json"]
+    records = list((finished / RESULTS).glob("runs/*/*/*/lr*/seed*/run.json")) + [finished / RESULTS / "warmup/run.json"]
     records += list((finished / RESULTS).glob("eval/**/metrics.json"))
     assert len(records) > 20
     for path in records:
@@ -119,7 +125,8 @@ def test_the_archive_of_a_real_run_verifies_and_rebuilds_byte_identical(finished
     assert set(doc["files"]) == produced  # every result file, and nothing else
     assert doc["code"]["git_commit"] and len(doc["code"]["tracked_files_sha256"]) == 64
     assert doc["environments"]["train"][0]["environment"]["packages"]["trl"].startswith("1.")
-    assert len(doc["environments"]["train"][0]["recorded_by"]) == 26  # warm-up, 12 runs, 13 evaluations
+    # warm-up, 12 runs, 4 profiling runs (uniform and adalora of each regime), 13 evaluations
+    assert len(doc["environments"]["train"][0]["recorded_by"]) == 30
     before = (archive / "test.tar.gz").read_bytes()
     again = snakemake(finished, "--forcerun", "archive_results")
     assert again.returncode == 0, again.stderr[-3000:]
@@ -168,8 +175,9 @@ def test_random_seed_reruns_only_the_random_chain(finished, tmp_path):
 def test_budget_reruns_everything_downstream_of_allocation(finished, tmp_path):
     cfg = edited_config(tmp_path, lambda c: c["allocation"].update(budget=20, manual_ranks=[8, 12]))
     jobs = planned(finished, cfg)
-    # every arm's allocation, config, training and evaluation; not data, model, warm-up or the base evaluation
-    assert jobs == {"allocate_ranks": 12, "write_lora_config": 12, "train_grpo": 6, "train_sft": 6, "evaluate_model": 12,
+    # every arm's allocation, config, training (the profiling runs too) and evaluation; not data, model, warm-up
+    # or the base evaluation
+    assert jobs == {"allocate_ranks": 12, "write_lora_config": 12, "train_grpo": 8, "train_sft": 8, "evaluate_model": 12,
                     "analyze_gradients": 1, "summarize_results": 1, "archive_results": 1, "all": 1}
 
 
@@ -195,17 +203,18 @@ def test_adding_the_sft_regime_runs_only_its_own_arms(finished, tmp_path):
     assert planned(copy, grpo_only) == {"analyze_gradients": 1, "summarize_results": 1, "archive_results": 1, "all": 1}
     r = snakemake(copy, configfile=grpo_only)  # now it is a finished GRPO-only study, its records included
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    assert planned(copy) == {"allocate_ranks": 6, "write_lora_config": 6, "train_sft": 6, "evaluate_model": 6,
+    assert planned(copy) == {"allocate_ranks": 6, "write_lora_config": 6, "train_sft": 8, "evaluate_model": 6,
                              "analyze_gradients": 1, "summarize_results": 1, "archive_results": 1, "all": 1}
 
 
 def test_regimes_and_policies_plan_as_configured(tmp_path):
-    """Dry runs of small configs: one chain per (regime, strategy, policy, seed), one warm-up, one base evaluation."""
+    """Dry runs of small configs: one chain per (regime, strategy, policy, seed), one warm-up, one base evaluation,
+    and the uniform profiling run under the first policy."""
     cfg = edited_config(tmp_path, lambda c: (c.update(regimes=["sft"], seeds=[0, 1]), c["allocation"].update(
         strategies=["proportional"], alpha_policies=["constant", "rslora"])))
     assert planned(tmp_path, cfg) == {
         "prepare_data": 1, "build_model": 1, "run_warmup": 1, "allocate_ranks": 4, "write_lora_config": 4,
-        "train_sft": 8, "evaluate_model": 8, "evaluate_base": 1, "analyze_gradients": 1, "summarize_results": 1, "archive_results": 1, "all": 1}
+        "train_sft": 9, "evaluate_model": 8, "evaluate_base": 1, "analyze_gradients": 1, "summarize_results": 1, "archive_results": 1, "all": 1}
 
 
 def test_real_gsm8k_runs_the_same_dag_dry(tmp_path):
@@ -213,7 +222,7 @@ def test_real_gsm8k_runs_the_same_dag_dry(tmp_path):
 
     cfg = edited_config(tmp_path, lambda c: c["data"].update(source="local", path=GSM8K_DIR))
     jobs = planned(tmp_path, cfg)
-    assert jobs["prepare_data"] == 1 and jobs["train_grpo"] == 6 and jobs["train_sft"] == 6
+    assert jobs["prepare_data"] == 1 and jobs["train_grpo"] == 8 and jobs["train_sft"] == 8
 
 
 def test_a_bad_value_fails_at_parse_time_naming_the_key(tmp_path):
@@ -233,7 +242,7 @@ def replace(path, old, new):
 # the grader scores the GRPO reward and every evaluation: GRPO's runs rerun, with the allocations taken from
 # its runs (proportional from uniform's profile, adalora-final from adalora's ranks); the LoRA-SFT runs (which
 # never grade) do not
-DOWNSTREAM_OF_TRAINING = {"allocate_ranks": 2, "write_lora_config": 2, "train_grpo": 6, "evaluate_model": 12,
+DOWNSTREAM_OF_TRAINING = {"allocate_ranks": 2, "write_lora_config": 2, "train_grpo": 8, "evaluate_model": 12,
                           "evaluate_base": 1, "analyze_gradients": 1, "summarize_results": 1, "archive_results": 1,
                           "all": 1}
 
@@ -278,7 +287,7 @@ def test_allocation_code_edit_reruns_the_allocated_chain(finished, tmp_path):
     f = clone / "lorarank/allocation/rounding.py"
     replace(f, "missing = total - sum(floors)", "missing = int(total - sum(floors))")
     jobs = planned(finished, repo=clone)
-    assert jobs == {"allocate_ranks": 12, "write_lora_config": 12, "train_grpo": 6, "train_sft": 6, "evaluate_model": 12,
+    assert jobs == {"allocate_ranks": 12, "write_lora_config": 12, "train_grpo": 8, "train_sft": 8, "evaluate_model": 12,
                     "analyze_gradients": 1, "summarize_results": 1, "archive_results": 1, "all": 1}
     assert not {"prepare_data", "build_model", "run_warmup"} & set(jobs)
 

@@ -1,11 +1,12 @@
 # Allocation stage: spec -> per-layer ranks -> verified PEFT LoraConfig, per arm (regime, strategy,
-# alpha policy). The profiled strategies read their regime's uniform run's gradient log (the uniform
-# arm is also the profiling run; common.smk: PROFILE_POLICY, PROFILE_SEED).
+# alpha policy). The profiled strategies read their regime's uniform run's gradient log at a seed of its
+# own, never one the arms are compared on (common.smk: PROFILE_POLICY, PROFILE_SEED).
 
 
 rule allocate_ranks:
     input:
-        unpack(allocate_inputs),
+        unpack(shape_inputs),
+        unpack(profile_inputs),
     output:
         "results/{experiment}/allocations/{regime}/{strategy}/{policy}.json",
     params:

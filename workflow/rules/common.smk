@@ -7,7 +7,8 @@ import os
 import shlex
 
 from lorarank.allocation import strategies
-from lorarank.allocation.strategies import DYNAMIC, PROFILED
+from lorarank.allocation.strategies import DYNAMIC, FROZEN_DYNAMIC, PROFILED
+from lorarank.report import selection
 from lorarank.study import Arm
 from lorarank.training import gradmetrics
 
@@ -20,17 +21,69 @@ REGIMES = config["regimes"]
 STRATEGIES = list(dict.fromkeys(["uniform"] + config["allocation"]["strategies"]))
 POLICIES = config["allocation"]["alpha_policies"]
 SEEDS = config["seeds"]
-# the profiled strategies of a regime read its uniform run under the first policy and seed, so that
-# every policy allocates the same ranks: the policies then differ in their scaling alone
-PROFILE_POLICY, PROFILE_SEED = POLICIES[0], SEEDS[0]
+# The profiled strategies of a regime read its uniform run (adalora-final: its adalora run) under the first
+# policy, so that every policy allocates the same ranks (the policies then differ in their scaling alone), at
+# a seed of its own, `allocation.profile_seed`, never one of `seeds`: were the profiling run also the
+# reference the arm's shift is measured against, its noise would enter the ranks with one sign and the
+# shift with the other. A run of its own per regime is the price; per-seed profiles would need one
+# allocation per seed and still pair each arm with its own profiling run.
+PROFILE_POLICY, PROFILE_SEED = POLICIES[0], config["allocation"]["profile_seed"]
+SELECTION = config["selection"]
 EVAL_SEED = config["evaluation"]["seed"]
 ARMS = [Arm(regime, strategy, policy) for regime in REGIMES for policy in POLICIES for strategy in STRATEGIES]
 
-# The file layout of an arm, spelled once: its LoRA config, its runs (one directory per seed, `lorarank.training.runs`)
-# and their evaluations. Rules and input functions build every path from these.
+# The file layout of an arm, spelled once: its LoRA config, its runs (one directory per rate and seed,
+# `lorarank.training.runs`), their evaluations on a split, and its rate selection. Rules and input functions
+# build every path from these. The rate is in the path so that adding a rate to a list adds runs and
+# moves none.
 LORA = "results/{experiment}/lora/{regime}/{strategy}/{policy}.json"
-RUN = "results/{experiment}/runs/{regime}/{strategy}/{policy}/seed{seed}"
-EVAL = "results/{experiment}/eval/{regime}/{strategy}/{policy}/seed{seed}"
+RUN = "results/{experiment}/runs/{regime}/{strategy}/{policy}/lr{lr}/seed{seed}"
+EVAL = "results/{experiment}/eval/{split}/{regime}/{strategy}/{policy}/lr{lr}/seed{seed}"
+BASE_EVAL = "results/{experiment}/eval/test/base/seed{seed}"
+SELECT = "results/{experiment}/selection/{regime}/{strategy}/{policy}.json"
+
+
+def rates(arm):
+    """The rates an arm is tried at, as its run directories name them (lorarank.workflow_config.rates)."""
+    return workflow_config.rates(config, arm.regime, arm.strategy)
+
+
+def selects(arm):
+    """Whether the arm's rate is chosen on validation (a list of several), by a selection job."""
+    return len(rates(arm)) > 1
+
+
+def chosen_rate(experiment, arm):
+    """The rate the arm's seeds train at: its only one, or the one its selection chose. Input functions only:
+    with several rates it asks the select_rate checkpoint, so what depends on it is planned once it has run."""
+    if not selects(arm):
+        return rates(arm)[0]
+    done = checkpoints.select_rate.get(experiment=experiment, regime=arm.regime, strategy=arm.strategy,
+                                       policy=arm.policy)
+    return selection.read(done.output[0])["chosen_name"]
+
+
+def arm_runs(experiment, arm):
+    """(rate, seed) of every run of the arm: its seeds at the chosen rate, every rate on the selection seeds,
+    and the profiling run where another arm reads one."""
+    chosen = chosen_rate(experiment, arm)
+    runs = {(chosen, s) for s in SEEDS}
+    if selects(arm):
+        runs |= {(lr, s) for lr in rates(arm) for s in SELECTION["seeds"]}
+    profiled = (arm.strategy == "uniform" and any(s in PROFILED for s in STRATEGIES)) or \
+        (arm.strategy == DYNAMIC and FROZEN_DYNAMIC in STRATEGIES)
+    if profiled and arm.policy == PROFILE_POLICY:
+        runs.add((chosen, PROFILE_SEED))
+    return sorted(runs, key=lambda r: (float(r[0]), r[1]))
+
+
+def arm_evaluations(experiment, arm):
+    """(split, rate, seed) of every evaluation of the arm: its seeds on test at the chosen rate, and with a
+    rate list every rate's selection runs on validation."""
+    out = [("test", chosen_rate(experiment, arm), s) for s in SEEDS]
+    if selects(arm):
+        out += [("validation", lr, s) for lr in rates(arm) for s in SELECTION["seeds"]]
+    return out
 
 
 def of_regime(pattern, regime):
@@ -38,15 +91,12 @@ def of_regime(pattern, regime):
     return pattern.replace("{regime}", regime.name)
 
 
-def arm_path(pattern, experiment, arm, seed=None):
-    """`pattern` for one arm (regime, strategy, policy) and seed."""
+def arm_path(pattern, experiment, arm, seed=None, lr=None, split="test"):
+    """`pattern` for one arm (regime, strategy, policy), rate (by default its chosen one), seed and split."""
     regime, strategy, policy = arm
-    return pattern.format(experiment=experiment, regime=regime, strategy=strategy, policy=policy, seed=seed)
-
-
-def arm_files(pattern, experiment, seeds=True):
-    """`pattern` ({experiment}, {regime}, {strategy}, {policy}, {seed}) for every arm (and seed)."""
-    return [arm_path(pattern, experiment, arm, seed) for arm in ARMS for seed in (SEEDS if seeds else [None])]
+    lr = chosen_rate(experiment, arm) if lr is None and "{lr}" in pattern else lr
+    return pattern.format(experiment=experiment, regime=regime, strategy=strategy, policy=policy, lr=lr, seed=seed,
+                          split=split)
 
 
 def image(command):
@@ -58,7 +108,12 @@ def settings_flags(rule):
     """Params function: the flags of the settings that change `rule`'s results (so they trigger reruns)."""
 
     def result_flags(wildcards):
-        extra = {"strategy": wildcards.strategy, "alpha_policy": wildcards.policy} if rule == "allocate_ranks" else {}
+        w = dict(wildcards.items())
+        extra = {"strategy": w["strategy"], "alpha_policy": w["policy"]} if rule == "allocate_ranks" else {}
+        if "lr" in w and rule != "evaluate_model":  # a run: the rate its path names
+            extra["lr"] = float(w["lr"])
+        if w.get("split") == "validation":  # a selection run's evaluation: selection.n validation questions
+            extra["n"] = SELECTION["n"]
         return workflow_config.flags(config, rule, **extra)
 
     return result_flags
@@ -100,13 +155,15 @@ def prepare_data_inputs(wildcards):
     return {"train": f"{d['path']}/train.jsonl", "test": f"{d['path']}/test.jsonl"}
 
 
-def allocate_inputs(wildcards):
-    inputs = shape_inputs(wildcards)
-    profile = dict(experiment=wildcards.experiment, regime=wildcards.regime, policy=PROFILE_POLICY, seed=PROFILE_SEED)
-    if wildcards.strategy in PROFILED:
-        inputs["grad_log"] = f"{RUN.format(strategy='uniform', **profile)}/grad_norms.parquet"
-    if strategies.STRATEGIES[wildcards.strategy].rank_log:  # the adalora run of the same regime, first policy and seed
-        inputs["rank_log"] = f"{RUN.format(strategy=DYNAMIC, **profile)}/ranks.parquet"
+def profile_inputs(wildcards):
+    """The profiling run's log an arm's allocation reads (none for uniform, random, manual, adalora)."""
+    inputs = {}
+    exp, regime = wildcards.experiment, wildcards.regime
+    if wildcards.strategy in PROFILED:  # the uniform arm's profiling run, at its chosen rate
+        run = arm_path(RUN, exp, Arm(regime, "uniform", PROFILE_POLICY), PROFILE_SEED)
+        inputs["grad_log"] = f"{run}/grad_norms.parquet"
+    if strategies.STRATEGIES[wildcards.strategy].rank_log:  # the adalora arm's profiling run
+        inputs["rank_log"] = f"{arm_path(RUN, exp, Arm(regime, DYNAMIC, PROFILE_POLICY), PROFILE_SEED)}/ranks.parquet"
     return inputs
 
 
@@ -124,19 +181,30 @@ def run_dir(wildcards):
 
 def evaluate_inputs(wildcards):
     run = run_dir(wildcards)  # run.json says what the adapter is: the evaluation records it
-    return {"test": f"results/{wildcards.experiment}/data/test.parquet", **start_inputs(wildcards),
+    return {"data": f"results/{wildcards.experiment}/data/{wildcards.split}.parquet", **start_inputs(wildcards),
             "adapter": f"{run}/final", "run": f"{run}/run.json"}
 
 
+def selection_inputs(wildcards):
+    """An arm's validation evaluations at every rate and selection seed, and the manifest that says which file
+    is the validation split (select-rate refuses any other): nothing a selection reads is from test."""
+    arm, exp = Arm(wildcards.regime, wildcards.strategy, wildcards.policy), wildcards.experiment
+    return {"manifest": f"results/{exp}/data/manifest.json",
+            "evaluations": [f"{arm_path(EVAL, exp, arm, seed, lr, 'validation')}/metrics.json"
+                            for lr in rates(arm) for seed in SELECTION["seeds"]]}
+
+
 def evaluation_files(experiment):
-    """[metrics.json, predictions.parquet] of every evaluation: the base model's, then each arm's seeds."""
-    dirs = [f"results/{experiment}/eval/base/seed{EVAL_SEED}"] + arm_files(EVAL, experiment)
+    """[metrics.json, predictions.parquet] of every test evaluation: the base model's, then each arm's seeds at
+    its chosen rate."""
+    dirs = [BASE_EVAL.format(experiment=experiment, seed=EVAL_SEED)]
+    dirs += [arm_path(EVAL, experiment, arm, seed) for arm in ARMS for seed in SEEDS]
     return [[f"{d}/metrics.json", f"{d}/predictions.parquet"] for d in dirs]
 
 
 def run_files(experiment):
-    """[run.json, grad_norms.parquet, trainer_log.jsonl (, ranks.parquet of an adalora run)] of every run with a
-    gradient log: each arm's seeds, and the tiny model's full-weight warm-up."""
+    """[run.json, grad_norms.parquet, trainer_log.jsonl (, ranks.parquet of an adalora run)] of every run the
+    analysis compares: each arm's seeds at its chosen rate, and the tiny model's full-weight warm-up."""
     runs = [(arm_path(RUN, experiment, arm, seed), arm.strategy == DYNAMIC) for arm in ARMS for seed in SEEDS]
     runs += [(f"results/{experiment}/warmup", False)] if TINY else []
     return [[f"{d}/run.json", f"{d}/grad_norms.parquet", f"{d}/trainer_log.jsonl"]
@@ -148,21 +216,39 @@ def grouped(flag, groups):
     return " ".join(f"{flag} " + " ".join(shlex.quote(f) for f in files) for files in groups)
 
 
-def summary_inputs(wildcards):
-    return {"evaluations": [f for files in evaluation_files(wildcards.experiment) for f in files],
-            "gradients": f"results/{wildcards.experiment}/summary/gradient_stats.json"}
+# The params below are built from the job's input, never by asking a checkpoint again: a params function is
+# no place to wait for one. Snakemake also evaluates them while a checkpoint is pending (the input is then
+# the checkpoint's target, without these names), and again once it has run: hence the defaults.
+# Each input function of a rule that may wait on a checkpoint stands for one named input: while the
+# checkpoint is pending Snakemake puts its target in that name alone, and the rule's other inputs keep theirs.
+def summary_evaluations(wildcards):
+    return [f for files in evaluation_files(wildcards.experiment) for f in files]
 
 
-def summary_args(wildcards):
-    return grouped("--eval", evaluation_files(wildcards.experiment))
+def summary_selections(wildcards):
+    return [arm_path(SELECT, wildcards.experiment, arm) for arm in ARMS if selects(arm)]
 
 
-def analysis_inputs(wildcards):
-    return {"runs": [f for files in run_files(wildcards.experiment) for f in files]}
+def summary_args(wildcards, input):
+    pairs = list(getattr(input, "evaluations", []))
+    return grouped("--eval", [pairs[i:i + 2] for i in range(0, len(pairs), 2)])
 
 
-def analysis_args(wildcards):
-    return grouped("--run", run_files(wildcards.experiment))
+def selection_args(wildcards, input):
+    return " ".join(f"--selection {shlex.quote(f)}" for f in getattr(input, "selections", []))
+
+
+def analysis_runs(wildcards):
+    return [f for files in run_files(wildcards.experiment) for f in files]
+
+
+def analysis_args(wildcards, input):
+    groups = []
+    for f in getattr(input, "runs", []):  # each run's files start with its run.json (run_files)
+        if f.endswith("/run.json") or not groups:
+            groups.append([])
+        groups[-1].append(f)
+    return grouped("--run", groups)
 
 
 # heatmap file names: every arm on each metric the table draws one for; the full-weight warm-up ('W' rows)
@@ -212,11 +298,17 @@ def archive_inputs(wildcards):
         files += list(rules.build_model.output) + list(rules.run_warmup.output)
     if SOURCE == "gguf":
         files += list(rules.import_model.output)
-    for r, s, p in ARMS:
-        arm = dict(regime=r, strategy=s, policy=p)
-        files += expand(list(rules.allocate_ranks.output) + list(rules.write_lora_config.output), **arm, allow_missing=True)
-        train = getattr(rules, regimes.REGIMES[r].rule)
-        files += expand(list(train.output) + list(rules.evaluate_model.output), **arm, seed=SEEDS, allow_missing=True)
+    for arm in ARMS:
+        names = dict(regime=arm.regime, strategy=arm.strategy, policy=arm.policy)
+        files += expand(list(rules.allocate_ranks.output) + list(rules.write_lora_config.output), **names,
+                        allow_missing=True)
+        files += [arm_path(SELECT, exp, arm)] if selects(arm) else []
+        train = getattr(rules, regimes.REGIMES[arm.regime].rule)
+        for lr, seed in arm_runs(exp, arm):
+            files += expand(list(train.output), **names, lr=lr, seed=seed, allow_missing=True)
+        for split, lr, seed in arm_evaluations(exp, arm):
+            files += expand(list(rules.evaluate_model.output), **names, split=split, lr=lr, seed=seed,
+                            allow_missing=True)
     return sorted(set(expand(files, experiment=exp, seed=EVAL_SEED, allow_missing=True)))
 
 

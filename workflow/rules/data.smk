@@ -1,4 +1,5 @@
-# Data stage: GSM8K (hub, local jsonl) or the synthetic stand-in, as parquet splits + manifest.
+# Data stage: GSM8K (hub, local jsonl) or the synthetic stand-in, as parquet splits + manifest. The source's
+# train split gives the warm-up (first rows), the arms' training rows and validation (last rows).
 
 
 rule prepare_data:
@@ -7,6 +8,7 @@ rule prepare_data:
     output:
         warmup="results/{experiment}/data/warmup.parquet",
         train="results/{experiment}/data/train.parquet",
+        validation="results/{experiment}/data/validation.parquet",  # every selection reads it, never test
         test="results/{experiment}/data/test.parquet",
         manifest="results/{experiment}/data/manifest.json",
     params:

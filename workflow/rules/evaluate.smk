@@ -1,5 +1,6 @@
-# Evaluation stage: every run, and the base model (no adapter), on the same seeded subset of the test
-# split. What was evaluated is what the run's run.json says (recorded in metrics.json).
+# Evaluation stage: every run, and the base model (no adapter), on the same seeded subset of a split: test
+# for the runs the study reports, validation for the runs that choose an arm's rate (selection.smk). What
+# was evaluated is what the run's run.json says (recorded in metrics.json, with the split file's hash).
 
 
 rule evaluate_model:
@@ -14,9 +15,9 @@ rule evaluate_model:
         ops=operational_flags("evaluate_model"),
         out=subpath(output.metrics, parent=True),
     log:
-        "logs/{experiment}/evaluate_model/{regime}/{strategy}/{policy}/seed{seed}.log",
+        "logs/{experiment}/evaluate_model/{split}/{regime}/{strategy}/{policy}/lr{lr}/seed{seed}.log",
     benchmark:
-        "benchmarks/{experiment}/evaluate_model/{regime}/{strategy}/{policy}/seed{seed}.tsv"
+        "benchmarks/{experiment}/evaluate_model/{split}/{regime}/{strategy}/{policy}/lr{lr}/seed{seed}.tsv"
     threads:
         THREADS
     resources:
@@ -24,7 +25,7 @@ rule evaluate_model:
     container:
         image("evaluate")
     shell:
-        "(HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python -m lorarank evaluate --model {input.model} --adapter {input.adapter} --data {input.test}"
+        "(HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python -m lorarank evaluate --model {input.model} --adapter {input.adapter} --data {input.data}"
         " {params.settings} {params.ops} --quiet --out {params.out}) > {log} 2>&1"
 
 
@@ -33,8 +34,8 @@ rule evaluate_base:
         unpack(start_inputs),
         test="results/{experiment}/data/test.parquet",
     output:
-        predictions="results/{experiment}/eval/base/seed{seed}/predictions.parquet",
-        metrics="results/{experiment}/eval/base/seed{seed}/metrics.json",
+        predictions=f"{BASE_EVAL}/predictions.parquet",
+        metrics=f"{BASE_EVAL}/metrics.json",
     params:
         code=CODE["evaluate"],
         settings=settings_flags("evaluate_model"),

@@ -5,7 +5,7 @@
 
 rule analyze_gradients:
     input:
-        unpack(analysis_inputs),
+        runs=analysis_runs,
     output:
         stats=report("results/{experiment}/summary/gradient_stats.json", caption="../report/gradient_stats.rst",
                      category="Gradients"),
@@ -35,7 +35,9 @@ rule analyze_gradients:
 
 rule summarize_results:
     input:
-        unpack(summary_inputs),
+        evaluations=summary_evaluations,
+        selections=summary_selections,
+        gradients="results/{experiment}/summary/gradient_stats.json",
     output:
         csv=report("results/{experiment}/summary/results.csv", caption="../report/results.rst", category="Accuracy"),
         md="results/{experiment}/summary/results.md",
@@ -44,6 +46,8 @@ rule summarize_results:
     params:
         code=CODE["summarize"],
         evaluations=summary_args,
+        selections=selection_args,
+        settings=settings_flags("summarize_results"),
         out=subpath(output.csv, parent=True),
     log:
         "logs/{experiment}/summarize_results.log",
@@ -52,5 +56,6 @@ rule summarize_results:
     container:
         image("summarize")
     shell:
-        "(python -m lorarank summarize {params.evaluations} --gradient-stats {input.gradients}"
+        "(python -m lorarank summarize {params.evaluations} {params.selections} --gradient-stats {input.gradients}"
+        " {params.settings}"
         " --out {params.out}) > {log} 2>&1"

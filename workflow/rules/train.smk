@@ -1,4 +1,4 @@
-# Training stage: one run per arm (regime, strategy, alpha policy) and seed, profiled, through one driver
+# Training stage: one run per arm (regime, strategy, alpha policy), rate and seed, profiled, through one driver
 # (`lorarank.training.driver`): one rule per training regime of `lorarank.training.regimes` (GRPO: TRL GRPOTrainer, `lorarank
 # train`; LoRA-SFT: TRL SFTTrainer, loss on the completion, `lorarank sft`), from the same start model and the
 # same training rows; ranks.parquet is the adapter's ranks (an adalora run's over training, `lorarank.training.adalora`).
@@ -29,9 +29,9 @@ for _regime in regimes.REGIMES.values():
             command=_regime.command,
             out=subpath(output.run, parent=True),
         log:
-            f"logs/{{experiment}}/{_regime.rule}/{{strategy}}/{{policy}}/seed{{seed}}.log",
+            f"logs/{{experiment}}/{_regime.rule}/{{strategy}}/{{policy}}/lr{{lr}}/seed{{seed}}.log",
         benchmark:
-            f"benchmarks/{{experiment}}/{_regime.rule}/{{strategy}}/{{policy}}/seed{{seed}}.tsv"
+            f"benchmarks/{{experiment}}/{_regime.rule}/{{strategy}}/{{policy}}/lr{{lr}}/seed{{seed}}.tsv"
         threads:
             THREADS
         resources:
