@@ -10,8 +10,10 @@ Module map, in pipeline order (stage: rule -> `lorarank <command>` -> module); d
   training    train_<regime>    -> train, sft     -> training.train, .sft  one driver (training.driver), one
                                                                            rule per regime (training.regimes)
   evaluation  evaluate_model    -> evaluate       -> evaluation.evaluate   greedy generation; gsm8k grades
-  report      analyze_gradients -> analyze        -> report.analysis       gradient statistics; figures
-              summarize_results -> summarize      -> report.summary        accuracies, paired tests; stats
+  report      select_rate       -> select-rate    -> report.selection      an arm's rate, chosen on validation
+              analyze_gradients -> analyze        -> report.analysis       gradient statistics; figures
+              summarize_results -> summarize      -> report.summary        accuracies at the level of runs;
+                                                                           stats, verdicts (the declared rule)
   provenance  archive_results   -> archive        -> provenance.archive    tarball + manifest (verify-archive)
   (make run)                       check-run      -> provenance.published  outputs vs the published digests
   (tools)                          check-pattern  -> allocation.patterns   lint a hand-written rank_pattern
@@ -23,4 +25,4 @@ flags), `numerics` (the numerics profile every compute command applies: the same
 writes, hashes), `errors`, `argtypes`, `cli` (the entry point).
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -181,3 +181,24 @@ def accuracies(df: pd.DataFrame, path: Path) -> None:
     ax.legend(frameon=False)
     _save(fig, path)
     plt.close(fig)
+
+
+def rate_curves(docs: list[dict], path: Path) -> None:
+    """Validation accuracy against learning rate, one line per arm (`lorarank select-rate` records), the chosen
+    rate marked: how sharply each arm's accuracy depends on its rate, and where it was tested."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for d, color in zip(docs, plt.cm.tab10.colors * 4):
+        lrs = [p["lr"] for p in d["curve"]]
+        acc = [100 * p["mean"] for p in d["curve"]]
+        ax.plot(lrs, acc, marker="o", ms=4, lw=1.3, color=color, label=d["arm"])
+        chosen = next(p for p in d["curve"] if p["lr"] == d["chosen"])
+        ax.scatter([chosen["lr"]], [100 * chosen["mean"]], s=90, facecolors="none", edgecolors=color, linewidths=1.6)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    grading = ", ".join(sorted({f"{d['metric']}, n = {d['n']}" for d in docs}))
+    ax.set_ylabel(f"validation accuracy (%) ({grading})")
+    ax.set_title("Rate selection on the validation split (circle: the chosen rate)")
+    ax.legend(fontsize=7, frameon=False)
+    _save(fig, path)
+    plt.close(fig)

@@ -305,9 +305,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from lorarank.report import verdicts
-
-    from lorarank.report import selection
+    from lorarank.report import selection, verdicts
 
     settings = from_args(VerdictSettings, args)
     settings.check()
@@ -332,9 +330,11 @@ def run(args) -> int:
         df.to_csv(tmp, index=False)
     with atomic_path(out / "results.md") as tmp:
         tmp.write_text(text)
-    from lorarank.report.figures import accuracies
+    from lorarank.report.figures import accuracies, rate_curves
 
     accuracies(df, out / "figures" / "accuracy.png")
+    if selections:
+        rate_curves(selections, out / "figures" / "selection.png")
     print(json.dumps({f"{r.regime}:{r.arm}": round(r.acc_strict, 4) for r in df.itertuples()}))
     print(json.dumps({r["claim"]: r["verdict"] for r in rows}))
     return 0

@@ -354,10 +354,13 @@ def test_rate_selections_are_shown(cli, tmp_path):
     m = write_eval(tmp_path, "uniform", 0, np.ones(4, dtype=bool))
     sel = tmp_path / "sel.json"
     sel.write_text(json.dumps({"arm": "grpo/uniform/ratio", "rule": "best", "metric": "strict", "n": 50, "chosen": 0.003,
-                               "curve": [{"name": "0.001", "mean": 0.2}, {"name": "0.003", "mean": 0.3}]}))
+                               "curve": [{"name": "0.001", "lr": 0.001, "mean": 0.2},
+                                         {"name": "0.003", "lr": 0.003, "mean": 0.3}]}))
+    assert not (tmp_path / "s/figures/selection.png").exists()
     assert cli("summarize", *eval_args(m), "--selection", sel, "--out", tmp_path / "s")[0] == 0
     md = (tmp_path / "s/results.md").read_text()
     assert "| grpo/uniform/ratio | best (strict, n = 50) | 0.001: 20.0, 0.003: 30.0 | 0.003 |" in md
+    assert (tmp_path / "s/figures/selection.png").stat().st_size > 1000  # the validation curve
     sel.write_text(json.dumps({"arm": "grpo/uniform/ratio"}))
     code, _, err = cli("summarize", *eval_args(m), "--selection", sel, "--out", tmp_path / "t")
     assert code == 2 and "lacks field" in err and not (tmp_path / "t").exists()

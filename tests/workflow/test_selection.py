@@ -65,10 +65,9 @@ def test_each_arm_is_tested_at_the_rate_chosen_on_validation(selected):
         assert test["data"]["sha256"] == manifest["sha256"]["test"] and test["learning_rate"] == doc["chosen"]
     md = (work / RESULTS / "summary/results.md").read_text()
     assert "## Learning rates (chosen on the validation split)" in md and "| grpo/proportional/ratio | best" in md
-    # the profiled arm's ranks come from a uniform run at the chosen rate and a seed no arm is compared on
+    # the profiled arm's ranks come from a uniform run at the list's first rate and a seed no arm is compared on
     alloc = json.loads((work / RESULTS / "allocations/grpo/proportional/ratio.json").read_text())
-    uni = json.loads((work / RESULTS / "selection/grpo/uniform/ratio.json").read_text())
-    assert alloc["profile"]["path"].endswith(f"runs/grpo/uniform/ratio/lr{uni['chosen_name']}/seed100/grad_norms.parquet")
+    assert alloc["profile"]["path"].endswith("runs/grpo/uniform/ratio/lr0.0005/seed100/grad_norms.parquet")
     assert len(pd.read_csv(work / RESULTS / "summary/results.csv")) == 3  # base, uniform, proportional
 
 
@@ -93,9 +92,17 @@ def test_adding_a_rate_runs_only_the_new_jobs(selected, tmp_path):
     trained = [j for j in jobs if j.startswith("train_grpo")]
     evaluated = [j for j in jobs if j.startswith("evaluate_model")]
     assert len(trained) == 2 and all("lr=0.002" in j and "seed=0" in j for j in trained), jobs
-    assert len(evaluated) == 2 and all("split=validation" in j and "lr=0.002" in j for j in evaluated), jobs
-    assert not [j for j in jobs if j.split(":")[0] in ("prepare_data", "build_model", "run_warmup", "evaluate_base")]
-    # unless 0.002 won, nothing of the arms' seeds at their chosen rate ran again
+    assert not [j for j in jobs if j.split(":")[0] in ("prepare_data", "build_model", "run_warmup", "evaluate_base",
+                                                       "allocate_ranks", "write_lora_config")], jobs
+    # the new rate on validation, and on test only for an arm that now chose it (its selection-seed run is
+    # its seed-0 run): nothing at the old rates ran again
+    won = []
     for strategy in ("uniform", "proportional"):
         doc = json.loads((work / RESULTS / f"selection/grpo/{strategy}/ratio.json").read_text())
         assert [p["lr"] for p in doc["curve"]] == RATES + [2.0e-3]
+        won += [strategy] if doc["chosen_name"] == "0.002" else []
+    assert sorted(evaluated) == sorted(
+        [f"evaluate_model: experiment=test, split=validation, regime=grpo, strategy={s}, policy=ratio, lr=0.002, seed=0"
+         for s in ("uniform", "proportional")]
+        + [f"evaluate_model: experiment=test, split=test, regime=grpo, strategy={s}, policy=ratio, lr=0.002, seed=0"
+           for s in won]), jobs

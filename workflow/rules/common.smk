@@ -26,7 +26,9 @@ SEEDS = config["seeds"]
 # a seed of its own, `allocation.profile_seed`, never one of `seeds`: were the profiling run also the
 # reference the arm's shift is measured against, its noise would enter the ranks with one sign and the
 # shift with the other. A run of its own per regime is the price; per-seed profiles would need one
-# allocation per seed and still pair each arm with its own profiling run.
+# allocation per seed and still pair each arm with its own profiling run. It trains at the first rate of
+# its arm's list, not at the chosen one: fixed, so that adding a rate to a list changes no allocation and
+# reruns no other arm (a profile that waited on a selection would be replanned by every new rate).
 PROFILE_POLICY, PROFILE_SEED = POLICIES[0], config["allocation"]["profile_seed"]
 SELECTION = config["selection"]
 EVAL_SEED = config["evaluation"]["seed"]
@@ -73,7 +75,7 @@ def arm_runs(experiment, arm):
     profiled = (arm.strategy == "uniform" and any(s in PROFILED for s in STRATEGIES)) or \
         (arm.strategy == DYNAMIC and FROZEN_DYNAMIC in STRATEGIES)
     if profiled and arm.policy == PROFILE_POLICY:
-        runs.add((chosen, PROFILE_SEED))
+        runs.add((rates(arm)[0], PROFILE_SEED))
     return sorted(runs, key=lambda r: (float(r[0]), r[1]))
 
 
@@ -159,11 +161,12 @@ def profile_inputs(wildcards):
     """The profiling run's log an arm's allocation reads (none for uniform, random, manual, adalora)."""
     inputs = {}
     exp, regime = wildcards.experiment, wildcards.regime
-    if wildcards.strategy in PROFILED:  # the uniform arm's profiling run, at its chosen rate
-        run = arm_path(RUN, exp, Arm(regime, "uniform", PROFILE_POLICY), PROFILE_SEED)
-        inputs["grad_log"] = f"{run}/grad_norms.parquet"
-    if strategies.STRATEGIES[wildcards.strategy].rank_log:  # the adalora arm's profiling run
-        inputs["rank_log"] = f"{arm_path(RUN, exp, Arm(regime, DYNAMIC, PROFILE_POLICY), PROFILE_SEED)}/ranks.parquet"
+    for strategy, wanted, log in (("uniform", wildcards.strategy in PROFILED, "grad_norms.parquet"),
+                                  (DYNAMIC, strategies.STRATEGIES[wildcards.strategy].rank_log, "ranks.parquet")):
+        if wanted:  # the profiling run of that arm: its first rate, the profiling seed
+            arm = Arm(regime, strategy, PROFILE_POLICY)
+            inputs["grad_log" if strategy == "uniform" else "rank_log"] = \
+                f"{arm_path(RUN, exp, arm, PROFILE_SEED, rates(arm)[0])}/{log}"
     return inputs
 
 
@@ -258,6 +261,8 @@ HEATMAPS += [gradmetrics.heatmap_file(m, "warmup") for m in gradmetrics.HEATMAPS
              if m in gradmetrics.readable(["W"])] if TINY else []
 # AdaLoRA's rank trajectories, one panel per adalora arm: a figure only where there is one
 RANK_FIGURES = ["ranks"] if DYNAMIC in STRATEGIES else []
+# the validation curves of the arms whose rate was chosen: a figure only where one was
+SELECTION_FIGURES = ["selection"] if any(selects(arm) for arm in ARMS) else []
 
 
 # Cluster resources (Slurm). The tiny model runs on CPUs; a pretrained model gets GPUs. GPU count is

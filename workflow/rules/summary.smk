@@ -43,6 +43,8 @@ rule summarize_results:
         md="results/{experiment}/summary/results.md",
         figure=report("results/{experiment}/summary/figures/accuracy.png", caption="../report/accuracy.rst",
                       category="Accuracy"),
+        rates=report(expand("results/{{experiment}}/summary/figures/{name}.png", name=SELECTION_FIGURES),
+                     caption="../report/selection.rst", category="Accuracy"),
     params:
         code=CODE["summarize"],
         evaluations=summary_args,
