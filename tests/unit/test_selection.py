@@ -1,5 +1,5 @@
 """`lorarank select-rate`: the rule picks from validation accuracies, and nothing but the validation split of
-the manifest can choose (the workflow's run: tests/workflow/test_selection.py)."""
+the manifest can choose (the workflow's run: tests/workflow/test_rate_selection.py)."""
 
 import json
 import subprocess
