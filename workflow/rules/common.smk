@@ -112,7 +112,7 @@ def settings_flags(rule):
     def result_flags(wildcards):
         w = dict(wildcards.items())
         extra = {"strategy": w["strategy"], "alpha_policy": w["policy"]} if rule == "allocate_ranks" else {}
-        if "lr" in w and rule != "evaluate_model":  # a run: the rate its path names
+        if "lr" in w and "split" not in w:  # a training run (not its evaluation): the rate its path names
             extra["lr"] = float(w["lr"])
         if w.get("split") == "validation":  # a selection run's evaluation: selection.n validation questions
             extra["n"] = SELECTION["n"]
@@ -222,7 +222,7 @@ def grouped(flag, groups):
 # The params below are built from the job's input, never by asking a checkpoint again: a params function is
 # no place to wait for one. Snakemake also evaluates them while a checkpoint is pending (the input is then
 # the checkpoint's target, without these names), and again once it has run: hence the defaults.
-# Each input function of a rule that may wait on a checkpoint stands for one named input: while the
+# Each input function that may wait on a checkpoint stands for one named input of its rule; while the
 # checkpoint is pending Snakemake puts its target in that name alone, and the rule's other inputs keep theirs.
 def summary_evaluations(wildcards):
     return [f for files in evaluation_files(wildcards.experiment) for f in files]
@@ -248,7 +248,7 @@ def analysis_runs(wildcards):
 def analysis_args(wildcards, input):
     groups = []
     for f in getattr(input, "runs", []):  # each run's files start with its run.json (run_files)
-        if f.endswith("/run.json") or not groups:
+        if os.path.basename(f) == "run.json" or not groups:
             groups.append([])
         groups[-1].append(f)
     return grouped("--run", groups)
