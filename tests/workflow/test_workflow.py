@@ -61,9 +61,10 @@ def test_whole_dag_produces_the_summary(finished):
     assert set(stats["arms"]["grpo/proportional/ratio"]["metrics"]) == set(METRICS)
     assert set(stats["contrast"]["regimes"]) == {"grpo", "sft", "warmup"}
     assert "## Gradient importance: mechanics or learning?" in md and "| sft/proportional/ratio | weight |" in md
-    # the warm-up trained on rows the arms never see
-    warm, train = (pd.read_parquet(finished / f"{RESULTS}/data/{s}.parquet") for s in ("warmup", "train"))
-    assert len(warm) == 300 and len(train) == 300 and not set(warm["question"]) & set(train["question"])
+    # the warm-up trained on rows the arms never see, and validation is rows neither trains on
+    warm, train, val = (pd.read_parquet(finished / f"{RESULTS}/data/{s}.parquet") for s in ("warmup", "train", "validation"))
+    assert (len(warm), len(train), len(val)) == (300, 268, 32)
+    assert not set(warm["question"]) & set(train["question"]) and not set(val["question"]) & set(train["question"])
     assert json.loads((finished / f"{RESULTS}/eval/test/base/seed0/metrics.json").read_text())["identity"]["kind"] == "base"
     assert (finished / "logs/test/train_sft/uniform/ratio/lr0.001/seed0.log").is_file()
     assert (finished / "benchmarks/test/train_grpo/uniform/ratio/lr0.0005/seed0.tsv").is_file()
@@ -197,7 +198,7 @@ def test_adding_the_sft_regime_runs_only_its_own_arms(finished, tmp_path):
     """A finished GRPO-only study (the shared run without its sft outputs), then `regimes: [grpo, sft]`."""
     copy = tmp_path / "grpo-only"
     shutil.copytree(finished, copy, symlinks=True)
-    for kind in ("allocations", "lora", "runs", "eval"):
+    for kind in ("allocations", "lora", "runs", "eval/test"):
         shutil.rmtree(copy / RESULTS / kind / "sft")
     grpo_only = edited_config(tmp_path, lambda c: c.update(regimes=["grpo"]))
     assert planned(copy, grpo_only) == {"analyze_gradients": 1, "summarize_results": 1, "archive_results": 1, "all": 1}
