@@ -21,7 +21,7 @@ def finished(dag_run):
 
 RESULTS = "results/test"
 ARM = RESULTS + "/{kind}/{regime}/{strategy}/ratio"
-# the test config's rates: one per regime (no selection; test_selection tries a list), adalora's scale 1
+# the test config's rates: one per regime (no selection; test_rate_selection tries a list), adalora's scale 1
 RATE = {"grpo": "lr0.0005", "sft": "lr0.001"}
 PROFILE = "seed100"  # allocation.profile_seed: the profiling runs' seed, none of `seeds`
 
