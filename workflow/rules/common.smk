@@ -7,7 +7,7 @@ import os
 import shlex
 
 from lorarank.allocation import strategies
-from lorarank.allocation.strategies import DYNAMIC, FROZEN_DYNAMIC, PROFILED
+from lorarank.allocation.strategies import DYNAMIC, PROFILED
 from lorarank.report import selection
 from lorarank.study import Arm
 from lorarank.training import gradmetrics
@@ -65,6 +65,15 @@ def chosen_rate(experiment, arm):
     return selection.read(done.output[0])["chosen_name"]
 
 
+def profile_of(strategy):
+    """(the strategy of the profiling run, the log it reads) for an arm whose allocation reads one, else None."""
+    if strategy in PROFILED:
+        return "uniform", "grad_norms.parquet"
+    if strategies.STRATEGIES[strategy].rank_log:
+        return DYNAMIC, "ranks.parquet"
+    return None
+
+
 def arm_runs(experiment, arm):
     """(rate, seed) of every run of the arm: its seeds at the chosen rate, every rate on the selection seeds,
     and the profiling run where another arm reads one."""
@@ -72,8 +81,7 @@ def arm_runs(experiment, arm):
     runs = {(chosen, s) for s in SEEDS}
     if selects(arm):
         runs |= {(lr, s) for lr in rates(arm) for s in SELECTION["seeds"]}
-    profiled = (arm.strategy == "uniform" and any(s in PROFILED for s in STRATEGIES)) or \
-        (arm.strategy == DYNAMIC and FROZEN_DYNAMIC in STRATEGIES)
+    profiled = any((profile_of(s) or (None,))[0] == arm.strategy for s in STRATEGIES)
     if profiled and arm.policy == PROFILE_POLICY:
         runs.add((rates(arm)[0], PROFILE_SEED))
     return sorted(runs, key=lambda r: (float(r[0]), r[1]))
@@ -158,16 +166,15 @@ def prepare_data_inputs(wildcards):
 
 
 def profile_inputs(wildcards):
-    """The profiling run's log an arm's allocation reads (none for uniform, random, manual, adalora)."""
-    inputs = {}
-    exp, regime = wildcards.experiment, wildcards.regime
-    for strategy, wanted, log in (("uniform", wildcards.strategy in PROFILED, "grad_norms.parquet"),
-                                  (DYNAMIC, strategies.STRATEGIES[wildcards.strategy].rank_log, "ranks.parquet")):
-        if wanted:  # the profiling run of that arm: its first rate, the profiling seed
-            arm = Arm(regime, strategy, PROFILE_POLICY)
-            inputs["grad_log" if strategy == "uniform" else "rank_log"] = \
-                f"{arm_path(RUN, exp, arm, PROFILE_SEED, rates(arm)[0])}/{log}"
-    return inputs
+    """The profiling run's log an arm's allocation reads (none for uniform, random, manual, adalora): that
+    arm's run at its first rate and the profiling seed."""
+    source = profile_of(wildcards.strategy)
+    if source is None:
+        return {}
+    strategy, log = source
+    arm = Arm(wildcards.regime, strategy, PROFILE_POLICY)
+    run = arm_path(RUN, wildcards.experiment, arm, PROFILE_SEED, rates(arm)[0])
+    return {"grad_log" if strategy == "uniform" else "rank_log": f"{run}/{log}"}
 
 
 def grad_log_flag(wildcards, input):
