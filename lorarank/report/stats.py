@@ -80,10 +80,9 @@ def seed_level(diffs, level: float = 0.95) -> dict:
     out["sd"] = sd = float(d.std(ddof=1))
     if sd <= 1e-12:
         return out
+    _, low, high = mean_ci(d, level)  # the t interval the accuracy table uses across seeds
     se = sd / np.sqrt(len(d))
-    half = float(t.ppf(0.5 + level / 2, len(d) - 1) * se)
-    return out | {"low": out["mean"] - half, "high": out["mean"] + half,
-                  "p": float(2 * t.sf(abs(out["mean"]) / se, len(d) - 1))}
+    return out | {"low": low, "high": high, "p": float(2 * t.sf(abs(out["mean"]) / se, len(d) - 1))}
 
 
 def holm(pvalues: list[float]) -> list[float]:
