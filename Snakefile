@@ -1,4 +1,6 @@
 # lorarank: per-layer LoRA rank allocation under GRPO. Entry point only; stages live in workflow/rules.
+import re
+
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -27,7 +29,7 @@ localrules:
 
 
 wildcard_constraints:
-    experiment=config["experiment"],
+    experiment="|".join(re.escape(name) for name in BASES),
     regime="|".join(regimes.REGIMES),
     strategy="|".join(STRATEGIES),
     policy="|".join(ALPHA_POLICIES),
@@ -49,8 +51,10 @@ include: "workflow/rules/archive.smk"
 
 rule all:
     input:
-        expand("results/{experiment}/summary/results.csv", experiment=config["experiment"]),
-        expand("results/{experiment}/summary/results.md", experiment=config["experiment"]),
-        expand("results/{experiment}/summary/gradient_stats.json", experiment=config["experiment"]),
-        expand("results/{experiment}/archive/MANIFEST.json", experiment=config["experiment"]),
+        expand("results/{experiment}/summary/results.csv", experiment=BASES),
+        expand("results/{experiment}/summary/results.md", experiment=BASES),
+        expand("results/{experiment}/summary/gradient_stats.json", experiment=BASES),
+        expand("results/{experiment}/archive/MANIFEST.json", experiment=BASES),
+        # several base models: the verdicts across them (workflow/rules/summary.smk)
+        expand("results/{experiment}/bases/results.md", experiment=[EXPERIMENT] if len(BASES) > 1 else []),
     default_target: True

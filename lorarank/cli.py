@@ -30,6 +30,7 @@ COMMANDS = {
     "select-rate": ("lorarank.report.selection", "an arm's learning rate, chosen on the validation split by a named rule"),
     "analyze": ("lorarank.report.analysis", "gradient statistics (shares, amplification, SFT vs GRPO) and figures"),
     "summarize": ("lorarank.report.summary", "results table: accuracies with CIs and paired tests against uniform"),
+    "combine-bases": ("lorarank.report.bases", "verdicts and accuracies across base models (warm-up seeds): the base model as the unit"),
     "archive": ("lorarank.provenance.archive", "deterministic tarball + MANIFEST.json of an experiment's results"),
     "verify-archive": ("lorarank.provenance.verify_archive", "recompute an archive's hashes; name every file that changed"),
     "check-run": ("lorarank.provenance.published", "a run's scientific outputs against the published run's digests (or an archive)"),

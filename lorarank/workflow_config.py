@@ -80,7 +80,8 @@ WORKFLOW_KEYS = {
     "data": "a section", "data.synthetic": "a section",
     "model": "a section", "model.source": "chooses build_model + run_warmup or a pretrained model",
     "model.tiny": "a section", "model.gguf": "a section",
-    "warmup": "a section", "evaluation": "a section", "allocation": "a section",
+    "warmup": "a section", "warmup.seeds": "an outer axis: one base model and one whole study per seed (bases)",
+    "evaluation": "a section", "allocation": "a section",
     "allocation.random": "a section", "allocation.adalora": "a section",
     "allocation.strategies": "the arms: one allocate/train/evaluate chain each",
     "grpo.gpus": "Slurm resources and the accelerate launcher",
@@ -227,6 +228,23 @@ def check_schema(config: dict, schema_path: str) -> None:
         raise UserError(f"{where or 'the config'}: {error.message}")
 
 
+def bases(config: dict) -> dict[str, int]:
+    """Experiment name -> warm-up seed, one per base model (`warmup.seeds`): the first keeps the experiment's
+    own name, so one seed is today's layout and bits; each other runs the whole study as `<experiment>.warmup<s>`.
+    Its tiny model is initialised with `model.tiny.seed + s` and warmed up with seed s: another draw of the
+    whole base-model procedure, not only another data order."""
+    seeds = list(config["warmup"].get("seeds") or [0])
+    exp = config["experiment"]
+    return {exp if i == 0 else f"{exp}.warmup{s}": s for i, s in enumerate(seeds)}
+
+
+def base_seeds(config: dict, rule: str, seed: int) -> dict:
+    """The settings a base model's warm-up seed changes: the tiny model's initialisation and the warm-up's seed."""
+    if rule == "build_model":
+        return {"seed": config["model"]["tiny"]["seed"] + seed}
+    return {"seed": seed} if rule == "run_warmup" else {}
+
+
 def hub_model(config: dict) -> bool:
     """A pretrained model named by a hub id (not a local directory): fetched once by a local rule."""
     model = config["model"]
@@ -246,6 +264,10 @@ def check(config: dict) -> None:
     tiny = source == "tiny"
     if source == "pretrained" and not config["model"].get("name_or_path"):
         raise UserError("model.name_or_path is required when model.source is 'pretrained'")
+    seeds = config["warmup"].get("seeds") or [0]
+    if len(seeds) > 1 and not tiny:
+        raise UserError(f"warmup.seeds {seeds}: several base models need model.source tiny (built and warmed up "
+                        f"here); a {source} model is one base model (allowed: one seed)")
     if tiny and not config["data"].get("warmup_fraction"):
         raise UserError("data.warmup_fraction is 0, but the tiny model's warm-up needs rows of its own "
                         "(the arms must not train on what the warm-up saw): set it in (0, 1), e.g. 0.5")

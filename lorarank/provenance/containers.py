@@ -29,7 +29,7 @@ ENVIRONMENTS = ("train", "analysis")
 COMMAND_ENV = {
     "prepare-data": "train", "build-model": "train", "import-model": "train", "fetch-model": "train", "allocate": "train", "lora-config": "train",
     "check-pattern": "train", "evaluate": "train", **{r.command: "train" for r in REGIMES.values()},
-    "select-rate": "analysis", "analyze": "analysis", "summarize": "analysis", "archive": "analysis", "verify-archive": "analysis", "check-run": "analysis",
+    "select-rate": "analysis", "analyze": "analysis", "summarize": "analysis", "combine-bases": "analysis", "archive": "analysis", "verify-archive": "analysis", "check-run": "analysis",
     "fingerprint": "analysis",
 }
 

@@ -20,7 +20,7 @@ questions or splits are refused: a paired test needs the same questions. With --
 each arm's validation curve and chosen rate (`lorarank.report.selection`); with --gradient-stats, the
 gradient findings (`lorarank.report.findings`). The claims are judged by one declared rule
 (`lorarank.report.verdicts`, flags --alpha --min-accuracy --min-share --min-correlation --power).
-Outputs: results.csv, results.md, figures/accuracy.png.
+Outputs: results.csv, results.md, verdicts.json (each claim's per-seed values and verdict), figures/accuracy.png.
 """
 
 from __future__ import annotations
@@ -316,7 +316,8 @@ def run(args) -> int:
     grads = read_json(args.gradient_stats, "gradient statistics") if args.gradient_stats else None
     policy = ((grads or {}).get("contrast") or {}).get("alpha_policy") or next(
         (r.alpha_policy for r in df.itertuples() if r.strategy == "uniform"), None)
-    rows, m = verdicts.judge(verdicts.claims(df.to_dict("records"), frozen, grads, policy, settings), settings)
+    claims = verdicts.claims(df.to_dict("records"), frozen, grads, policy, settings)
+    rows, m = verdicts.judge(claims, settings)
     text = verdicts.markdown(rows, m, settings) + "\n## Accuracy\n\n" + markdown(df, settings.alpha, split)
     text += "\n" + selection.markdown(selections) if selections else ""
     if grads is not None:
@@ -330,6 +331,8 @@ def run(args) -> int:
         df.to_csv(tmp, index=False)
     with atomic_path(out / "results.md") as tmp:
         tmp.write_text(text)
+    with atomic_path(out / "verdicts.json") as tmp:  # what `combine-bases` judges across base models
+        tmp.write_text(json.dumps(verdicts.record(claims, rows, m, settings), indent=1, default=float) + "\n")
     from lorarank.report.figures import accuracies, rate_curves
 
     accuracies(df, out / "figures" / "accuracy.png")

@@ -8,13 +8,15 @@ same questions (results.csv `per_seed_diff_strict`); the SFT-vs-GRPO top-30% sha
 over the two regimes' seeds (different runs, unpaired); correlations are combined across seeds on Fisher's z.
 With m claims judged the intervals are Bonferroni-adjusted (level 1 − alpha/m), which holds for any
 dependence between the claims. An inconclusive claim says how many seeds the observed between-seed
-spread implies for the configured minimum effect (noncentral t). Plain data in, plain data out: no file I/O.
+spread implies for the configured minimum effect (noncentral t). `record` is what `summarize` writes as
+verdicts.json (each claim with its per-seed values), and `base_level` turns several base models' records
+into claims whose unit is the base model (`lorarank combine-bases`). Plain data in, plain data out.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from lorarank.errors import UserError
 from lorarank.options import opt
@@ -23,6 +25,10 @@ from lorarank.report.stats import seed_level
 SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_RUN = "supported", "contradicted", "inconclusive", "not run"
 MAX_SEEDS = 10000  # "seeds needed" beyond this is reported as more than this
 FEW_STEPS = "too few informative steps: not interpreted"  # analysis flags such statistics `few_steps`
+FORMAT = "lorarank-verdicts/1"
+# the unit an interval is taken over: (one, several, why a lone one has no interval), as the report words it
+UNITS = {"seed": ("seed", "seeds", "no run-level interval"),
+         "base": ("base model", "base models", "no interval across base models")}
 
 RULE = ("With m claims judged, each claim's seed-level interval is taken at level 1 − α/m (Bonferroni). "
         "**Supported** if it excludes 0 in the claimed direction and |estimate| ≥ the claim's minimum; "
@@ -164,8 +170,10 @@ def seeds_needed(c: Claim, settings: VerdictSettings, alpha: float) -> int | Non
     return int(n[ok[0]]) if len(ok) else None
 
 
-def judge(claims: list[Claim], settings: VerdictSettings) -> tuple[list[dict], int]:
-    """(one row per claim, m): each claim with at least 2 seeds is judged at level 1 − alpha/m."""
+def judge(claims: list[Claim], settings: VerdictSettings, unit: str = "seed") -> tuple[list[dict], int]:
+    """(one row per claim, m): each claim with at least 2 units (seeds, or base models) is judged at level
+    1 − alpha/m."""
+    one, many, lone = UNITS[unit]
     judged = [c for c in claims if c.missing is None and c.seeds() >= 2]
     m = max(1, len(judged))
     alpha = settings.alpha / m
@@ -177,18 +185,18 @@ def judge(claims: list[Claim], settings: VerdictSettings) -> tuple[list[dict], i
         if c.missing is None and c.seeds() >= 1:
             row["estimate"] = estimate(c)
         if c.missing is None and c.seeds() < 2:
-            row["note"] = "one seed: no run-level interval"
+            row["note"] = f"one {one}: {lone}"
         elif c.missing is None:
             iv = interval(c, 1 - alpha)
             row.update(low=iv["low"], high=iv["high"])
             if iv["low"] is None:
-                row["note"] = "no spread between seeds: no t interval"
+                row["note"] = f"no spread between {many}: no t interval"
             else:
                 row["verdict"] = decide(iv["mean"], iv["low"], iv["high"], c.direction, c.minimum)
                 if row["verdict"] == INCONCLUSIVE:
                     row["seeds_needed"] = seeds_needed(c, settings, alpha)
                     if row["seeds_needed"] is None:
-                        row["note"] = f"more than {MAX_SEEDS} seeds"
+                        row["note"] = f"more than {MAX_SEEDS} {many}"
         rows.append(row)
     return rows, len(judged)
 
@@ -303,8 +311,14 @@ def markdown(rows: list[dict], m: int, settings: VerdictSettings) -> str:
              "back-transformed. Accuracy and share in points, correlation as r. Seeds needed (inconclusive claims "
              f"with ≥ 2 seeds): seeds per arm (per regime for the share) at which a true effect equal to the minimum, "
              f"with the observed between-seed sd, excludes 0 at the adjusted level with probability {settings.power:.0%} "
-             "(noncentral t).", "",
-             "| claim | compared | seeds | estimate | adjusted interval | verdict | seeds needed |", "|" + "---|" * 7]
+             "(noncentral t).", ""]
+    return "\n".join(lines + table(rows)) + "\n"
+
+
+def table(rows: list[dict], unit: str = "seed") -> list[str]:
+    """The verdict table's lines: one per claim, its units (seeds or base models) counted."""
+    many = UNITS[unit][1]
+    lines = [f"| claim | compared | {many} | estimate | adjusted interval | verdict | {many} needed |", "|" + "---|" * 7]
     for r in rows:
         iv = "—" if r["low"] is None else f"[{_fmt(r['low'], r['kind'])}, {_fmt(r['high'], r['kind'])}]"
         needed = "—" if r["seeds_needed"] is None else str(r["seeds_needed"])
@@ -314,4 +328,63 @@ def markdown(rows: list[dict], m: int, settings: VerdictSettings) -> str:
             verdict = r["verdict"] + (f" ({r['note']})" if r["note"] else "")
         lines.append(f"| {r['claim']} | {r['compared']} | {r['seeds'] if r['verdict'] != NOT_RUN else '—'} | "
                      f"{_fmt(r['estimate'], r['kind'])} | {iv} | {verdict} | {needed} |")
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def record(claims: list[Claim], rows: list[dict], m: int, settings: VerdictSettings, unit: str = "seed") -> dict:
+    """verdicts.json: the settings, and each claim with its per-unit values and its verdict row, so that a level
+    above (several base models) can be judged from the files alone."""
+    return {"format": FORMAT, "unit": unit, "settings": asdict(settings), "m": m,
+            "claims": [asdict(c) | {"row": r} for c, r in zip(claims, rows)]}
+
+
+def read_record(path) -> dict:
+    """A verdicts.json as `record` wrote it, or one line saying what is wrong with it."""
+    from lorarank.io import read_json
+
+    rec = read_json(path, "verdicts")
+    if not isinstance(rec, dict) or rec.get("format") != FORMAT or not isinstance(rec.get("claims"), list):
+        raise UserError(f"verdicts {str(path)!r} is not a {FORMAT} file (written by `lorarank summarize`)")
+    return rec
+
+
+def _collapse(c: dict) -> float:
+    """One base model's value of a claim: the mean over its seeds (paired differences; for a Welch claim the
+    difference of the two groups' means; correlations averaged on Fisher's z)."""
+    v = list(c["values"].values())
+    if c["kind"] == "welch":
+        return sum(v) / len(v) - sum(c["other"].values()) / len(c["other"])
+    if c["kind"] == "correlation":
+        return math.tanh(sum(_z(v)) / len(v))
+    return sum(v) / len(v)
+
+
+def base_level(records: dict[str, dict]) -> list[Claim]:
+    """The claims again, one value per base model (base name -> its verdicts record): every base ran the same
+    study on another base model, so a claim's interval across them has the base model as its unit. Each
+    base's value is its seed mean (`_collapse`); a Welch claim becomes paired by base (both of its groups
+    start from that base model). A claim missing in any base is missing here, saying which."""
+    names = {b: [c["claim"] for c in rec["claims"]] for b, rec in records.items()}
+    first = next(iter(records))
+    for b, claimed in names.items():
+        if claimed != names[first]:
+            raise UserError(f"base {b} judged other claims than base {first} ({claimed} vs {names[first]}): the "
+                            f"bases must be one config's")
+    out = []
+    for i, words in enumerate(names[first]):
+        per = {b: rec["claims"][i] for b, rec in records.items()}
+        c0 = per[first]
+        kind = "correlation" if c0["kind"] == "correlation" else "paired"
+        claim = Claim(words, f"per base model, its seed mean of: {c0['compared']}", kind, c0["direction"],
+                      c0["minimum"])
+        missing = [(b, c["missing"]) for b, c in per.items() if c["missing"] or not c["values"]]
+        if missing:
+            b, why = missing[0]
+            claim.compared = c0["compared"]
+            claim.missing = why if why and len(missing) == len(per) else f"base {b}: {why or 'no per-seed values'}"
+        elif len({c["direction"] for c in per.values()}) > 1:
+            claim.missing = "the base models' lora metric disagrees on the claimed sign"
+        else:
+            claim.values = {b: _collapse(c) for b, c in per.items()}
+        out.append(claim)
+    return out

@@ -94,6 +94,12 @@ CASES = {
         "selection.metric: 'accuracy' is not one of ['strict', 'flexible']"),
     "an unknown selection rule": (lambda t, c: c["selection"].update(rule="median"),
                                   "selection.rule: 'median' is not one of ['best', 'one-se']"),
+    "several base models of a pretrained model": (
+        lambda t, c: (_pretrained(t, c, 1), c["warmup"].update(seeds=[0, 1])),
+        "warmup.seeds [0, 1]: several base models need model.source tiny (built and warmed up here); a pretrained "
+        "model is one base model (allowed: one seed)"),
+    "a warm-up seed listed twice": (lambda t, c: c["warmup"].update(seeds=[1, 1]),
+                                    "warmup.seeds: [1, 1] has non-unique elements"),
     "more selection questions than validation rows": (
         lambda t, c: c["selection"].update(n=33),
         "selection.n 33 is larger than the validation split (data.validation 32)"),

@@ -21,6 +21,11 @@ REGIMES = config["regimes"]
 STRATEGIES = list(dict.fromkeys(["uniform"] + config["allocation"]["strategies"]))
 POLICIES = config["allocation"]["alpha_policies"]
 SEEDS = config["seeds"]
+# The base models (`warmup.seeds`): experiment name -> warm-up seed. Every arm inherits its study's one base
+# model, so with several each runs the whole study as an experiment of its own (results/{experiment} the
+# first, results/{experiment}.warmup<s> the others) and combine_bases judges the claims across them.
+BASES = workflow_config.bases(config)
+EXPERIMENT = config["experiment"]
 # The profiled strategies of a regime read its uniform run (adalora-final: its adalora run) under the first
 # policy, so that every policy allocates the same ranks (the policies then differ in their scaling alone), at
 # a seed of its own, `allocation.profile_seed`, never one of `seeds`: were the profiling run also the
@@ -124,6 +129,7 @@ def settings_flags(rule):
             extra["lr"] = float(w["lr"])
         if w.get("split") == "validation":  # a selection run's evaluation: selection.n validation questions
             extra["n"] = SELECTION["n"]
+        extra.update(workflow_config.base_seeds(config, rule, BASES[w["experiment"]]))
         return workflow_config.flags(config, rule, **extra)
 
     return result_flags
@@ -321,6 +327,8 @@ def archive_inputs(wildcards):
         for split, lr, seed in arm_evaluations(exp, arm):
             files += expand(list(rules.evaluate_model.output), **names, split=split, lr=lr, seed=seed,
                             allow_missing=True)
+    if exp == EXPERIMENT and len(BASES) > 1:  # the study's archive holds the verdicts across base models too
+        files += [f"results/{exp}/bases/{name}" for name in ("results.md", "results.csv", "verdicts.json")]
     return sorted(set(expand(files, experiment=exp, seed=EVAL_SEED, allow_missing=True)))
 
 

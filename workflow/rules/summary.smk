@@ -41,6 +41,7 @@ rule summarize_results:
     output:
         csv=report("results/{experiment}/summary/results.csv", caption="../report/results.rst", category="Accuracy"),
         md="results/{experiment}/summary/results.md",
+        verdicts="results/{experiment}/summary/verdicts.json",  # each claim's per-seed values: combine_bases reads them
         figure=report("results/{experiment}/summary/figures/accuracy.png", caption="../report/accuracy.rst",
                       category="Accuracy"),
         rates=report(expand("results/{{experiment}}/summary/figures/{name}.png", name=SELECTION_FIGURES),
@@ -61,3 +62,36 @@ rule summarize_results:
         "(python -m lorarank summarize {params.evaluations} {params.selections} --gradient-stats {input.gradients}"
         " {params.settings}"
         " --out {params.out}) > {log} 2>&1"
+
+
+# With several base models (`warmup.seeds`): the verdicts and accuracies across them, the base model as the unit.
+if len(BASES) > 1:
+
+    localrules:
+        combine_bases,
+
+    rule combine_bases:
+        input:
+            verdicts=expand("results/{base}/summary/verdicts.json", base=BASES),
+            results=expand("results/{base}/summary/results.csv", base=BASES),
+        output:
+            md="results/{experiment}/bases/results.md",
+            csv="results/{experiment}/bases/results.csv",
+            verdicts="results/{experiment}/bases/verdicts.json",
+        wildcard_constraints:
+            experiment=re.escape(EXPERIMENT),
+        params:
+            code=CODE["combine-bases"],
+            bases=lambda wildcards, input: " ".join(
+                f"--base {shlex.quote(b)} {shlex.quote(v)} {shlex.quote(r)}"
+                for b, v, r in zip(BASES, input.verdicts, input.results)
+            ),
+            out=subpath(output.md, parent=True),
+        log:
+            "logs/{experiment}/combine_bases.log",
+        benchmark:
+            "benchmarks/{experiment}/combine_bases.tsv"
+        container:
+            image("combine-bases")
+        shell:
+            "(python -m lorarank combine-bases {params.bases} --out {params.out}) > {log} 2>&1"

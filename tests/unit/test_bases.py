@@ -1,0 +1,108 @@
+"""The base model as the outer level (`warmup.seeds`, `lorarank combine-bases`): real `summarize` per base on
+synthetic predictions, then the verdicts and accuracies across base models, checked against scipy."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from conftest import eval_args
+from test_summary import flip, write_eval
+
+N = 200
+
+
+def study(cli, root, effects, rng):
+    """One base model's study: grpo and sft, uniform and proportional, one seed per entry of `effects[regime]`
+    (the proportional arm's paired difference in questions). Returns its summary directory."""
+    m = []
+    for regime, ks in effects.items():
+        for seed, k in enumerate(ks):
+            uni = rng.random(N) < 0.4
+            m.append(write_eval(root, "uniform", seed, uni, regime=regime))
+            m.append(write_eval(root, "proportional", seed, flip(uni, abs(k), rng, to=k > 0), regime=regime))
+    code, _, err = cli("summarize", *eval_args(*m), "--out", root / "summary")
+    assert code == 0, err
+    return root / "summary"
+
+
+def combine(cli, summaries, out):
+    argv = [a for name, s in summaries.items() for a in ("--base", name, s / "verdicts.json", s / "results.csv")]
+    return cli("combine-bases", *argv, "--out", out)
+
+
+def verdict(md: str, claim: str) -> str:
+    return next(line for line in md.splitlines() if line.startswith(f"| {claim} |"))
+
+
+def test_a_claim_each_base_supports_with_opposite_signs_is_inconclusive_across_bases(cli, tmp_path):
+    """Each base model alone is decisive (three seeds agreeing closely), but the two bases point opposite ways:
+    across base models, the unit a claim about 'GRPO' needs, nothing is supported."""
+    rng = np.random.default_rng(0)
+    effects = {"a": {"grpo": [-20, -22, -21], "sft": [10, 12, 11]}, "b": {"grpo": [20, 22, 21], "sft": [-10, -9, -11]}}
+    summaries = {name: study(cli, tmp_path / name, e, rng) for name, e in effects.items()}
+    one = (summaries["a"] / "results.md").read_text()
+    assert "| supported |" in verdict(one, "allocation hurts GRPO")
+    assert "| contradicted |" in verdict((summaries["b"] / "results.md").read_text(), "allocation hurts GRPO")
+    code, out, err = combine(cli, summaries, tmp_path / "bases")
+    assert code == 0, err
+    md = (tmp_path / "bases/results.md").read_text()
+    assert "| claim | compared | base models | estimate | adjusted interval | verdict | base models needed |" in md
+    row = verdict(md, "allocation hurts GRPO")
+    assert "| 2 |" in row and "inconclusive" in row
+    assert json.loads(out.splitlines()[-1])["allocation hurts GRPO"] == "inconclusive"
+    rec = json.loads((tmp_path / "bases/verdicts.json").read_text())
+    assert rec["unit"] == "base" and rec["format"] == "lorarank-verdicts/1"
+    hurts = next(c for c in rec["claims"] if c["claim"] == "allocation hurts GRPO")
+    assert hurts["values"] == pytest.approx({"a": -21 / N, "b": 21 / N})  # each base: its seed mean
+    assert "not run: no gradient statistics given" in verdict(md, "peaked under SFT, flat under GRPO")
+
+
+def test_intervals_across_bases_are_t_intervals_of_the_base_means(cli, tmp_path):
+    rng = np.random.default_rng(1)
+    grpo = {"a": [-6, -10], "b": [-14, -12], "c": [-4, -2]}
+    summaries = {name: study(cli, tmp_path / name, {"grpo": ks, "sft": [3, 5]}, rng) for name, ks in grpo.items()}
+    code, _, err = combine(cli, summaries, tmp_path / "bases")
+    assert code == 0, err
+    df = pd.read_csv(tmp_path / "bases/results.csv")
+    row = df.set_index("arm").loc["grpo/proportional/ratio"]
+    means = np.array([np.mean(ks) / N for ks in grpo.values()])
+    lo, hi = stats.t.interval(0.95, 2, loc=means.mean(), scale=stats.sem(means))
+    assert row["diff_strict"] == pytest.approx(means.mean())
+    assert (row["diff_low_strict"], row["diff_high_strict"]) == pytest.approx((lo, hi))
+    assert row["p_base_strict"] == pytest.approx(stats.ttest_1samp(means, 0).pvalue)
+    assert row["bases"] == 3 and row["seeds_per_base"] == "a=2;b=2;c=2"
+    # accuracies: each base's seed mean of the arm, then a t interval across the three
+    accs = [pd.read_csv(s / "results.csv").set_index("arm").loc["grpo/proportional/ratio", "acc_strict"]
+            for s in summaries.values()]
+    assert row["acc_strict"] == pytest.approx(np.mean(accs))
+    # the verdict's adjusted interval: Bonferroni over the claims judged across bases (2 here), on the base means
+    md = (tmp_path / "bases/results.md").read_text()
+    assert "Here m = 2 (the claims with at least 2 base models)" in md
+    lo, hi = stats.t.interval(1 - 0.05 / 2, 2, loc=means.mean(), scale=stats.sem(means))
+    assert f"[{100 * lo:+.1f}, {100 * hi:+.1f}]" in verdict(md, "allocation hurts GRPO")
+    assert "| grpo | grpo/proportional/ratio |" in md
+
+
+@pytest.mark.parametrize("case,words", [
+    ("one", "combining needs at least 2 base models"),
+    ("twice", "--base a is given twice"),
+    ("arms", "base b has other arms than base a"),
+    ("file", "is not a lorarank-verdicts/1 file"),
+])
+def test_bases_that_are_not_one_study_are_refused(cli, tmp_path, case, words):
+    rng = np.random.default_rng(2)
+    a = study(cli, tmp_path / "a", {"grpo": [2, 4], "sft": [1, 3]}, rng)
+    b = study(cli, tmp_path / "b", {"grpo": [2, 4]} if case == "arms" else {"grpo": [1, 2], "sft": [0, 2]}, rng)
+    summaries = {"one": {"a": a}, "twice": {"a": a}, "arms": {"a": a, "b": b}, "file": {"a": a, "b": b}}[case]
+    argv = [x for name, s in summaries.items() for x in ("--base", name, s / "verdicts.json", s / "results.csv")]
+    if case == "twice":
+        argv += ["--base", "a", a / "verdicts.json", a / "results.csv"]
+    if case == "file":  # valid JSON, but no verdicts record
+        (tmp_path / "other.json").write_text(json.dumps({"claims": []}))
+        argv[-2] = tmp_path / "other.json"
+    code, _, err = cli("combine-bases", *argv, "--out", tmp_path / "out")
+    assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
