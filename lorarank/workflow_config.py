@@ -228,21 +228,65 @@ def check_schema(config: dict, schema_path: str) -> None:
         raise UserError(f"{where or 'the config'}: {error.message}")
 
 
+# A base model's training seeds: base s trains seed k as SEED_STRIDE * s + k, so that every base model has runs
+# of its own (a nested design: the spread between bases then carries the seeds' variance too; with shared
+# seeds, a seed's effect common to every base would drop out of it). Base 0 keeps `seeds` as they are.
+SEED_STRIDE = 1000
+
+
 def bases(config: dict) -> dict[str, int]:
     """Experiment name -> warm-up seed, one per base model (`warmup.seeds`): the first keeps the experiment's
-    own name, so one seed is today's layout and bits; each other runs the whole study as `<experiment>.warmup<s>`.
-    Its tiny model is initialised with `model.tiny.seed + s` and warmed up with seed s: another draw of the
-    whole base-model procedure, not only another data order."""
+    own name (one seed, 0: today's layout and bits); each other runs the whole study as `<experiment>.warmup<s>`.
+    Base s's tiny model is initialised with `model.tiny.seed + s` and warmed up with seed s (another draw of
+    the whole base-model procedure, not only another data order), and its runs train at seeds of their own
+    (`training_seed`)."""
     seeds = list(config["warmup"].get("seeds") or [0])
     exp = config["experiment"]
     return {exp if i == 0 else f"{exp}.warmup{s}": s for i, s in enumerate(seeds)}
 
 
+def training_seed(base: int, seed: int) -> int:
+    """The seed a run of base model `base` trains at for the config's `seed` (seeds, selection.seeds,
+    allocation.profile_seed): the seed itself on base 0, `SEED_STRIDE * base + seed` on the others."""
+    return SEED_STRIDE * base + seed
+
+
+def base_config(config: dict, name: str) -> dict:
+    """The config as one base model's study is: its name and its one warm-up seed. What its archive records,
+    so that the study can be rerun, and checked, on its own."""
+    out = copy.deepcopy(config)
+    out["experiment"] = name
+    out["warmup"]["seeds"] = [bases(config)[name]]
+    return out
+
+
 def base_seeds(config: dict, rule: str, seed: int) -> dict:
-    """The settings a base model's warm-up seed changes: the tiny model's initialisation and the warm-up's seed."""
+    """The settings a base model's warm-up seed changes: the tiny model's initialisation and the warm-up's seed
+    (left to the command's default, 0, on base 0: the flags of a study without bases)."""
     if rule == "build_model":
         return {"seed": config["model"]["tiny"]["seed"] + seed}
-    return {"seed": seed} if rule == "run_warmup" else {}
+    return {"seed": seed} if rule == "run_warmup" and seed else {}
+
+
+def check_bases(config: dict) -> None:
+    """Several base models: tiny ones only, whole-number seeds, and training seeds below SEED_STRIDE so that
+    no two base models share a run's seed."""
+    seeds = config["warmup"].get("seeds") or [0]
+    bad = [s for s in seeds if not isinstance(s, int) or isinstance(s, bool)]
+    if bad:
+        raise UserError(f"warmup.seeds {seeds}: {bad[0]!r} is not a whole number (allowed: integers >= 0)")
+    if len(seeds) == 1 and seeds[0] == 0:
+        return
+    source = config["model"]["source"]
+    if source != "tiny":
+        raise UserError(f"warmup.seeds {seeds}: base models other than the first need model.source tiny (built and "
+                        f"warmed up here); a {source} model is one base model (allowed: [0])")
+    for key, values in (("seeds", config["seeds"]), ("selection.seeds", config["selection"]["seeds"]),
+                        ("allocation.profile_seed", [config["allocation"]["profile_seed"]])):
+        big = [v for v in values if v >= SEED_STRIDE]
+        if big:
+            raise UserError(f"{key} {big[0]} is {SEED_STRIDE} or more, but with warmup.seeds {seeds} base s trains "
+                            f"seed k as {SEED_STRIDE}*s + k (allowed: seeds below {SEED_STRIDE})")
 
 
 def hub_model(config: dict) -> bool:
@@ -264,10 +308,7 @@ def check(config: dict) -> None:
     tiny = source == "tiny"
     if source == "pretrained" and not config["model"].get("name_or_path"):
         raise UserError("model.name_or_path is required when model.source is 'pretrained'")
-    seeds = config["warmup"].get("seeds") or [0]
-    if len(seeds) > 1 and not tiny:
-        raise UserError(f"warmup.seeds {seeds}: several base models need model.source tiny (built and warmed up "
-                        f"here); a {source} model is one base model (allowed: one seed)")
+    check_bases(config)
     if tiny and not config["data"].get("warmup_fraction"):
         raise UserError("data.warmup_fraction is 0, but the tiny model's warm-up needs rows of its own "
                         "(the arms must not train on what the warm-up saw): set it in (0, 1), e.g. 0.5")

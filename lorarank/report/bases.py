@@ -7,28 +7,33 @@ Every arm of the tiny study inherits one base model (the tiny model built and SF
 verdict from one study is a verdict about one draw of it: on another machine, before the numerics profile,
 the warm-up came out differently and GRPO uniform moved by 7 points, more than any arm effect. With
 `warmup.seeds` listing several, the workflow runs the whole study once per base model and this command
-puts them together. The base model is the outer level and the seed the inner: each base's value of a
-claim or an accuracy is its seed mean, and every interval here is a t interval across base models (df =
-bases − 1). For a balanced design that is the exact interval of the grand mean under a nested model (base
-and seed effects), so both levels of variance enter; with one base model there is no such interval.
+puts them together. The base model is the outer level and the seed the inner: each base model trains at
+seeds of its own (`lorarank.workflow_config.training_seed`), each base's value of a claim or an accuracy
+is its seed mean, and every interval here is a t interval across base models (df = bases − 1). For a
+balanced nested design that is the exact interval of the grand mean under the normal model with base and
+seed effects, so both levels of variance enter; with one base model there is no such interval. Shared by
+every base, and so held fixed (conditioned on), as within one study: the data, the test questions and the
+random arm's one draw of ranks (`allocation.random.seed`, part of that arm's definition).
 The claims and their rule are each base's (`lorarank.report.verdicts`, the settings its summarize used).
-Outputs: results.md, results.csv (one row per base model and arm), verdicts.json.
+Outputs: results.md, results.csv (one row per arm), verdicts.json (with the sha256 of every input).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
 
 from lorarank.errors import UserError
-from lorarank.io import atomic_path
+from lorarank.io import atomic_path, sha256_file
 from lorarank.report import verdicts
 from lorarank.report.stats import holm, seed_level
 
 MODES = ("strict", "flexible")
+NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # an experiment's name (the config schema's pattern)
 # the declared rule, its unit the base model
 BASE_RULE = (verdicts.RULE.replace("seed-level", "base-model-level").replace("2 seeds", "2 base models")
              .replace("no run-level interval", "no interval across base models"))
@@ -42,6 +47,8 @@ def load(bases: list[list[str]]) -> tuple[dict, pd.DataFrame]:
         raise UserError(f"--base given {len(bases)} time(s): combining needs at least 2 base models")
     records, tables = {}, []
     for name, verdicts_json, results_csv in bases:
+        if not NAME.match(name) or set(name) == {"."}:
+            raise UserError(f"--base {name!r}: not a base model's name (allowed: letters, digits, '_', '.', '-')")
         if name in records:
             raise UserError(f"--base {name} is given twice (allowed: each base model once)")
         records[name] = verdicts.read_record(verdicts_json)
@@ -77,6 +84,8 @@ def across(df: pd.DataFrame) -> pd.DataFrame:
             for what in ("acc", "diff"):
                 values = g[f"{what}_{mode}"].dropna().astype(float).tolist()
                 sl = seed_level(values) if values else {"mean": None, "low": None, "high": None, "p": None}
+                if what == "acc" and sl["low"] is not None:  # an accuracy lies in [0, 1], whatever a t interval says
+                    sl = sl | {"low": max(0.0, sl["low"]), "high": min(1.0, sl["high"])}
                 per_base = {b: float(v) for b, v in zip(g["base"], g[f"{what}_{mode}"]) if not pd.isna(v)}
                 row |= {f"{what}_{mode}": sl["mean"], f"{what}_low_{mode}": sl["low"], f"{what}_high_{mode}": sl["high"],
                         f"{what}_per_base_{mode}": verdicts.per_seed_text(per_base)}
@@ -156,13 +165,16 @@ def run(args) -> int:
     claims = verdicts.base_level(records)
     rows, m = verdicts.judge(claims, settings, unit="base")
     table = across(df)
+    record = verdicts.record(claims, rows, m, settings, unit="base") | {
+        # what was combined, pinned: each base's files are in its own archive
+        "inputs": {name: {"verdicts": sha256_file(v), "results": sha256_file(r)} for name, v, r in args.bases}}
+    text = markdown(list(records), rows, m, settings, table)  # everything built before anything is written
     out = Path(args.out)
     with atomic_path(out / "results.csv") as tmp:
         table.to_csv(tmp, index=False)
     with atomic_path(out / "results.md") as tmp:
-        tmp.write_text(markdown(list(records), rows, m, settings, table))
+        tmp.write_text(text)
     with atomic_path(out / "verdicts.json") as tmp:
-        tmp.write_text(json.dumps(verdicts.record(claims, rows, m, settings, unit="base"), indent=1, default=float)
-                       + "\n")
+        tmp.write_text(json.dumps(record, indent=1, default=float) + "\n")
     print(json.dumps({r["claim"]: r["verdict"] for r in rows}))
     return 0

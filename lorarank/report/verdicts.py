@@ -16,6 +16,7 @@ into claims whose unit is the base model (`lorarank combine-bases`). Plain data 
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import asdict, dataclass, field
 
 from lorarank.errors import UserError
@@ -338,13 +339,23 @@ def record(claims: list[Claim], rows: list[dict], m: int, settings: VerdictSetti
             "claims": [asdict(c) | {"row": r} for c, r in zip(claims, rows)]}
 
 
-def read_record(path) -> dict:
+def read_record(path, unit: str = "seed") -> dict:
     """A verdicts.json as `record` wrote it, or one line saying what is wrong with it."""
     from lorarank.io import read_json
 
     rec = read_json(path, "verdicts")
     if not isinstance(rec, dict) or rec.get("format") != FORMAT or not isinstance(rec.get("claims"), list):
         raise UserError(f"verdicts {str(path)!r} is not a {FORMAT} file (written by `lorarank summarize`)")
+    fields = {f.name for f in dataclasses.fields(VerdictSettings)}
+    if not isinstance(rec.get("settings"), dict) or set(rec["settings"]) != fields:
+        raise UserError(f"verdicts {str(path)!r}: its settings are not {sorted(fields)} (written by another version?)")
+    if rec.get("unit") != unit:
+        raise UserError(f"verdicts {str(path)!r} judges with the {rec.get('unit')!r} as the unit (allowed: {unit!r})")
+    keys = {f.name for f in dataclasses.fields(Claim)}
+    for c in rec["claims"]:
+        if not isinstance(c, dict) or not keys <= set(c) or not isinstance(c["values"], dict) \
+                or not isinstance(c["other"], dict):
+            raise UserError(f"verdicts {str(path)!r}: a claim lacks {sorted(keys)} (written by another version?)")
     return rec
 
 
@@ -375,8 +386,8 @@ def base_level(records: dict[str, dict]) -> list[Claim]:
         per = {b: rec["claims"][i] for b, rec in records.items()}
         c0 = per[first]
         kind = "correlation" if c0["kind"] == "correlation" else "paired"
-        claim = Claim(words, f"per base model, its seed mean of: {c0['compared']}", kind, c0["direction"],
-                      c0["minimum"])
+        compared = c0["compared"].replace("(Welch, unpaired runs)", "(SFT − GRPO within each base model)")
+        claim = Claim(words, f"per base model, its seed mean of: {compared}", kind, c0["direction"], c0["minimum"])
         missing = [(b, c["missing"]) for b, c in per.items() if c["missing"] or not c["values"]]
         if missing:
             b, why = missing[0]

@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 from conftest import eval_args
+from lorarank.errors import UserError
 from test_summary import flip, write_eval
 
 N = 200
@@ -91,12 +92,27 @@ def test_intervals_across_bases_are_t_intervals_of_the_base_means(cli, tmp_path)
     ("twice", "--base a is given twice"),
     ("arms", "base b has other arms than base a"),
     ("file", "is not a lorarank-verdicts/1 file"),
+    ("name", "--base '../b': not a base model's name"),
+    ("unit", "judges with the 'base' as the unit (allowed: 'seed')"),
+    ("settings", "its settings are not"),
+    ("claims", "a claim lacks"),
 ])
 def test_bases_that_are_not_one_study_are_refused(cli, tmp_path, case, words):
     rng = np.random.default_rng(2)
     a = study(cli, tmp_path / "a", {"grpo": [2, 4], "sft": [1, 3]}, rng)
     b = study(cli, tmp_path / "b", {"grpo": [2, 4]} if case == "arms" else {"grpo": [1, 2], "sft": [0, 2]}, rng)
-    summaries = {"one": {"a": a}, "twice": {"a": a}, "arms": {"a": a, "b": b}, "file": {"a": a, "b": b}}[case]
+    summaries = {"one": {"a": a}, "twice": {"a": a}}.get(case, {"a": a, "b": b})
+    if case == "name":
+        summaries = {"a": a, "../b": b}
+    if case in ("unit", "settings", "claims"):  # a record of the right format, edited as another writer might
+        rec = json.loads((b / "verdicts.json").read_text())
+        if case == "unit":
+            rec["unit"] = "base"
+        elif case == "settings":
+            rec["settings"].pop("power")
+        else:
+            rec["claims"][0].pop("values")
+        (b / "verdicts.json").write_text(json.dumps(rec))
     argv = [x for name, s in summaries.items() for x in ("--base", name, s / "verdicts.json", s / "results.csv")]
     if case == "twice":
         argv += ["--base", "a", a / "verdicts.json", a / "results.csv"]
@@ -106,3 +122,43 @@ def test_bases_that_are_not_one_study_are_refused(cli, tmp_path, case, words):
     code, _, err = cli("combine-bases", *argv, "--out", tmp_path / "out")
     assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def record(claims):
+    from lorarank.report import verdicts
+
+    settings = verdicts.VerdictSettings()
+    rows, m = verdicts.judge(claims, settings)
+    return verdicts.record(claims, rows, m, settings)
+
+
+def test_each_kind_of_claim_becomes_one_value_per_base():
+    """Paired: the seed mean. Welch (SFT vs GRPO share, different runs of one base model): the difference of
+    the two groups' means, now paired by base. Correlation: the seed mean on Fisher's z, back-transformed."""
+    from lorarank.report.verdicts import Claim, base_level
+
+    def claims(d, sft, grpo, r):
+        return [Claim("paired", "x − y", "paired", 1, 0.03, d),
+                Claim("peaked", "top-30% share (Welch, unpaired runs)", "welch", 1, 0.05, sft, grpo),
+                Claim("amp", "r", "correlation", 1, 0.3, r)]
+
+    a = record(claims({"0": 0.02, "1": 0.06}, {"0": 0.5, "1": 0.6, "2": 0.7}, {"0": 0.4, "1": 0.4}, {"0": 0.2, "1": 0.6}))
+    b = record(claims({"1000": -0.01, "1001": 0.01}, {"1000": 0.5}, {"1000": 0.45, "1001": 0.55},
+                      {"1000": 0.9, "1001": 0.9}))
+    out = {c.claim: c for c in base_level({"a": a, "b": b})}
+    assert out["paired"].values == pytest.approx({"a": 0.04, "b": 0.0}) and out["paired"].kind == "paired"
+    assert out["peaked"].values == pytest.approx({"a": 0.2, "b": 0.0}) and out["peaked"].kind == "paired"
+    assert "within each base model" in out["peaked"].compared and "unpaired" not in out["peaked"].compared
+    z = (np.arctanh(0.2) + np.arctanh(0.6)) / 2
+    assert out["amp"].values == pytest.approx({"a": np.tanh(z), "b": 0.9}) and out["amp"].kind == "correlation"
+
+
+def test_a_claim_missing_in_one_base_is_missing_across_bases():
+    from lorarank.report.verdicts import Claim, base_level
+
+    a = record([Claim("c", "x − y", "paired", 1, 0.03, {"0": 0.02, "1": 0.04})])
+    b = record([Claim("c", "x − y", "paired", 1, 0.03, missing="no weight metric (G rows) logged")])
+    (c,) = base_level({"a": a, "b": b})
+    assert c.missing == "base b: no weight metric (G rows) logged" and c.values == {}
+    with pytest.raises(UserError, match="base b judged other claims than base a"):
+        base_level({"a": a, "b": record([Claim("d", "x − y", "paired", 1, 0.03, {"0": 0.1})])})

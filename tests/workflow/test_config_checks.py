@@ -96,10 +96,18 @@ CASES = {
                                   "selection.rule: 'median' is not one of ['best', 'one-se']"),
     "several base models of a pretrained model": (
         lambda t, c: (_pretrained(t, c, 1), c["warmup"].update(seeds=[0, 1])),
-        "warmup.seeds [0, 1]: several base models need model.source tiny (built and warmed up here); a pretrained "
-        "model is one base model (allowed: one seed)"),
+        "warmup.seeds [0, 1]: base models other than the first need model.source tiny (built and warmed up "
+        "here); a pretrained model is one base model (allowed: [0])"),
     "a warm-up seed listed twice": (lambda t, c: c["warmup"].update(seeds=[1, 1]),
                                     "warmup.seeds: [1, 1] has non-unique elements"),
+    "a warm-up seed that is not a whole number": (lambda t, c: c["warmup"].update(seeds=[0, 1.5]),
+                                                  "warmup.seeds[1]: 1.5 is not of type 'integer'"),
+    "a warm-up seed written as a float": (lambda t, c: c["warmup"].update(seeds=[0, 1.0]),
+                                          "warmup.seeds [0, 1.0]: 1.0 is not a whole number (allowed: integers >= 0)"),
+    "training seeds that two base models would share": (
+        lambda t, c: (c["warmup"].update(seeds=[0, 1]), c.update(seeds=[0, 1000])),
+        "seeds 1000 is 1000 or more, but with warmup.seeds [0, 1] base s trains seed k as 1000*s + k "
+        "(allowed: seeds below 1000)"),
     "more selection questions than validation rows": (
         lambda t, c: c["selection"].update(n=33),
         "selection.n 33 is larger than the validation split (data.validation 32)"),

@@ -212,22 +212,25 @@ def test_adding_the_sft_regime_runs_only_its_own_arms(finished, tmp_path):
 
 def test_a_second_warmup_seed_runs_one_whole_study_more_and_judges_across_them(finished, tmp_path):
     """`warmup.seeds: [0, 1]` on the finished study: the first base model keeps results/test and reruns nothing
-    but its archive (which now holds the verdicts across bases); the second is a whole study of its own, its
-    tiny model initialised with model.tiny.seed + 1 and warmed up with seed 1; one combine_bases job reads both."""
+    (its archive records its own study: warm-up seed 0); the second is a whole study of its own, its tiny model
+    initialised with model.tiny.seed + 1, warmed up with seed 1, and its runs at seeds of their own (1000 + k);
+    one combine_bases job reads both."""
     one = planned(tmp_path, TEST_CONFIG)  # what one whole study is, planned from nothing
     cfg = edited_config(tmp_path, lambda c: c["warmup"].update(seeds=[0, 1]))
     r = snakemake(finished, "-n", "-p", configfile=cfg)
     assert r.returncode == 0, r.stderr[-2000:]
-    jobs = job_stats(r.stdout + r.stderr)
-    assert jobs == {**{k: v for k, v in one.items() if k != "archive_results"}, "archive_results": 2, "combine_bases": 1}
+    assert job_stats(r.stdout + r.stderr) == {**one, "combine_bases": 1}
     outputs = [line for line in r.stdout.splitlines() if line.strip().startswith("output:")]
-    assert not any(f"{RESULTS}/" in line and "/archive/" not in line and "/bases/" not in line for line in outputs)
-    seed = yaml.safe_load(TEST_CONFIG.read_text())["model"]["tiny"]["seed"]
-    text = r.stdout
-    assert re.search(rf"build-model .*--seed {seed + 1} .*--out {RESULTS}.warmup1/model/base", text)
-    assert re.search(rf"sft --model {RESULTS}.warmup1/model/base .*--seed 1 .*--out {RESULTS}.warmup1/warmup", text)
+    assert not any(f"{RESULTS}/" in line and "/bases/" not in line for line in outputs)
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    second = re.escape(f"{RESULTS}.warmup1")
+    assert re.search(rf"build-model .*--seed {config['model']['tiny']['seed'] + 1} .*--out {second}/model/base", r.stdout)
+    assert re.search(rf"sft --model {second}/model/base .*--seed 1 .*--out {second}/warmup", r.stdout)
+    trained = set(re.findall(rf"--seed (\d+) .*--out {second}/runs/", r.stdout))
+    want = {1000 + s for s in config["seeds"]} | {1000 + config["allocation"]["profile_seed"]}
+    assert trained == {str(s) for s in want}
     assert re.search(rf"combine-bases --base test {RESULTS}/summary/verdicts.json {RESULTS}/summary/results.csv "
-                     rf"--base test.warmup1 {RESULTS}.warmup1/summary/verdicts.json", text)
+                     rf"--base test.warmup1 {second}/summary/verdicts.json", r.stdout)
 
 
 def test_regimes_and_policies_plan_as_configured(tmp_path):

@@ -1,6 +1,6 @@
 # Allocation stage: spec -> per-layer ranks -> verified PEFT LoraConfig, per arm (regime, strategy,
 # alpha policy). The profiled strategies read their regime's uniform run's gradient log at a seed of its
-# own, never one the arms are compared on (common.smk: PROFILE_POLICY, PROFILE_SEED).
+# own, never one the arms are compared on (common.smk: PROFILE_POLICY, profile_seed).
 
 
 rule allocate_ranks:

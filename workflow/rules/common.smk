@@ -20,12 +20,24 @@ REGIMES = config["regimes"]
 # uniform always runs: it is the arm the others are compared with and the profiling run
 STRATEGIES = list(dict.fromkeys(["uniform"] + config["allocation"]["strategies"]))
 POLICIES = config["allocation"]["alpha_policies"]
-SEEDS = config["seeds"]
 # The base models (`warmup.seeds`): experiment name -> warm-up seed. Every arm inherits its study's one base
 # model, so with several each runs the whole study as an experiment of its own (results/{experiment} the
-# first, results/{experiment}.warmup<s> the others) and combine_bases judges the claims across them.
+# first, results/{experiment}.warmup<s> the others), at training seeds of its own (`seeds_of`), and
+# combine_bases judges the claims across them.
 BASES = workflow_config.bases(config)
 EXPERIMENT = config["experiment"]
+
+
+def seeds_of(experiment, key="seeds"):
+    """An experiment's training seeds for a config list (`seeds`, `selection.seeds`; base 0: as listed)."""
+    values = config["selection"]["seeds"] if key == "selection" else config[key]
+    return [workflow_config.training_seed(BASES[experiment], s) for s in values]
+
+
+def profile_seed(experiment):
+    return workflow_config.training_seed(BASES[experiment], config["allocation"]["profile_seed"])
+
+
 # The profiled strategies of a regime read its uniform run (adalora-final: its adalora run) under the first
 # policy, so that every policy allocates the same ranks (the policies then differ in their scaling alone), at
 # a seed of its own, `allocation.profile_seed`, never one of `seeds`: were the profiling run also the
@@ -34,7 +46,7 @@ EXPERIMENT = config["experiment"]
 # allocation per seed and still pair each arm with its own profiling run. It trains at the first rate of
 # its arm's list, not at the chosen one: fixed, so that adding a rate to a list changes no allocation and
 # reruns no other arm (a profile that waited on a selection would be replanned by every new rate).
-PROFILE_POLICY, PROFILE_SEED = POLICIES[0], config["allocation"]["profile_seed"]
+PROFILE_POLICY = POLICIES[0]
 SELECTION = config["selection"]
 EVAL_SEED = config["evaluation"]["seed"]
 ARMS = [Arm(regime, strategy, policy) for regime in REGIMES for policy in POLICIES for strategy in STRATEGIES]
@@ -83,21 +95,21 @@ def arm_runs(experiment, arm):
     """(rate, seed) of every run of the arm: its seeds at the chosen rate, every rate on the selection seeds,
     and the profiling run where another arm reads one."""
     chosen = chosen_rate(experiment, arm)
-    runs = {(chosen, s) for s in SEEDS}
+    runs = {(chosen, s) for s in seeds_of(experiment)}
     if selects(arm):
-        runs |= {(lr, s) for lr in rates(arm) for s in SELECTION["seeds"]}
+        runs |= {(lr, s) for lr in rates(arm) for s in seeds_of(experiment, "selection")}
     profiled = any((profile_of(s) or (None,))[0] == arm.strategy for s in STRATEGIES)
     if profiled and arm.policy == PROFILE_POLICY:
-        runs.add((rates(arm)[0], PROFILE_SEED))
+        runs.add((rates(arm)[0], profile_seed(experiment)))
     return sorted(runs, key=lambda r: (float(r[0]), r[1]))
 
 
 def arm_evaluations(experiment, arm):
     """(split, rate, seed) of every evaluation of the arm: its seeds on test at the chosen rate, and with a
     rate list every rate's selection runs on validation."""
-    out = [("test", chosen_rate(experiment, arm), s) for s in SEEDS]
+    out = [("test", chosen_rate(experiment, arm), s) for s in seeds_of(experiment)]
     if selects(arm):
-        out += [("validation", lr, s) for lr in rates(arm) for s in SELECTION["seeds"]]
+        out += [("validation", lr, s) for lr in rates(arm) for s in seeds_of(experiment, "selection")]
     return out
 
 
@@ -179,7 +191,7 @@ def profile_inputs(wildcards):
         return {}
     strategy, log = source
     arm = Arm(wildcards.regime, strategy, PROFILE_POLICY)
-    run = arm_path(RUN, wildcards.experiment, arm, PROFILE_SEED, rates(arm)[0])
+    run = arm_path(RUN, wildcards.experiment, arm, profile_seed(wildcards.experiment), rates(arm)[0])
     return {"grad_log" if strategy == "uniform" else "rank_log": f"{run}/{log}"}
 
 
@@ -207,21 +219,22 @@ def selection_inputs(wildcards):
     arm, exp = Arm(wildcards.regime, wildcards.strategy, wildcards.policy), wildcards.experiment
     return {"manifest": f"results/{exp}/data/manifest.json",
             "evaluations": [f"{arm_path(EVAL, exp, arm, seed, lr, 'validation')}/metrics.json"
-                            for lr in rates(arm) for seed in SELECTION["seeds"]]}
+                            for lr in rates(arm) for seed in seeds_of(exp, "selection")]}
 
 
 def evaluation_files(experiment):
     """[metrics.json, predictions.parquet] of every test evaluation: the base model's, then each arm's seeds at
     its chosen rate."""
     dirs = [BASE_EVAL.format(experiment=experiment, seed=EVAL_SEED)]
-    dirs += [arm_path(EVAL, experiment, arm, seed) for arm in ARMS for seed in SEEDS]
+    dirs += [arm_path(EVAL, experiment, arm, seed) for arm in ARMS for seed in seeds_of(experiment)]
     return [[f"{d}/metrics.json", f"{d}/predictions.parquet"] for d in dirs]
 
 
 def run_files(experiment):
     """[run.json, grad_norms.parquet, trainer_log.jsonl (, ranks.parquet of an adalora run)] of every run the
     analysis compares: each arm's seeds at its chosen rate, and the tiny model's full-weight warm-up."""
-    runs = [(arm_path(RUN, experiment, arm, seed), arm.strategy == DYNAMIC) for arm in ARMS for seed in SEEDS]
+    runs = [(arm_path(RUN, experiment, arm, seed), arm.strategy == DYNAMIC) for arm in ARMS
+            for seed in seeds_of(experiment)]
     runs += [(f"results/{experiment}/warmup", False)] if TINY else []
     return [[f"{d}/run.json", f"{d}/grad_norms.parquet", f"{d}/trainer_log.jsonl"]
             + ([f"{d}/ranks.parquet"] if dynamic else []) for d, dynamic in runs]
@@ -327,8 +340,6 @@ def archive_inputs(wildcards):
         for split, lr, seed in arm_evaluations(exp, arm):
             files += expand(list(rules.evaluate_model.output), **names, split=split, lr=lr, seed=seed,
                             allow_missing=True)
-    if exp == EXPERIMENT and len(BASES) > 1:  # the study's archive holds the verdicts across base models too
-        files += [f"results/{exp}/bases/{name}" for name in ("results.md", "results.csv", "verdicts.json")]
     return sorted(set(expand(files, experiment=exp, seed=EVAL_SEED, allow_missing=True)))
 
 
@@ -338,5 +349,7 @@ def resource_records(wildcards):
 
 
 def config_json(wildcards):
-    """The config the archive records (and reruns for): without operational keys (checkpoint cadence...)."""
-    return json.dumps(workflow_config.result_config(config), sort_keys=True)
+    """The config the archive records (and reruns for): without operational keys (checkpoint cadence...), as its
+    base model's study is (its name, its one warm-up seed): each base's archive reruns and checks on its own."""
+    return json.dumps(workflow_config.result_config(workflow_config.base_config(config, wildcards.experiment)),
+                      sort_keys=True)
