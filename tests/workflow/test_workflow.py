@@ -227,7 +227,7 @@ def test_a_second_warmup_seed_runs_one_whole_study_more_and_judges_across_them(f
     assert re.search(rf"build-model .*--seed {config['model']['tiny']['seed'] + 1} .*--out {second}/model/base", r.stdout)
     assert re.search(rf"sft --model {second}/model/base .*--seed 1 .*--out {second}/warmup", r.stdout)
     trained = set(re.findall(rf"--seed (\d+) .*--out {second}/runs/", r.stdout))
-    want = {1000 + s for s in config["seeds"]} | {1000 + config["allocation"]["profile_seed"]}
+    want = {1000 + s for s in config["seeds"]} | {1000 + int(PROFILE.removeprefix("seed"))}
     assert trained == {str(s) for s in want}
     assert re.search(rf"combine-bases --base test {RESULTS}/summary/verdicts.json {RESULTS}/summary/results.csv "
                      rf"--base test.warmup1 {second}/summary/verdicts.json", r.stdout)
