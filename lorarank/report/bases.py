@@ -5,7 +5,8 @@
 
 Every arm of the tiny study inherits one base model (the tiny model built and SFT-warmed here), so a
 verdict from one study is a verdict about one draw of it: on another machine, before the numerics profile,
-the warm-up came out differently and GRPO uniform moved by 7 points, more than any arm effect. With
+the warm-up came out differently and GRPO uniform scored 25.5 and 28.5 strict there against 31.5 and 37.0
+here, more than any arm effect. With
 `warmup.seeds` listing several, the workflow runs the whole study once per base model and this command
 puts them together. The base model is the outer level and the seed the inner: each base model trains at
 seeds of its own (`lorarank.workflow_config.training_seed`), each base's value of a claim or an accuracy
@@ -102,10 +103,6 @@ def across(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _pts(x) -> str:
-    return "—" if x is None or pd.isna(x) else f"{100 * float(x):.1f}"
-
-
 def _interval(mean, low, high, signed: bool = False) -> str:
     if mean is None or pd.isna(mean):
         return "—"
@@ -119,6 +116,7 @@ def _interval(mean, low, high, signed: bool = False) -> str:
 def markdown(names: list[str], rows: list[dict], m: int, settings: verdicts.VerdictSettings,
              table: pd.DataFrame) -> str:
     level = 1 - settings.alpha / max(1, m)
+
     def per_base(text, fmt="{:.1f}"):
         return ", ".join(fmt.format(100 * v) for v in verdicts.parse_per_seed(text).values()) or "—"
 
