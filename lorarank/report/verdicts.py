@@ -359,21 +359,16 @@ def read_record(path, unit: str = "seed") -> dict:
     return rec
 
 
-def _collapse(c: dict) -> float:
-    """One base model's value of a claim: the mean over its seeds (paired differences; for a Welch claim the
-    difference of the two groups' means; correlations averaged on Fisher's z)."""
-    v = list(c["values"].values())
-    if c["kind"] == "welch":
-        return sum(v) / len(v) - sum(c["other"].values()) / len(c["other"])
-    if c["kind"] == "correlation":
-        return math.tanh(sum(_z(v)) / len(v))
-    return sum(v) / len(v)
+def _claim(c: dict) -> Claim:
+    """A claim as its verdicts.json entry holds it."""
+    return Claim(**{f.name: c[f.name] for f in dataclasses.fields(Claim)})
 
 
 def base_level(records: dict[str, dict]) -> list[Claim]:
     """The claims again, one value per base model (base name -> its verdicts record): every base ran the same
     study on another base model, so a claim's interval across them has the base model as its unit. Each
-    base's value is its seed mean (`_collapse`); a Welch claim becomes paired by base (both of its groups
+    base's value is its estimate across its seeds (`estimate`: the seed mean; a Welch claim's difference of
+its two groups' means; correlations averaged on Fisher's z); a Welch claim becomes paired by base (both of its groups
     start from that base model). A claim missing in any base is missing here, saying which."""
     names = {b: [c["claim"] for c in rec["claims"]] for b, rec in records.items()}
     first = next(iter(records))
@@ -388,7 +383,8 @@ def base_level(records: dict[str, dict]) -> list[Claim]:
         kind = "correlation" if c0["kind"] == "correlation" else "paired"
         compared = c0["compared"].replace("(Welch, unpaired runs)", "(SFT − GRPO within each base model)")
         claim = Claim(words, f"per base model, its seed mean of: {compared}", kind, c0["direction"], c0["minimum"])
-        missing = [(b, c["missing"]) for b, c in per.items() if c["missing"] or not c["values"]]
+        missing = [(b, c["missing"]) for b, c in per.items()
+                   if c["missing"] or not c["values"] or (c["kind"] == "welch" and not c["other"])]
         if missing:
             b, why = missing[0]
             claim.compared = c0["compared"]
@@ -396,6 +392,6 @@ def base_level(records: dict[str, dict]) -> list[Claim]:
         elif len({c["direction"] for c in per.values()}) > 1:
             claim.missing = "the base models' lora metric disagrees on the claimed sign"
         else:
-            claim.values = {b: _collapse(c) for b, c in per.items()}
+            claim.values = {b: estimate(_claim(c)) for b, c in per.items()}
         out.append(claim)
     return out
