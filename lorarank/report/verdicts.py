@@ -368,8 +368,8 @@ def base_level(records: dict[str, dict]) -> list[Claim]:
     """The claims again, one value per base model (base name -> its verdicts record): every base ran the same
     study on another base model, so a claim's interval across them has the base model as its unit. Each
     base's value is its estimate across its seeds (`estimate`: the seed mean; a Welch claim's difference of
-its two groups' means; correlations averaged on Fisher's z); a Welch claim becomes paired by base (both of its groups
-    start from that base model). A claim missing in any base is missing here, saying which."""
+    its two groups' means, so that it becomes paired by base, both groups starting from that base model;
+    correlations averaged on Fisher's z). A claim missing in any base is missing here, saying which."""
     names = {b: [c["claim"] for c in rec["claims"]] for b, rec in records.items()}
     first = next(iter(records))
     for b, claimed in names.items():
