@@ -82,10 +82,7 @@ if len(BASES) > 1:
             experiment=re.escape(EXPERIMENT),
         params:
             code=CODE["combine-bases"],
-            bases=lambda wildcards, input: " ".join(
-                f"--base {shlex.quote(b)} {shlex.quote(v)} {shlex.quote(r)}"
-                for b, v, r in zip(BASES, input.verdicts, input.results)
-            ),
+            bases=lambda wildcards, input: grouped("--base", zip(BASES, input.verdicts, input.results)),
             out=subpath(output.md, parent=True),
         log:
             "logs/{experiment}/combine_bases.log",
