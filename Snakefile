@@ -55,6 +55,8 @@ rule all:
         expand("results/{experiment}/summary/results.md", experiment=BASES),
         expand("results/{experiment}/summary/gradient_stats.json", experiment=BASES),
         expand("results/{experiment}/archive/MANIFEST.json", experiment=BASES),
+        # each rate selection by name, so that an arm added to a finished study runs (common.smk)
+        [f for experiment in BASES for f in selection_files(experiment)],
         # several base models: the verdicts across them (workflow/rules/summary.smk)
         expand("results/{experiment}/bases/results.md", experiment=[EXPERIMENT] if len(BASES) > 1 else []),
     default_target: True

@@ -272,6 +272,9 @@ def check_bases(config: dict) -> None:
     """Several base models: tiny ones only, whole-number seeds, and training seeds below SEED_STRIDE so that
     no two base models share a run's seed."""
     seeds = config["warmup"].get("seeds") or [0]
+    if re.search(r"\.warmup\d+$", config["experiment"]):
+        raise UserError(f"experiment {config['experiment']!r} ends in '.warmup<n>', the name of another study's base "
+                        f"model n (`warmup.seeds`), whose results it would share: choose another name")
     bad = [s for s in seeds if not isinstance(s, int) or isinstance(s, bool)]
     if bad:
         raise UserError(f"warmup.seeds {seeds}: {bad[0]!r} is not a whole number (allowed: integers >= 0)")

@@ -26,7 +26,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from lorarank import __version__
+from lorarank import __version__, names
 from lorarank.errors import UserError
 from lorarank.io import atomic_path, read_json, sha256_file
 from lorarank.provenance.containers import digest, references
@@ -41,12 +41,19 @@ CHECKOUT = Path(__file__).resolve().parents[2]  # the workflow checkout whose co
 
 def tracked_code(root: Path) -> dict:
     """git commit, dirty flag, and sha256 over the working-tree content of every tracked file."""
-    git = ["git", "-c", "safe.directory=*", "-C", str(root)]  # a container runs as another user
+    # A container runs as another user than the checkout's owner: trust this checkout, and only it, not every
+    # repository (`safe.directory=*`). git must not search the parent folders for a repository either (a
+    # planted one's config could run commands), nor take GIT_DIR and the like from the environment.
+    root = Path(root).resolve()
+    git = ["git", "-c", f"safe.directory={root}", "-C", str(root)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env["GIT_CEILING_DIRECTORIES"] = str(root.parent)
     try:
-        commit = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                                env=env).stdout.strip()
         dirty = subprocess.run(git + ["status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, check=True).stdout.strip() != ""
-        listed = subprocess.run(git + ["ls-files", "-z"], capture_output=True, check=True).stdout
+                               text=True, check=True, env=env).stdout.strip() != ""
+        listed = subprocess.run(git + ["ls-files", "-z"], capture_output=True, check=True, env=env).stdout
     except (OSError, subprocess.CalledProcessError) as e:
         reason = e.stderr.strip() if isinstance(getattr(e, "stderr", None), str) else str(e)
         return {"git_commit": None, "reason": reason.splitlines()[0] if reason else "git failed"}
@@ -169,6 +176,9 @@ def archive(results: str | Path, inputs: list[str], config: dict, out: str | Pat
     results, out = Path(results), Path(out)
     if not results.is_dir():
         raise UserError(f"results directory {str(results)!r} does not exist")
+    bad = names.experiment_problem(results.name)  # the archive's top directory: '..' would climb out
+    if bad:
+        raise UserError(f"--results {str(results)!r}: its last part names the archive's top directory, and the {bad}")
     files = result_files(results, inputs)
     doc = manifest(results, files, config, snakemake_version, Path(code_root), resources)
     body = dumps(doc)

@@ -23,18 +23,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 import pandas as pd
 
+from lorarank import names
 from lorarank.errors import UserError
 from lorarank.io import atomic_path, sha256_file
 from lorarank.report import verdicts
 from lorarank.report.stats import holm, seed_level
 
 MODES = ("strict", "flexible")
-NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # an experiment's name (the config schema's pattern)
 # the declared rule, its unit the base model
 BASE_RULE = (verdicts.RULE.replace("seed-level", "base-model-level").replace("2 seeds", "2 base models")
              .replace("no run-level interval", "no interval across base models"))
@@ -48,8 +47,8 @@ def load(bases: list[list[str]]) -> tuple[dict, pd.DataFrame]:
         raise UserError(f"--base given {len(bases)} time(s): combining needs at least 2 base models")
     records, tables = {}, []
     for name, verdicts_json, results_csv in bases:
-        if not NAME.match(name) or set(name) == {"."}:
-            raise UserError(f"--base {name!r}: not a base model's name (allowed: letters, digits, '_', '.', '-')")
+        if names.experiment_problem(name):
+            raise UserError(f"--base {name!r}: not a base model's name (allowed: {names.EXPERIMENT_RULE})")
         if name in records:
             raise UserError(f"--base {name} is given twice (allowed: each base model once)")
         records[name] = verdicts.read_record(verdicts_json)

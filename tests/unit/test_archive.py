@@ -156,6 +156,10 @@ def test_code_version_names_commit_dirty_flag_and_tracked_content(tmp_path):
     dirty = tracked_code(repo)
     assert dirty["dirty"] is True and dirty["tracked_files_sha256"] != clean["tracked_files_sha256"]
     assert tracked_code(tmp_path / "results")["git_commit"] is None
+    # a folder inside a repository is not a checkout: git must not climb to the (possibly planted) parent
+    (repo / "inner").mkdir()
+    inner = tracked_code(repo / "inner")
+    assert inner["git_commit"] is None and "not a git repository" in inner["reason"]
 
 
 def test_different_environments_are_each_recorded(cli, results, tmp_path):

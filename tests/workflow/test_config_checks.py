@@ -108,6 +108,11 @@ CASES = {
         lambda t, c: (c["warmup"].update(seeds=[0, 1]), c.update(seeds=[0, 1000])),
         "seeds 1000 is 1000 or more, but with warmup.seeds [0, 1] base s trains seed k as 1000*s + k "
         "(allowed: seeds below 1000)"),
+    "an experiment that climbs out of results/": (lambda t, c: c.update(experiment=".."),
+                                                  "experiment: '..' does not match"),
+    "an experiment named like another's base model": (
+        lambda t, c: c.update(experiment="test.warmup1"),
+        "experiment 'test.warmup1' ends in '.warmup<n>', the name of another study's base model n"),
     "more selection questions than validation rows": (
         lambda t, c: c["selection"].update(n=33),
         "selection.n 33 is larger than the validation split (data.validation 32)"),

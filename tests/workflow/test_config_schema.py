@@ -79,6 +79,15 @@ def test_shipped_configs_validate_and_pass_the_cross_field_checks(cfg):
     workflow_config.check(config)
 
 
+def test_the_schema_names_experiments_by_the_one_rule():
+    from lorarank import names
+
+    assert yaml.safe_load(SCHEMA_PATH.read_text())["properties"]["experiment"]["pattern"] == names.EXPERIMENT.pattern
+    for bad in (".", "..", ".hidden", "-flag", "a/b", "a b", ""):
+        assert names.experiment_problem(bad) and not names.EXPERIMENT.match(bad)
+    assert names.experiment_problem("paper_v1.2-rerun") is None
+
+
 def test_a_bad_value_is_refused_naming_the_key():
     cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     cfg["allocation"]["budget"] = "many"

@@ -83,6 +83,25 @@ def test_no_selection_job_reads_the_test_split(selected):
         assert "test" not in " ".join(reads[1:]).replace(RESULTS, "")
 
 
+def test_a_regime_added_to_a_finished_study_is_planned(selected, tmp_path):
+    # Snakemake runs a pending checkpoint only for a job that needs to run; the finished summary did not, so
+    # before rule all named the selections this plan was "Nothing to be done" (workflow/rules/common.smk)
+    work, _ = selected
+
+    def with_sft(c):
+        rate_list(RATES)(c)
+        c.update(regimes=["grpo", "sft"])
+        c["sft"].update(lr=RATES)
+
+    added = edited_config(tmp_path, with_sft)
+    r = snakemake(work, "-n", configfile=added, apptainer=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    planned = ran(r.stdout + r.stderr)
+    assert sorted(j for j in planned if j.startswith("select_rate")) == [
+        f"select_rate: experiment=test, regime=sft, strategy={s}, policy=ratio" for s in ("proportional", "uniform")]
+    assert not [j for j in planned if j.startswith("train_grpo")], planned
+
+
 def test_adding_a_rate_runs_only_the_new_jobs(selected, tmp_path):
     work, _ = selected
     added = edited_config(tmp_path, rate_list(RATES + [2.0e-3]))

@@ -20,8 +20,8 @@ rule allocate_ranks:
     container:
         image("allocate")
     shell:
-        "(python -m lorarank allocate {params.settings} --model {input.model} {params.grad_log}"
-        " --out {output}) > {log} 2>&1"
+        "(python -m lorarank allocate {params.settings} --model {input.model:q} {params.grad_log}"
+        " --out {output:q}) > {log:q} 2>&1"
 
 
 rule write_lora_config:
@@ -40,5 +40,5 @@ rule write_lora_config:
     container:
         image("lora-config")
     shell:
-        "(python -m lorarank lora-config --allocation {input.allocation} --model {input.model}"
-        " {params.settings} --out {output} --verify) > {log} 2>&1"
+        "(python -m lorarank lora-config --allocation {input.allocation:q} --model {input.model:q}"
+        " {params.settings} --out {output:q} --verify) > {log:q} 2>&1"

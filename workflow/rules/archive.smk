@@ -23,6 +23,6 @@ rule archive_results:
     container:
         image("archive")
     shell:
-        "(python -m lorarank archive --results {params.results} --inputs {input}"
-        " --config-json {params.config:q} --snakemake-version {params.snakemake} --resources {params.resources}"
-        " --out {params.out}) > {log} 2>&1"
+        "(python -m lorarank archive --results {params.results:q} --inputs {input:q}"
+        " --config-json {params.config:q} --snakemake-version {params.snakemake:q} --resources {params.resources:q}"
+        " --out {params.out:q}) > {log:q} 2>&1"

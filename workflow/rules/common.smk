@@ -199,8 +199,8 @@ def grad_log_flag(wildcards, input):
     """The profiled strategies read the uniform run's gradient log, adalora-final the adalora run's rank log
     (derived from the input: no rerun trigger of its own, the input's is enough)."""
     if "rank_log" in input.keys():
-        return f"--rank-log {input.rank_log}"
-    return f"--grad-log {input.grad_log}" if "grad_log" in input.keys() else ""
+        return f"--rank-log {shlex.quote(input.rank_log)}"
+    return f"--grad-log {shlex.quote(input.grad_log)}" if "grad_log" in input.keys() else ""
 
 
 def run_dir(wildcards):
@@ -240,6 +240,15 @@ def run_files(experiment):
             + ([f"{d}/ranks.parquet"] if dynamic else []) for d, dynamic in runs]
 
 
+def selection_files(experiment):
+    """The select_rate checkpoint's output of every arm with a rate list. Rule all names them as targets:
+    Snakemake (9.x) defers its checks of a finished job that waits on a pending checkpoint to a second pass
+    after that checkpoint has run, and runs the checkpoint only for a job that needs to run, so an arm or a
+    regime added to a finished study was planned as "Nothing to be done" (measured on config/lr.yaml's SFT
+    half). A checkpoint's output as a target always runs it."""
+    return [arm_path(SELECT, experiment, arm) for arm in ARMS if selects(arm)]
+
+
 def grouped(flag, groups):
     """The commands get every file they read as an argument, grouped per run: `--run A B C --run ...`."""
     return " ".join(f"{flag} " + " ".join(shlex.quote(f) for f in files) for files in groups)
@@ -255,7 +264,7 @@ def summary_evaluations(wildcards):
 
 
 def summary_selections(wildcards):
-    return [arm_path(SELECT, wildcards.experiment, arm) for arm in ARMS if selects(arm)]
+    return selection_files(wildcards.experiment)
 
 
 def summary_args(wildcards, input):

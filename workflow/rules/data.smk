@@ -22,4 +22,4 @@ rule prepare_data:
     container:
         image("prepare-data")
     shell:
-        "(python -m lorarank prepare-data {params.settings} --out {params.out}) > {log} 2>&1"
+        "(python -m lorarank prepare-data {params.settings} --out {params.out:q}) > {log:q} 2>&1"

@@ -25,8 +25,8 @@ rule evaluate_model:
     container:
         image("evaluate")
     shell:
-        "(HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python -m lorarank evaluate --model {input.model} --adapter {input.adapter} --data {input.data}"
-        " {params.settings} {params.ops} --quiet --out {params.out}) > {log} 2>&1"
+        "(HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python -m lorarank evaluate --model {input.model:q} --adapter {input.adapter:q} --data {input.data:q}"
+        " {params.settings} {params.ops} --quiet --out {params.out:q}) > {log:q} 2>&1"
 
 
 rule evaluate_base:
@@ -52,5 +52,5 @@ rule evaluate_base:
     container:
         image("evaluate")
     shell:
-        "(HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python -m lorarank evaluate --model {input.model} --data {input.test}"
-        " {params.settings} {params.ops} --quiet --out {params.out}) > {log} 2>&1"
+        "(HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python -m lorarank evaluate --model {input.model:q} --data {input.test:q}"
+        " {params.settings} {params.ops} --quiet --out {params.out:q}) > {log:q} 2>&1"

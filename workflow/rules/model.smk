@@ -21,7 +21,7 @@ if HUB:
         container:
             image("fetch-model")
         shell:
-            "(python -m lorarank fetch-model {params.settings} --out {output}) > {log} 2>&1"
+            "(python -m lorarank fetch-model {params.settings} --out {output:q}) > {log:q} 2>&1"
 
 
 if SOURCE == "gguf":
@@ -44,7 +44,7 @@ if SOURCE == "gguf":
         container:
             image("import-model")
         shell:
-            "(python -m lorarank import-model {params.settings} --out {output}) > {log} 2>&1"
+            "(python -m lorarank import-model {params.settings} --out {output:q}) > {log:q} 2>&1"
 
 
 if TINY:
@@ -69,7 +69,7 @@ if TINY:
         container:
             image("build-model")
         shell:
-            "(python -m lorarank build-model --data {input.train} {params.settings} --out {output}) > {log} 2>&1"
+            "(python -m lorarank build-model --data {input.train:q} {params.settings} --out {output:q}) > {log:q} 2>&1"
 
     rule run_warmup:
         input:
@@ -96,6 +96,6 @@ if TINY:
         container:
             image("sft")
         shell:
-            "(HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python -m lorarank sft --model {input.model} --data {input.train} {params.settings} {params.ops}"
-            " --out {params.out}) > {log} 2>&1"
+            "(HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python -m lorarank sft --model {input.model:q} --data {input.train:q} {params.settings} {params.ops}"
+            " --out {params.out:q}) > {log:q} 2>&1"
 

@@ -22,5 +22,5 @@ checkpoint select_rate:
     container:
         image("select-rate")
     shell:
-        "(python -m lorarank select-rate --manifest {input.manifest} {params.evaluations}"
-        " --metric {params.metric:q} --rule {params.rule:q} --out {output}) > {log} 2>&1"
+        "(python -m lorarank select-rate --manifest {input.manifest:q} {params.evaluations}"
+        " --metric {params.metric:q} --rule {params.rule:q} --out {output:q}) > {log:q} 2>&1"

@@ -30,7 +30,7 @@ rule analyze_gradients:
     container:
         image("analyze")
     shell:
-        "(python -m lorarank analyze {params.runs} --out {params.out}) > {log} 2>&1"
+        "(python -m lorarank analyze {params.runs} --out {params.out:q}) > {log:q} 2>&1"
 
 
 rule summarize_results:
@@ -59,9 +59,9 @@ rule summarize_results:
     container:
         image("summarize")
     shell:
-        "(python -m lorarank summarize {params.evaluations} {params.selections} --gradient-stats {input.gradients}"
+        "(python -m lorarank summarize {params.evaluations} {params.selections} --gradient-stats {input.gradients:q}"
         " {params.settings}"
-        " --out {params.out}) > {log} 2>&1"
+        " --out {params.out:q}) > {log:q} 2>&1"
 
 
 # With several base models (`warmup.seeds`): the verdicts and accuracies across them, the base model as the unit.
@@ -91,4 +91,4 @@ if len(BASES) > 1:
         container:
             image("combine-bases")
         shell:
-            "(python -m lorarank combine-bases {params.bases} --out {params.out}) > {log} 2>&1"
+            "(python -m lorarank combine-bases {params.bases} --out {params.out:q}) > {log:q} 2>&1"

@@ -39,6 +39,6 @@ for _regime in regimes.REGIMES.values():
         container:
             image(_regime.command)
         shell:
-            "(HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 {params.launcher} lorarank {params.command} --model {input.model}"
-            " --lora {input.lora} --data {input.train} --seed {wildcards.seed} {params.settings} {params.ops}"
-            " --out {params.out}) > {log} 2>&1"
+            "(HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 {params.launcher} lorarank {params.command} --model {input.model:q}"
+            " --lora {input.lora:q} --data {input.train:q} --seed {wildcards.seed} {params.settings} {params.ops}"
+            " --out {params.out:q}) > {log:q} 2>&1"

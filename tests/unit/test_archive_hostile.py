@@ -1,0 +1,140 @@
+"""verify-archive on archives built to attack the verifier or the committee that extracts after it: names that
+climb out or are absolute, links, a decompression bomb, manifests of the wrong shape. Each is refused with
+exit 1 and one line per problem, never a traceback, and nothing is written."""
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from lorarank.provenance import verify_archive
+
+FORMAT = "lorarank-archive/1"
+BODY = b"0.5\n"
+SHA = hashlib.sha256(BODY).hexdigest()
+
+
+def manifest(files=None, **over) -> dict:
+    doc = {"format": FORMAT, "experiment": "exp", "tarball": "exp.tar.gz", "code": {"git_commit": None},
+           "config": {}, "files": {"summary/a.csv": {"sha256": SHA, "bytes": len(BODY)}} if files is None else files}
+    return {k: v for k, v in {**doc, **over}.items() if v is not ...}
+
+
+def member(name: str, data: bytes = b"", kind=tarfile.REGTYPE, target: str = "") -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.size, info.type, info.linkname = (len(data) if kind == tarfile.REGTYPE else 0), kind, target
+    return info, data
+
+
+def tarball(path: Path, members, doc) -> Path:
+    """`members`, then the manifest as `exp/MANIFEST.json` (bytes as given, or `doc` as JSON), gzipped."""
+    raw = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+    with open(path, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in [*members, member("exp/MANIFEST.json", raw)]:
+            tar.addfile(info, io.BytesIO(data) if info.isfile() else None)
+    return path
+
+
+GOOD = [member("exp/summary/a.csv", BODY)]
+IN = "MANIFEST.json inside exp.tar.gz: "
+HOSTILE = {
+    "a member that climbs out": ([*GOOD, member("exp/../../PWNED", BODY)],
+                                 manifest(files={"summary/a.csv": {"sha256": SHA, "bytes": 4},
+                                                 "../../PWNED": {"sha256": SHA, "bytes": 4}}),
+                                 ["'exp/../../PWNED': a member name that has an empty, '.' or '..' part",
+                                  IN + "files: '../../PWNED' has an empty, '.' or '..' part"]),
+    "an absolute member": ([*GOOD, member("/tmp/PWNED", BODY)], manifest(),
+                           ["'/tmp/PWNED': a member name that is absolute"]),
+    "an experiment named ..": ([member("../summary/a.csv", BODY)], manifest(experiment=".."),
+                               ["'../summary/a.csv': a member name that has an empty, '.' or '..' part",
+                                IN + "experiment name '..' is not allowed (letters, digits, '_', '.' and '-', not "
+                                     "starting with '.' or '-')"]),
+    "a symbolic link": ([*GOOD, member("exp/summary/passwd", kind=tarfile.SYMTYPE, target="/etc/passwd")],
+                        manifest(), ["exp/summary/passwd: not a regular file"]),
+    "a hard link": ([*GOOD, member("exp/summary/b.csv", kind=tarfile.LNKTYPE, target="/etc/shadow")], manifest(),
+                    ["exp/summary/b.csv: not a regular file"]),
+    "a manifest without code": (GOOD, manifest(code=...), [IN + "code is missing or not an object"]),
+    "a manifest without an experiment": (GOOD, manifest(experiment=...),
+                                         [IN + "experiment name None is not allowed"]),
+    "a files entry that is not an object": (GOOD, manifest(files={"summary/a.csv": SHA}),
+                                            [IN + "files: 'summary/a.csv' is not {sha256: 64 hex digits, bytes: "
+                                                  "a whole number >= 0}"]),
+    "files that are a list": (GOOD, manifest(files=["summary/a.csv"]),
+                              [IN + "files is not an object (name -> {sha256, bytes})"]),
+    "environments of the wrong shape": (GOOD, manifest(environments={"train": "x"}),
+                                        [IN + "environments.train is not a list of "
+                                         "{environment: {...}} objects"]),
+    "a tarball name that climbs out": (GOOD, manifest(tarball="../../x.tar.gz"),
+                                       [IN + "tarball '../../x.tar.gz' is not a file name "
+                                        "beside the manifest"]),
+    "a manifest that is not an object": (GOOD, b"[1, 2]", [IN + "is not a JSON object"]),
+    "a manifest that is not JSON": (GOOD, b"{\"format\": ", ["MANIFEST.json inside exp.tar.gz is not valid JSON: "]),
+}
+
+
+def lines_of(err: str) -> list[str]:
+    return [line.removeprefix("lorarank verify-archive: ") for line in err.strip().splitlines()]
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_a_hostile_archive_is_refused_one_line_per_problem(cli, tmp_path, case):
+    members, doc, expected = HOSTILE[case]
+    path = tarball(tmp_path / "exp.tar.gz", members, doc)
+    before = sorted(os.listdir(tmp_path))
+    code, out, err = cli("verify-archive", path)
+    assert code == 1 and "Traceback" not in err, err
+    got = lines_of(err)
+    assert len(got) == len(expected) and all(g.startswith(e) for g, e in zip(got, expected)), got
+    assert sorted(os.listdir(tmp_path)) == before and not (tmp_path.parent / "PWNED").exists()
+
+
+def test_a_clean_tarball_of_the_same_shape_verifies(cli, tmp_path):
+    # the hostile cases differ from this one in the one thing each attacks
+    code, out, err = cli("verify-archive", tarball(tmp_path / "exp.tar.gz", GOOD, manifest()))
+    assert code == 0 and "1 files match the manifest (exp, code not under git)" in out, err
+
+
+def test_a_bomb_stops_at_its_header(cli, tmp_path):
+    # a manifest member of 65 MiB of zeros: ~64 KB compressed, refused by its declared size before it is read
+    bomb = tarball(tmp_path / "exp.tar.gz", GOOD, b" " * (verify_archive.MAX_MANIFEST + 1))
+    assert bomb.stat().st_size < 1 << 20
+    code, out, err = cli("verify-archive", bomb)
+    assert code == 1 and lines_of(err) == [f"exp/MANIFEST.json: {verify_archive.MAX_MANIFEST + 1} bytes (allowed: at "
+                                           f"most {verify_archive.MAX_MANIFEST})"]
+
+
+def test_member_count_and_bytes_are_capped_at_the_header(tmp_path):
+    many = [member(f"exp/summary/{i}.csv", BODY) for i in range(5)]
+    path = tarball(tmp_path / "exp.tar.gz", many, manifest())
+    for limits in ({"max_members": 3}, {"max_bytes": 3 * len(BODY)}):
+        doc, problems, n = verify_archive.verify_tarball(path, None, **limits)
+        assert doc is None and n == 0 and len(problems) == 1 and "a decompression bomb?" in problems[0], problems
+
+
+def test_an_extracted_copy_with_a_link_is_refused(cli, tmp_path):
+    tree = tmp_path / "exp"
+    (tree / "summary").mkdir(parents=True)
+    (tree / "summary/a.csv").write_bytes(BODY)
+    (tree / "MANIFEST.json").write_text(json.dumps(manifest(tarball=...)))
+    assert cli("verify-archive", tree)[0] == 0
+    (tree / "summary/passwd").symlink_to("/etc/passwd")
+    (tree / "outside").symlink_to(tmp_path, target_is_directory=True)
+    code, out, err = cli("verify-archive", tree)
+    assert code == 1 and sorted(lines_of(err)) == ["outside: a link (allowed: regular files)",
+                                                  "summary/passwd: a link (allowed: regular files)"]
+
+
+def test_an_archive_of_results_named_dot_dot_is_refused(cli, tmp_path):
+    (tmp_path / "results/exp/summary").mkdir(parents=True)
+    (tmp_path / "results/exp/summary/a.csv").write_bytes(BODY)
+    out = tmp_path / "archive"
+    code, _, err = cli("archive", "--results", tmp_path / "results/exp/summary/..", "--inputs",
+                       tmp_path / "results/exp/summary", "--out", out)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "experiment name '..' is not allowed" in err, err
+    assert not out.exists()
