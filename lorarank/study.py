@@ -83,6 +83,34 @@ def run_identity(kind: str, strategy: str | None, alpha_policy: dict | None, see
     return {"kind": kind, "strategy": strategy, "alpha_policy": alpha_policy, "seed": seed, "model": model}
 
 
+def identity_problem(identity) -> str | None:
+    """Why `identity` is not what `run_identity` writes, or None."""
+    if not isinstance(identity, dict):
+        return "its identity is not an object"
+    kinds = {"kind": str, "strategy": (str, type(None)), "alpha_policy": (dict, type(None)), "model": dict,
+             "seed": (int, type(None))}
+    for key, kind in kinds.items():
+        value = identity.get(key)
+        if key not in identity or not isinstance(value, kind) or isinstance(value, bool):
+            return f"its identity's {key!r} is {'missing' if key not in identity else repr(value)}"
+    policy = identity["alpha_policy"]
+    if policy is not None and not isinstance(policy.get("name"), str):
+        return "its identity's alpha_policy has no name"
+    return None
+
+
+def read_record(path: str | Path, what: str) -> dict:
+    """A run.json or metrics.json, whose identity (`run_identity`) says what it is: one UserError line if it
+    is not JSON, not an object or its identity is malformed."""
+    doc = read_json(path, what)
+    if not isinstance(doc, dict) or "identity" not in doc:
+        raise UserError(f"{what} {str(path)!r} has no identity (written before lorarank 0.2, or not a {what}: rerun it)")
+    problem = identity_problem(doc["identity"])
+    if problem:
+        raise UserError(f"{what} {str(path)!r} is malformed: {problem}")
+    return doc
+
+
 def load_allocation(path: str | Path) -> dict:
     """Read an allocation document (`lorarank allocate`), checking the fields later stages rely on."""
     doc = read_json(path, "allocation")

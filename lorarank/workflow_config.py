@@ -32,6 +32,7 @@ from lorarank.models.fetch_model import HubModel
 from lorarank.models.import_model import GGUFSource
 from lorarank.numerics import Numerics
 from lorarank.report.verdicts import VerdictSettings
+from lorarank.study import DEFAULT_MODULES
 from lorarank.training.regimes import REGIMES, settings_class
 from lorarank.training.sft import SFTSettings
 
@@ -205,6 +206,32 @@ def num_layers(config: dict) -> int | None:
     return None  # a hub id: known once the allocation job reads its config
 
 
+# The projections of the architectures whose module names are known from config.json alone (no torch on a
+# submit host): every one the workflow builds or imports. Another architecture is checked by its first
+# job (lora-config names what the model has).
+PROJECTIONS = {arch: set(DEFAULT_MODULES) for arch in ("qwen2", "llama", "mistral")}
+
+
+def model_projections(config: dict) -> tuple[str, set[str]] | None:
+    """(architecture, its adaptable projections) where known without loading anything, else None."""
+    model = config["model"]
+    if model["source"] == "tiny":
+        return "tiny qwen2", PROJECTIONS["qwen2"]
+    spec = Path(str(model.get("name_or_path") or ""))
+    cfg = spec / "config.json" if spec.is_dir() else spec
+    arch = json.loads(cfg.read_text()).get("model_type") if cfg.suffix == ".json" and cfg.is_file() else None
+    return (arch, PROJECTIONS[arch]) if arch in PROJECTIONS else None
+
+
+def check_target_modules(config: dict) -> None:
+    known = model_projections(config)
+    targets = config["allocation"]["target_modules"]
+    unknown = [m for m in targets if known and m not in known[1]]
+    if unknown:
+        raise UserError(f"allocation.target_modules {targets}: {', '.join(unknown)} is not a projection of the "
+                        f"{known[0]} model (allowed: {', '.join(m for m in DEFAULT_MODULES if m in known[1])})")
+
+
 def _split_size(config: dict) -> int | None:
     data = config["data"]
     if data["source"] == "synthetic":
@@ -212,7 +239,7 @@ def _split_size(config: dict) -> int | None:
     if data["source"] == "local" and data.get("path"):
         test = Path(data["path"]) / "test.jsonl"
         if test.is_file():
-            return sum(1 for line in test.read_text().splitlines() if line.strip())
+            return sum(1 for line in test.read_bytes().splitlines() if line.strip())  # the command checks UTF-8
     return None
 
 
@@ -330,6 +357,7 @@ def check(config: dict) -> None:
         raise UserError(_config_names(str(e), "numerics")) from None
     check_adalora(config)
     check_selection(config)
+    check_target_modules(config)
     n = num_layers(config)
     for policy in config["allocation"]["alpha_policies"]:
         for strategy in dict.fromkeys(["uniform", *config["allocation"]["strategies"]]):

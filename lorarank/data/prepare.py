@@ -110,21 +110,31 @@ def synthetic(n_train: int, n_test: int, levels: list[int], seed: int, informal_
     return out
 
 
+def jsonl_text(path: Path) -> str:
+    """A GSM8K jsonl file's text; one UserError line if it is missing or not UTF-8."""
+    if not path.is_file():
+        raise UserError(f"GSM8K file {str(path)!r} does not exist (a directory with train.jsonl and test.jsonl is needed)")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"GSM8K file {str(path)!r} is not UTF-8 text (byte {e.start}: {e.reason})") from None
+
+
 def read_jsonl(path: Path):
     import pandas as pd
 
-    if not path.is_file():
-        raise UserError(f"GSM8K file {str(path)!r} does not exist (a directory with train.jsonl and test.jsonl is needed)")
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(jsonl_text(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, RecursionError) as e:
             raise UserError(f"line {n} of {str(path)!r} is not JSON: {e}") from None
         if not isinstance(row, dict) or not {"question", "answer"} <= set(row):
             raise UserError(f"line {n} of {str(path)!r} lacks 'question' or 'answer' (GSM8K rows have both)")
+        if not (isinstance(row["question"], str) and isinstance(row["answer"], str)):
+            raise UserError(f"line {n} of {str(path)!r}: 'question' and 'answer' must be text")
         rows.append({"question": row["question"], "answer": row["answer"]})
     return pd.DataFrame(rows, columns=["question", "answer"])
 
@@ -225,7 +235,7 @@ class DataSettings:
         if self.source == "synthetic":
             return self.n_train
         if self.source == "local":  # the rows read_jsonl keeps: blank lines are skipped
-            return sum(1 for line in (Path(self.path) / "train.jsonl").read_text().splitlines() if line.strip())
+            return sum(1 for line in jsonl_text(Path(self.path) / "train.jsonl").splitlines() if line.strip())
         return None
 
 

@@ -109,8 +109,15 @@ def load(spec: str, bf16: bool):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     load_config(spec)  # one clear line for a bad spec, before any weights are read
+    refused = f"(safetensors only: pickled .bin weights can run code when loaded; convert them with " \
+              f"save_pretrained(..., safe_serialization=True))"
+    if Path(spec).expanduser().is_dir() and not any(Path(spec).expanduser().glob("*.safetensors")):
+        raise UserError(f"model directory {spec!r} holds no .safetensors weights {refused}")
     tokenizer = AutoTokenizer.from_pretrained(spec, trust_remote_code=False)
     tokenizer.padding_side = "left"
     dtype = torch.bfloat16 if use_bf16(bf16) else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, trust_remote_code=False)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, trust_remote_code=False, use_safetensors=True)
+    except OSError as e:  # a hub model without safetensors weights
+        raise UserError(f"model {spec!r} could not be loaded {refused}: {str(e).strip().splitlines()[0]}") from None
     return model, tokenizer

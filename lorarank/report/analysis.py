@@ -44,7 +44,7 @@ import pandas as pd
 
 from lorarank.allocation.strategies import DYNAMIC
 from lorarank.errors import UserError
-from lorarank.study import Arm, arm_key
+from lorarank.study import Arm, arm_key, read_record
 from lorarank.training import gradlog, ranklog
 from lorarank.training.gradmetrics import HEATMAPS, METRICS, heatmap_file, mechanical_factor
 from lorarank.training.regimes import WARMUP, signal
@@ -203,12 +203,8 @@ class Run:
     """One run's gradient log with the identity its run.json gives it, its share maps per metric computed once."""
 
     def __init__(self, files: RunFiles, window: float):
-        from lorarank.io import read_json
-
         grad_log = files.grad_log
-        record = read_json(files.record, f"run record of {grad_log!r}")
-        if "identity" not in record:
-            raise UserError(f"run record {files.record!r} has no identity (written before lorarank 0.2: rerun it)")
+        record = read_record(files.record, "run record")
         self.identity = record["identity"]
         self.key, self.seed = arm_key(self.identity), self.identity["seed"]
         self.df = gradlog.read(grad_log)

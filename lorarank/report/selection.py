@@ -26,7 +26,7 @@ from pathlib import Path
 
 from lorarank.errors import UserError
 from lorarank.io import read_json, write_json
-from lorarank.study import arm_key
+from lorarank.study import arm_key, read_record
 
 RULES = ("best", "one-se")
 METRICS = ("strict", "flexible")
@@ -59,15 +59,19 @@ def choose(points: list[dict], rule: str, n_questions: int) -> dict:
 def load(paths: list[str], manifest: dict) -> list[dict]:
     """The evaluations, checked: one arm, the validation split of this manifest, the same questions, a
     recorded rate, no (rate, seed) twice."""
-    want = (manifest.get("sha256") or {}).get("validation")
+    want = (manifest.get("sha256") or {}).get("validation") if isinstance(manifest, dict) else None
     if not want:
         raise UserError("--manifest has no validation split (prepared before lorarank 0.3: rerun prepare-data)")
     out, seen = [], set()
     for p in paths:
-        m = read_json(p, "metrics file")
-        for key in ("identity", "learning_rate", "data", "subset_sha256"):
+        m = read_record(p, "metrics file")
+        for key in ("learning_rate", "data", "subset_sha256", "accuracy_strict", "accuracy_flexible"):
             if m.get(key) is None:
                 raise UserError(f"metrics file {p!r} has no {key!r} (an evaluation of a training run, by lorarank 0.3+)")
+        if not isinstance(m["data"], dict) or not isinstance(m["learning_rate"], (int, float)) \
+                or isinstance(m["learning_rate"], bool):
+            raise UserError(f"metrics file {p!r} is malformed: its data is not an object or its learning_rate "
+                            f"not a number")
         if m["data"]["sha256"] != want:
             split = next((s for s, h in manifest["sha256"].items() if h == m["data"]["sha256"]), "an unknown file")
             raise UserError(f"metrics file {p!r} evaluated {split}, not the validation split: rates are chosen "

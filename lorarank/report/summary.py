@@ -33,11 +33,11 @@ import pandas as pd
 
 from lorarank.allocation.strategies import DYNAMIC, FROZEN_DYNAMIC
 from lorarank.errors import UserError
-from lorarank.io import atomic_path, read_json
+from lorarank.io import atomic_path, read_json, read_parquet
 from lorarank.options import add_arguments, from_args
 from lorarank.report.stats import holm, mcnemar_exact, mean_ci, paired_bootstrap_ci, seed_level, wilson
 from lorarank.report.verdicts import VerdictSettings, parse_per_seed, per_seed_text
-from lorarank.study import Arm, arm_key
+from lorarank.study import Arm, arm_key, read_record
 from lorarank.training.regimes import BASE, title
 
 MODES = ("strict", "flexible")
@@ -51,6 +51,22 @@ def split_of(metrics: dict) -> str | None:
     return Path(path).stem if path else None
 
 
+def read_predictions(path: str) -> pd.DataFrame:
+    """An evaluation's predictions.parquet, sorted by question, checked for what the tests read: a unique
+    integer `idx` and boolean `correct_strict`, `correct_flexible` (one UserError line otherwise)."""
+    df = read_parquet(path, "predictions")
+    need = ["idx", "correct_strict", "correct_flexible"]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise UserError(f"predictions {path!r} lack column(s) {', '.join(missing)} (written by `lorarank evaluate`)")
+    if not pd.api.types.is_integer_dtype(df["idx"]) or df["idx"].duplicated().any():
+        raise UserError(f"predictions {path!r}: idx must be whole numbers, each question once")
+    for c in need[1:]:
+        if not pd.api.types.is_bool_dtype(df[c]):
+            raise UserError(f"predictions {path!r}: {c} holds {df[c].dtype} values (allowed: true/false)")
+    return df.sort_values("idx").reset_index(drop=True)
+
+
 def load_runs(evaluations: list[list[str]]) -> tuple[dict, dict, str | None]:
     """((arm, seed) -> predictions, arm -> what metrics.json says about the adapter, the split evaluated),
     from each evaluation's [metrics.json, predictions.parquet] (`--eval`)."""
@@ -60,17 +76,17 @@ def load_runs(evaluations: list[list[str]]) -> tuple[dict, dict, str | None]:
             raise UserError(f"--eval {' '.join(files)}: give an evaluation's metrics.json and predictions.parquet "
                             f"({len(files)} files given)")
         p, preds_path = files
-        metrics = read_json(p, "metrics file")
-        if "identity" not in metrics:
-            raise UserError(f"metrics file {p!r} has no identity (written before lorarank 0.2: rerun the evaluation)")
+        metrics = read_record(p, "metrics file")
         ident = metrics["identity"]
         if not Path(preds_path).is_file():
             raise UserError(f"--eval: {preds_path!r} does not exist (the predictions of {p!r})")
         key = arm_key(ident)
-        seed = int(ident["seed"] if ident["seed"] is not None else metrics["seed"])
+        seed = ident["seed"] if ident["seed"] is not None else metrics.get("seed")
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise UserError(f"metrics file {p!r} names no seed (its identity's or its own)")
         if (key, seed) in runs:
             raise UserError(f"two metrics files are {key.name} seed {seed}: {p!r} and another")
-        runs[(key, seed)] = pd.read_parquet(preds_path).sort_values("idx").reset_index(drop=True)
+        runs[(key, seed)] = read_predictions(preds_path)
         info[key] = metrics.get("adapter_info") or {}
         splits.setdefault(split_of(metrics), p)
     if len(splits) > 1:  # idx is a position within a split: two splits can share it without sharing questions

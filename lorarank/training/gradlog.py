@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from lorarank.errors import UserError
-from lorarank.io import read_parquet
+from lorarank.io import read_parquet, typed
 from lorarank.training.gradmetrics import METRICS, readable
 
 MATRICES = ("A", "B", "E", "G", "W")
@@ -48,6 +48,7 @@ def validate(df: pd.DataFrame, name: str = "gradient log") -> pd.DataFrame:
         raise UserError(f"gradient log {name!r} lacks column(s) {', '.join(missing)} (required: {', '.join(SCHEMA)})")
     if df.empty:
         raise UserError(f"gradient log {name!r} has no rows")
+    df = typed(df, SCHEMA, f"gradient log {name!r}")
     bad = set(df["matrix"].unique()) - set(MATRICES)
     if bad:
         raise UserError(f"gradient log {name!r} has matrix value(s) {sorted(map(str, bad))} "

@@ -15,7 +15,7 @@ import os
 import pandas as pd
 
 from lorarank.errors import UserError
-from lorarank.io import read_parquet, sha256_file
+from lorarank.io import read_parquet, sha256_file, typed
 
 SCHEMA = {"step": "int32", "layer": "int16", "module": "object", "rank": "int16", "budget": "int32"}
 
@@ -39,9 +39,10 @@ def read(path: str | os.PathLike) -> pd.DataFrame:
         raise UserError(f"rank log {str(path)!r} lacks column(s) {', '.join(missing)} (required: {', '.join(SCHEMA)})")
     if df.empty:
         raise UserError(f"rank log {str(path)!r} has no rows")
+    df = typed(df, SCHEMA, f"rank log {str(path)!r}")
     if (df["rank"] < 0).any():
         raise UserError(f"rank log {str(path)!r} has negative ranks")
-    return df.astype(SCHEMA)
+    return df
 
 
 def final(df: pd.DataFrame) -> tuple[int, dict[tuple[int, str], int]]:

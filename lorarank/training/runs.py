@@ -31,7 +31,7 @@ from transformers import TrainerCallback
 
 from lorarank import numerics
 from lorarank.errors import UserError
-from lorarank.io import atomic_path, sha256_file, weights_sha256, write_json
+from lorarank.io import atomic_dir, atomic_path, sha256_file, weights_sha256, write_json
 from lorarank.models.loading import use_bf16
 from lorarank.options import identity
 from lorarank.provenance.environment import describe
@@ -141,6 +141,10 @@ def resume(out: Path, profiler, key: str, allocator=None) -> str | None:
     ckpt = newest_checkpoint(out)
     if ckpt is None:
         return None
+    pickled = sorted(f.name for f in ckpt.glob("*.bin") if f.name != "training_args.bin")  # Trainer's own record
+    if pickled:
+        raise UserError(f"checkpoint {str(ckpt)!r} holds pickled weights {pickled} (allowed: safetensors only, as "
+                        f"this workflow writes them); delete {str(out / 'checkpoints')!r} to start afresh")
     if json.loads((ckpt / MARKER).read_text()).get("run_key") != key:
         print(f"lorarank: {ckpt} belongs to another run configuration; starting afresh", file=sys.stderr)
         shutil.rmtree(out / "checkpoints")
@@ -176,12 +180,9 @@ def finish(trainer, profiler, out: Path, run_info: dict, ranks=None) -> None:
     if not trainer.is_world_process_zero():
         return
     final = out / "final"
-    tmp = out / ".final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.model.save_pretrained(tmp, safe_serialization=True)
-    trainer.processing_class.save_pretrained(tmp)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    with atomic_dir(final) as tmp:
+        trainer.model.save_pretrained(tmp, safe_serialization=True)
+        trainer.processing_class.save_pretrained(tmp)
     with atomic_path(out / "grad_norms.parquet") as t:
         profiler.frame().to_parquet(t, index=False)
     if ranks is not None:

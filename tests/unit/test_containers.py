@@ -1,6 +1,9 @@
 """Container definitions, hash-pinned locks and pinned image references."""
 
+import os
 import re
+import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -64,6 +67,24 @@ def test_def_parses_and_installs_only_from_its_hashed_lock(deffile):
         assert "--require-hashes" in m[1] and "--no-deps" in m[1] and m[2] == dest, m[0]
     assert "pip check" in install
     assert any(label.split()[:2] == ["org.lorarank.env", env] for label in stage.labels)
+
+
+@pytest.mark.parametrize("deffile", DEFS, ids=lambda p: p.name)
+def test_no_cache_directory_is_a_path_another_user_could_plant(deffile, tmp_path):
+    # the image's %environment, run as Apptainer runs it (sh, sourced at each exec): every *_DIR it exports
+    # lies in a directory made for this process, unguessable and private, never a fixed shared path
+    section = deffile.read_text().split("%environment", 1)[1].split("\n%", 1)[0]
+    dirs = set()
+    for _ in range(2):
+        out = subprocess.run(["sh", "-c", section + "\nenv"], capture_output=True, text=True, check=True,
+                             env={"PATH": os.environ["PATH"], "TMPDIR": str(tmp_path)}).stdout
+        exported = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        caches = {k: v for k, v in exported.items() if k.endswith("_DIR") and k != "TMPDIR"}
+        for path in caches.values():
+            parent = Path(path).parent
+            assert parent.parent == tmp_path and stat.S_IMODE(parent.stat().st_mode) == 0o700, (path, caches)
+            dirs.add(parent)
+    assert len(dirs) == (2 if "TORCH_EXTENSIONS_DIR" in deffile.read_text() else 0)  # one per exec
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)

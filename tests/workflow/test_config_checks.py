@@ -108,6 +108,13 @@ CASES = {
         lambda t, c: (c["warmup"].update(seeds=[0, 1]), c.update(seeds=[0, 1000])),
         "seeds 1000 is 1000 or more, but with warmup.seeds [0, 1] base s trains seed k as 1000*s + k "
         "(allowed: seeds below 1000)"),
+    "a target module the tiny model lacks": (
+        lambda t, c: c["allocation"].update(target_modules=["q_proj", "not_a_proj"]),
+        "allocation.target_modules ['q_proj', 'not_a_proj']: not_a_proj is not a projection of the tiny qwen2 model "
+        "(allowed: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)"),
+    "a target module a local model lacks": (
+        lambda t, c: (_pretrained(t, c, 1), c["allocation"].update(target_modules=["qkv_proj"])),
+        "allocation.target_modules ['qkv_proj']: qkv_proj is not a projection of the qwen2 model"),
     "an experiment that climbs out of results/": (lambda t, c: c.update(experiment=".."),
                                                   "experiment: '..' does not match"),
     "an experiment named like another's base model": (

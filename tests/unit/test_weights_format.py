@@ -1,0 +1,32 @@
+"""Weights are loaded from safetensors only: a model directory or a checkpoint that holds pickled `.bin`
+weights (which can run code when unpickled) is refused in one line before anything is read."""
+
+import json
+
+import pytest
+import torch
+
+from lorarank.errors import UserError
+from lorarank.models import loading
+from lorarank.training import runs
+
+TINY_QWEN2 = {"model_type": "qwen2", "num_hidden_layers": 1, "hidden_size": 8, "intermediate_size": 16,
+              "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 32}
+
+
+def test_a_model_directory_of_pickled_weights_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(TINY_QWEN2))
+    torch.save({"lm_head.weight": torch.zeros(32, 8)}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(UserError, match=r"holds no \.safetensors weights \(safetensors only: pickled \.bin"):
+        loading.load(str(tmp_path), bf16=False)
+
+
+def test_a_checkpoint_with_pickled_weights_is_not_resumed(tmp_path):
+    ckpt = tmp_path / "checkpoints" / "checkpoint-2"
+    ckpt.mkdir(parents=True)
+    (ckpt / runs.MARKER).write_text(json.dumps({"run_key": "k"}))
+    (ckpt / "training_args.bin").write_bytes(b"the Trainer's own record, never loaded on resume")
+    (ckpt / "adapter_model.bin").write_bytes(b"a pickle")
+    with pytest.raises(UserError, match=r"holds pickled weights \['adapter_model.bin'\] \(allowed: safetensors only"):
+        runs.resume(tmp_path, profiler=None, key="k")
+    assert (ckpt / "adapter_model.bin").exists()  # refused, not deleted: the user decides
