@@ -114,6 +114,9 @@ def load(spec: str, bf16: bool):
     if Path(spec).expanduser().is_dir() and not any(Path(spec).expanduser().glob("*.safetensors")):
         raise UserError(f"model directory {spec!r} holds no .safetensors weights {refused}")
     tokenizer = AutoTokenizer.from_pretrained(spec, trust_remote_code=False)
+    if not getattr(tokenizer, "chat_template", None):  # every prompt (training, evaluation) is a chat
+        raise UserError(f"model {spec!r} has no chat template, and the workflow prompts in chat form "
+                        f"(allowed: a model whose tokenizer carries one, e.g. an instruct model)")
     tokenizer.padding_side = "left"
     dtype = torch.bfloat16 if use_bf16(bf16) else torch.float32
     try:

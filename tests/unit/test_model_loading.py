@@ -1,5 +1,6 @@
-"""Weights are loaded from safetensors only: a model directory or a checkpoint that holds pickled `.bin`
-weights (which can run code when unpickled) is refused in one line before anything is read."""
+"""Loading a model refuses, in one line and before any weights are read: pickled `.bin` weights (which can
+run code when unpickled) in a model directory or a checkpoint to resume, and a tokenizer without the chat
+template every prompt of the workflow uses."""
 
 import json
 
@@ -30,3 +31,19 @@ def test_a_checkpoint_with_pickled_weights_is_not_resumed(tmp_path):
     with pytest.raises(UserError, match=r"holds pickled weights \['adapter_model.bin'\] \(allowed: safetensors only"):
         runs.resume(tmp_path, profiler=None, key="k")
     assert (ckpt / "adapter_model.bin").exists()  # refused, not deleted: the user decides
+
+
+def test_a_model_without_a_chat_template_is_refused_in_one_line(tiny_model, tmp_path):
+    # a base (non-instruct) model: its first job used to end in apply_chat_template's traceback
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_model, bare)
+    for f in bare.glob("chat_template.*"):
+        f.unlink()
+    cfg = json.loads((bare / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (bare / "tokenizer_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UserError, match=r"has no chat template, and the workflow prompts in chat form"):
+        loading.load(str(bare), bf16=False)
+    assert loading.load(str(tiny_model), bf16=False)[1].chat_template  # the model it was copied from loads
