@@ -172,15 +172,18 @@ class AdaLoraControl(TrainerCallback):
         if not path.is_file():
             raise UserError(f"checkpoint {str(ckpt)!r} lacks {STATE}: it is not from an adalora run")
         tables = {"ipt": self.allocator.ipt, "avg": self.allocator.exp_avg_ipt, "unc": self.allocator.exp_avg_unc}
+        params = dict(self.tuner.model.named_parameters())
         pattern = {}
-        with safe_open(str(path), "pt") as f:
+        with safe_open(str(path), "pt") as f:  # read onto the CPU
             meta = f.metadata()
             for key in f.keys():
                 kind, name = key.split("/", 1)
                 if kind == "mask":
                     pattern[name] = f.get_tensor(key).tolist()
-                else:
-                    tables[kind][name] = f.get_tensor(key)
+                elif name not in params:
+                    raise UserError(f"checkpoint {str(ckpt)!r}: allocator state for {name}, which this model lacks")
+                else:  # onto its parameter's device: PEFT's next update_ipt mixes them (a GPU run would crash)
+                    tables[kind][name] = f.get_tensor(key).to(params[name].device)
         self.pattern = pattern or None
         self.calls = json.loads(meta["calls"])
         self.rows = [tuple(r) for r in json.loads(meta["rows"])]

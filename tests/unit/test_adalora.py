@@ -181,6 +181,29 @@ def test_penalty_is_pefts_regulariser(warm_model, ada_lora):
     torch.testing.assert_close(with_peft - without, ours, rtol=1e-5, atol=1e-6)
 
 
+def test_allocator_state_is_restored_onto_each_parameters_device(warm_model, ada_lora, tmp_path):
+    """The checkpointed importance EMAs are read on the CPU; each must land where its parameter lives (on a
+    GPU, PEFT's next update_ipt would otherwise mix devices). `meta` stands in for a GPU here."""
+    import torch
+
+    from lorarank.allocation.lora import load_model_and_lora
+    from lorarank.training.adalora import AdaLoraControl
+
+    model, _, _ = load_model_and_lora(str(warm_model / "final"), str(ada_lora), 0, total_step=STEPS)
+    control = AdaLoraControl(model)
+    params = dict(control.tuner.model.named_parameters())
+    for table in (control.allocator.ipt, control.allocator.exp_avg_ipt, control.allocator.exp_avg_unc):
+        table.update({n: torch.ones_like(p) for n, p in list(params.items())[:3]})
+    control.save(tmp_path)
+    moved = list(params)[:3]
+    with torch.no_grad():
+        for n in moved:
+            params[n].data = params[n].data.to("meta")
+    control.load(tmp_path)
+    for table in (control.allocator.ipt, control.allocator.exp_avg_ipt, control.allocator.exp_avg_unc):
+        assert {n: table[n].device.type for n in moved} == {n: "meta" for n in moved}
+
+
 def test_killed_adalora_run_resumes_bit_identically(ada_run, warm_model, ada_lora, synth_data, tmp_path):
     out = tmp_path / "killed"
     assert kill_at_first_checkpoint(
