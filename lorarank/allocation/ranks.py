@@ -66,9 +66,11 @@ def resolve_num_layers(spec: AllocationSpec, log_layers: int | None) -> int:
     """The layer count from --model, else --num-layers, else the gradient log; they must agree."""
     n = spec.num_layers
     if spec.model is not None:
-        from lorarank.models.loading import load_config
+        from lorarank.models.loading import load_config, targets
 
-        n = int(load_config(spec.model).num_hidden_layers)
+        config = load_config(spec.model)
+        n = int(config.num_hidden_layers)
+        targets(config, spec.target_modules)  # the first job that knows a fetched or imported model's modules
         if spec.num_layers is not None and spec.num_layers != n:
             raise UserError(f"--num-layers {spec.num_layers} disagrees with model {spec.model!r}, which has {n} layers")
     if n is None:

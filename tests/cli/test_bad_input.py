@@ -87,6 +87,7 @@ CASES = {
     "grad log missing column": (lambda t, m: A + ["--strategy", "proportional", "--budget", "16", "--grad-log", log(t, fn=lambda d: d.drop(columns="grad_norm"))], "lacks column(s) grad_norm"),
     "inverse with a zero share": (lambda t, m: A + ["--strategy", "inverse", "--budget", "16", "--grad-log", log(t, fn=lambda d: d.assign(grad_norm=np.where(d.layer == 2, 0, d.grad_norm).astype("float32")))], "share 0"),
     "model path does not exist (allocate)": (lambda t, m: ["allocate", "--strategy", "uniform", "--budget", "16", "--model", str(t / "missing" / "config.json")], "does not exist"),
+    "target module the model lacks (allocate)": (lambda t, m: ["allocate", "--strategy", "uniform", "--budget", "16", "--target-modules", "q_proj,qkv_proj", "--model", m], "module(s) qkv_proj not in this model's layers"),
     "metric unknown": (lambda t, m: A + ["--strategy", "proportional", "--budget", "16", "--metric", "gradnorm", "--grad-log", log(t)], "invalid choice: 'gradnorm'"),
     "weight metric from a log without G rows": (lambda t, m: A + ["--strategy", "proportional", "--budget", "16", "--metric", "weight", "--grad-log", log(t)], "has no 'G' rows"),
     # train (refused while parsing, before anything loads)
