@@ -192,13 +192,18 @@ def test_allocator_state_is_restored_onto_each_parameters_device(warm_model, ada
     model, _, _ = load_model_and_lora(str(warm_model / "final"), str(ada_lora), 0, total_step=STEPS)
     control = AdaLoraControl(model)
     params = dict(control.tuner.model.named_parameters())
+    moved = [n for n in params if ".lora_" in n][:3]
     for table in (control.allocator.ipt, control.allocator.exp_avg_ipt, control.allocator.exp_avg_unc):
-        table.update({n: torch.ones_like(p) for n, p in list(params.items())[:3]})
+        table.update({n: torch.ones_like(params[n]) for n in moved})
     control.save(tmp_path)
-    moved = list(params)[:3]
-    with torch.no_grad():
-        for n in moved:
-            params[n].data = params[n].data.to("meta")
+    for n in moved:  # each parameter replaced by one on `meta`, where the model would have put it
+        owner_name, _, attr = n.rpartition(".")
+        owner = control.tuner.model.get_submodule(owner_name)
+        on_meta = torch.nn.Parameter(torch.empty_like(params[n], device="meta"))
+        if isinstance(owner, torch.nn.ParameterDict):
+            owner[attr] = on_meta
+        else:
+            setattr(owner, attr, on_meta)
     control.load(tmp_path)
     for table in (control.allocator.ipt, control.allocator.exp_avg_ipt, control.allocator.exp_avg_unc):
         assert {n: table[n].device.type for n in moved} == {n: "meta" for n in moved}
