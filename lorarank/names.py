@@ -1,7 +1,7 @@
 """Names that become paths: an experiment's, and a file's inside an archive. One rule each, so that nothing a
 config or an archive holds can leave its directory (`results/<experiment>/`, the archive's `<experiment>/`).
 
-Standard library only: the Snakefile and the config checks import it."""
+Standard library only (`archive`, `verify-archive` and `combine-bases` import it)."""
 
 from __future__ import annotations
 

@@ -26,10 +26,10 @@ from pathlib import Path
 from lorarank.argtypes import positive_int
 from lorarank.data.prompts import LAYOUTS
 from lorarank.errors import UserError
-from lorarank.io import atomic_path, read_json, sha256_file, weights_sha256, write_json
+from lorarank.io import atomic_path, sha256_file, weights_sha256, write_json
 from lorarank.options import add_arguments, from_args, identity, opt
 from lorarank.provenance.environment import describe
-from lorarank.study import run_identity
+from lorarank.study import read_record, run_identity
 
 PRED_COLUMNS = ["idx", "question", "gold", "completion", "pred_strict", "pred_flexible",
                 "correct_strict", "correct_flexible"]
@@ -165,7 +165,7 @@ def evaluated(model: str, adapter: str | None) -> tuple[dict, dict | None, float
     run = Path(adapter).parent / "run.json"
     if not run.is_file():
         return run_identity("adapter", None, None, None, weights_sha256(model)), None, None
-    record = read_json(run, "run record")
+    record = read_record(run, "run record")
     return record["identity"], record.get("adapter_info"), record.get("learning_rate")
 
 

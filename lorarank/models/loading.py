@@ -109,9 +109,10 @@ def load(spec: str, bf16: bool):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     load_config(spec)  # one clear line for a bad spec, before any weights are read
-    refused = f"(safetensors only: pickled .bin weights can run code when loaded; convert them with " \
-              f"save_pretrained(..., safe_serialization=True))"
-    if Path(spec).expanduser().is_dir() and not any(Path(spec).expanduser().glob("*.safetensors")):
+    refused = ("(safetensors only: pickled .bin weights can run code when loaded; convert them with "
+               "save_pretrained(..., safe_serialization=True))")
+    local = Path(spec).expanduser()
+    if local.is_dir() and not any(local.glob("*.safetensors")):
         raise UserError(f"model directory {spec!r} holds no .safetensors weights {refused}")
     tokenizer = AutoTokenizer.from_pretrained(spec, trust_remote_code=False)
     if not getattr(tokenizer, "chat_template", None):  # every prompt (training, evaluation) is a chat
