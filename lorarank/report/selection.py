@@ -59,8 +59,9 @@ def choose(points: list[dict], rule: str, n_questions: int) -> dict:
 def load(paths: list[str], manifest: dict) -> list[dict]:
     """The evaluations, checked: one arm, the validation split of this manifest, the same questions, a
     recorded rate, no (rate, seed) twice."""
-    want = (manifest.get("sha256") or {}).get("validation") if isinstance(manifest, dict) else None
-    if not want:
+    hashes = manifest.get("sha256") if isinstance(manifest, dict) else None
+    want = hashes.get("validation") if isinstance(hashes, dict) else None
+    if not isinstance(want, str):
         raise UserError("--manifest has no validation split (prepared before lorarank 0.3: rerun prepare-data)")
     out, seen = [], set()
     for p in paths:
@@ -73,7 +74,7 @@ def load(paths: list[str], manifest: dict) -> list[dict]:
             raise UserError(f"metrics file {p!r} is malformed: its data is not an object or its learning_rate "
                             f"not a number")
         if m["data"]["sha256"] != want:
-            split = next((s for s, h in manifest["sha256"].items() if h == m["data"]["sha256"]), "an unknown file")
+            split = next((s for s, h in hashes.items() if h == m["data"]["sha256"]), "an unknown file")
             raise UserError(f"metrics file {p!r} evaluated {split}, not the validation split: rates are chosen "
                             f"on validation only")
         point = (m["learning_rate"], m["identity"]["seed"])

@@ -90,3 +90,15 @@ def test_the_command_writes_the_record_and_refuses_an_unknown_rule(tmp_path, man
     doc = json.loads(out.read_text())
     assert doc["chosen"] == 3e-3 and doc["metric"] == "flexible" and [p["name"] for p in doc["curve"]] == ["0.001", "0.003"]
     assert curve([json.loads(open(e).read()) for e in evals], "flexible")[1]["mean"] == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize("doc", [[], {"sha256": ["v" * 64]}, {"sha256": {"validation": 7}}, {}])
+def test_a_malformed_data_manifest_is_refused_in_one_line(tmp_path, doc, cli):
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(doc))
+    evals = [x for lr in (1e-3, 3e-3) for x in ("--eval", metrics(tmp_path, lr, 0, 0.3))]
+    code, _, err = cli("select-rate", "--manifest", path, *evals, "--out", tmp_path / "sel.json")
+    assert code == 2 and err.strip().splitlines() == [
+        "lorarank select-rate: error: --manifest has no validation split (prepared before lorarank 0.3: rerun "
+        "prepare-data)"]
+    assert not (tmp_path / "sel.json").exists()
