@@ -73,6 +73,8 @@ def result_files(results: Path, inputs: list[str]) -> dict[str, Path]:
         if not p.exists():
             raise UserError(f"archive input {item!r} does not exist")
         for f in sorted(p.rglob("*")) if p.is_dir() else [p]:
+            if f.is_symlink():  # the workflow writes none: a link would archive what it points to, or climb out
+                raise UserError(f"archive input {str(f)!r} is a link (allowed: regular files and directories)")
             if not f.is_file() or f.name in SKIP:
                 continue
             try:

@@ -172,6 +172,8 @@ def test_different_environments_are_each_recorded(cli, results, tmp_path):
 BAD = {
     "input outside the results": (lambda r, t: ["--inputs", str(t)], "is not under the results directory"),
     "input missing": (lambda r, t: ["--inputs", str(r / "nope.json")], "nope.json' does not exist"),
+    "a link among the results": (lambda r, t: (r / "summary/link.csv").symlink_to(r / "summary/results.csv")
+                                 or ["--inputs", str(r / "summary")], "summary/link.csv' is a link (allowed: regular"),
     "config not JSON": (lambda r, t: ["--inputs", str(r / "summary"), "--config-json", "{x"], "--config-json is not valid JSON"),
     "mutable container tag": (lambda r, t: ["--inputs", str(r / "summary"), "--config-json",
                                             '{"containers": {"train": "docker://python:3.11"}}'], "is not pinned by digest"),
