@@ -299,7 +299,8 @@ def check_bases(config: dict) -> None:
     """Several base models: tiny ones only, whole-number seeds, and training seeds below SEED_STRIDE so that
     no two base models share a run's seed."""
     seeds = config["warmup"].get("seeds") or [0]
-    if re.search(r"\.warmup\d+$", config["experiment"]):
+    own = re.search(r"\.warmup(\d+)$", config["experiment"])
+    if own and list(seeds) != [int(own.group(1))]:  # a base model's own config (`base_config`) is its name
         raise UserError(f"experiment {config['experiment']!r} ends in '.warmup<n>', the name of another study's base "
                         f"model n (`warmup.seeds`), whose results it would share: choose another name")
     bad = [s for s in seeds if not isinstance(s, int) or isinstance(s, bool)]

@@ -18,6 +18,7 @@ import gzip
 import json
 import os
 import re
+import stat
 import sys
 import tarfile
 import zlib
@@ -60,9 +61,10 @@ def manifest_problems(doc) -> list[str]:
         if not isinstance(doc.get(key, absent), dict):
             problems.append(f"{key} is missing or not an object")
     train = (doc.get("environments") or {}).get("train", []) if isinstance(doc.get("environments", {}), dict) else None
-    if not isinstance(train, list) or not all(isinstance(e, dict) and isinstance(e.get("environment", {}), dict)
-                                              for e in train):
-        problems.append("environments.train is not a list of {environment: {...}} objects")
+    if not isinstance(train, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("environment", {}), dict)
+            and isinstance(e.get("environment", {}).get("packages", {}), dict) for e in train):
+        problems.append("environments.train is not a list of {environment: {packages: {...}}} objects")
     files = doc.get("files")
     if not isinstance(files, dict):
         return problems + ["files is not an object (name -> {sha256, bytes})"]
@@ -88,13 +90,30 @@ def _load_manifest(raw: bytes, where: str) -> tuple[dict | None, list[str]]:
     return (None, [f"{where}: {p}" for p in problems]) if problems else (doc, [])
 
 
+class _CappedReads:
+    """The decompressed stream as tarfile reads it, refusing any single read over `limit` bytes: tarfile reads
+    a whole PAX or GNU long-name header at once, before any member-level cap can look at it (a few KB of
+    gzip can declare gigabytes). Member data is hashed in 1 MiB reads, the manifest is at most MAX_MANIFEST."""
+
+    def __init__(self, f, limit: int = MAX_MANIFEST + (1 << 20)):
+        self.f, self.limit = f, limit
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0 or n > self.limit:
+            raise tarfile.ReadError(f"a header or read of {n} bytes (allowed: at most {self.limit})")
+        return self.f.read(n)
+
+    def __getattr__(self, name):  # seek, tell, ...: the stream's own
+        return getattr(self.f, name)
+
+
 def verify_tarball(tarball: Path, sidecar: bytes | None, max_members: int = MAX_MEMBERS,
                    max_bytes: int = MAX_BYTES) -> tuple[dict | None, list[str], int]:
     """(manifest, problems, files checked) for a tarball; `sidecar` is the MANIFEST.json beside it."""
     seen: dict[str, tuple[str, int]] = {}
     inner, problems, prefixes, members, total = None, [], set(), 0, 0
     try:
-        with gzip.open(tarball, "rb") as gz, tarfile.open(fileobj=gz, mode="r:") as tar:
+        with gzip.open(tarball, "rb") as gz, tarfile.open(fileobj=_CappedReads(gz), mode="r:") as tar:
             for m in tar:
                 members, total = members + 1, total + m.size
                 if members > max_members or total > max_bytes:  # stop at the header, before its data
@@ -150,6 +169,8 @@ def verify_tree(root: Path, raw: bytes) -> tuple[dict | None, list[str], int]:
             rel = p.relative_to(root).as_posix()
             if p.is_symlink():
                 problems.append(f"{rel}: a link (allowed: regular files)")
+            elif name in files and not stat.S_ISREG(p.lstat().st_mode):  # a FIFO would block the hash
+                problems.append(f"{rel}: not a regular file")
             elif name in files and rel != MANIFEST:
                 present.add(rel)
     for rel in sorted(present):
@@ -164,6 +185,8 @@ def verify(path: str) -> tuple[dict | None, list[str], int]:
     p = Path(path)
     if p.is_file() and p.name.endswith((".tar.gz", ".tgz")):
         side = p.parent / MANIFEST
+        if side.is_symlink() or (side.is_file() and side.stat().st_size > MAX_MANIFEST):
+            return None, [f"{side}: a link or over {MAX_MANIFEST} bytes (allowed: a regular file, at most that)"], 0
         return verify_tarball(p, side.read_bytes() if side.is_file() else None)
     if p.is_dir() and (p / MANIFEST).is_file() and not (p / MANIFEST).is_symlink():
         if (p / MANIFEST).stat().st_size > MAX_MANIFEST:

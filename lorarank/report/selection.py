@@ -66,13 +66,15 @@ def load(paths: list[str], manifest: dict) -> list[dict]:
     out, seen = [], set()
     for p in paths:
         m = read_record(p, "metrics file")
-        for key in ("learning_rate", "data", "subset_sha256", "accuracy_strict", "accuracy_flexible"):
+        for key in ("learning_rate", "data", "subset_sha256", "accuracy_strict", "accuracy_flexible", "n"):
             if m.get(key) is None:
                 raise UserError(f"metrics file {p!r} has no {key!r} (an evaluation of a training run, by lorarank 0.3+)")
-        if not isinstance(m["data"], dict) or not isinstance(m["learning_rate"], (int, float)) \
-                or isinstance(m["learning_rate"], bool):
-            raise UserError(f"metrics file {p!r} is malformed: its data is not an object or its learning_rate "
-                            f"not a number")
+        numbers = [m[k] for k in ("learning_rate", "accuracy_strict", "accuracy_flexible", "n")]
+        if not (isinstance(m["data"], dict) and isinstance(m["data"].get("sha256"), str)
+                and isinstance(m["subset_sha256"], str) and isinstance(m["n"], int)
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers)):
+            raise UserError(f"metrics file {p!r} is malformed: data.sha256 and subset_sha256 must be text, "
+                            f"learning_rate and the accuracies numbers, n a whole number")
         if m["data"]["sha256"] != want:
             split = next((s for s, h in hashes.items() if h == m["data"]["sha256"]), "an unknown file")
             raise UserError(f"metrics file {p!r} evaluated {split}, not the validation split: rates are chosen "

@@ -88,6 +88,8 @@ def load_runs(evaluations: list[list[str]]) -> tuple[dict, dict, str | None]:
             raise UserError(f"two metrics files are {key.name} seed {seed}: {p!r} and another")
         runs[(key, seed)] = read_predictions(preds_path)
         info[key] = metrics.get("adapter_info") or {}
+        if not isinstance(info[key], dict) or not isinstance(metrics.get("data") or {}, dict):
+            raise UserError(f"metrics file {p!r} is malformed: its adapter_info and data must be objects")
         splits.setdefault(split_of(metrics), p)
     if len(splits) > 1:  # idx is a position within a split: two splits can share it without sharing questions
         (a, pa), (b, pb) = list(splits.items())[:2]

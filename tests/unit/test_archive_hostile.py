@@ -68,8 +68,10 @@ HOSTILE = {
     "files that are a list": (GOOD, manifest(files=["summary/a.csv"]),
                               [IN + "files is not an object (name -> {sha256, bytes})"]),
     "environments of the wrong shape": (GOOD, manifest(environments={"train": "x"}),
-                                        [IN + "environments.train is not a list of "
-                                         "{environment: {...}} objects"]),
+                                        [IN + "environments.train is not a list of {environment: "]),
+    "packages that are not an object": (GOOD, manifest(environments={"train": [{"environment": {"packages": None}}]}),
+                                        [IN + "environments.train is not a list of {environment: {packages: {...}}} "
+                                              "objects"]),
     "a tarball name that climbs out": (GOOD, manifest(tarball="../../x.tar.gz"),
                                        [IN + "tarball '../../x.tar.gz' is not a file name "
                                         "beside the manifest"]),
@@ -107,6 +109,36 @@ def test_a_bomb_stops_at_its_header(cli, tmp_path):
     code, out, err = cli("verify-archive", bomb)
     assert code == 1 and lines_of(err) == [f"exp/MANIFEST.json: {verify_archive.MAX_MANIFEST + 1} bytes (allowed: at "
                                            f"most {verify_archive.MAX_MANIFEST})"]
+
+
+def test_a_header_that_declares_gigabytes_is_refused_before_it_is_read(cli, tmp_path):
+    # tarfile reads a whole PAX header at once: a 512-byte header declaring 8 GiB must not be read
+    header = tarfile.TarInfo("exp/././@PaxHeader")
+    header.type, header.size = tarfile.XHDTYPE, (1 << 33) - 1  # the largest a ustar size field holds: 8 GiB
+    raw = header.tobuf(format=tarfile.USTAR_FORMAT) + b"\0" * 1024
+    path = tmp_path / "exp.tar.gz"
+    path.write_bytes(gzip.compress(raw, mtime=0))
+    code, out, err = cli("verify-archive", path)
+    assert code == 1 and len(lines_of(err)) == 1 and "exp.tar.gz: corrupt (a header or read of" in err, err
+
+
+def test_a_fifo_in_an_extracted_copy_is_refused_not_read(cli, tmp_path):
+    tree = tmp_path / "exp"
+    tree.mkdir()
+    (tree / "a.csv").write_bytes(BODY)
+    (tree / "MANIFEST.json").write_text(json.dumps(manifest(files={"a.csv": {"sha256": SHA, "bytes": 4}},
+                                                            tarball=...)))
+    os.mkfifo(tree / "pipe")  # hashing it would block forever
+    code, out, err = cli("verify-archive", tree)
+    assert code == 1 and lines_of(err) == ["pipe: not a regular file"]
+
+
+def test_a_linked_side_manifest_is_refused(cli, tmp_path):
+    path = tarball(tmp_path / "exp.tar.gz", GOOD, manifest())
+    (tmp_path / "MANIFEST.json").symlink_to("/etc/passwd")
+    code, out, err = cli("verify-archive", path)
+    assert code == 1 and lines_of(err) == [f"{tmp_path / 'MANIFEST.json'}: a link or over {verify_archive.MAX_MANIFEST} "
+                                           f"bytes (allowed: a regular file, at most that)"]
 
 
 def test_member_count_and_bytes_are_capped_at_the_header(tmp_path):

@@ -2,13 +2,14 @@
 synthetic predictions, then the verdicts and accuracies across base models, checked against scipy."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
-from conftest import eval_args
+from conftest import ROOT, eval_args
 from lorarank.errors import UserError
 from test_summary import flip, write_eval
 
@@ -162,3 +163,18 @@ def test_a_claim_missing_in_one_base_is_missing_across_bases():
     assert c.missing == "base b: no weight metric (G rows) logged" and c.values == {}
     with pytest.raises(UserError, match="base b judged other claims than base a"):
         base_level({"a": a, "b": record([Claim("d", "x − y", "paired", 1, 0.03, {"0": 0.1})])})
+
+
+def test_a_base_models_own_config_passes_the_name_check_that_refuses_a_collision():
+    # the archive of base 1 records experiment `x.warmup1` with warmup.seeds [1]: it must rerun on its own
+    import yaml
+
+    from lorarank import workflow_config
+
+    config = yaml.safe_load((Path(ROOT) / "config/config.yaml").read_text())
+    config["warmup"]["seeds"] = [0, 1]
+    own = workflow_config.base_config(config, "default.warmup1")
+    assert own["experiment"] == "default.warmup1" and own["warmup"]["seeds"] == [1]
+    workflow_config.check_bases(own)
+    with pytest.raises(UserError, match="ends in '.warmup<n>', the name of another study's base model n"):
+        workflow_config.check_bases({**own, "warmup": {**own["warmup"], "seeds": [0]}})

@@ -4,10 +4,13 @@ exit 0 (the input happened to be valid) or exit 2 with one line on stderr and no
 traceback. Hypothesis draws the variants, derandomised so that CI sees the same ones every run.
 
 Readers covered (7): gradient log (allocate), rank log (allocate, adalora-final), run.json (analyze),
-metrics.json and predictions.parquet (summarize), GSM8K jsonl (prepare-data --source local), GGUF header
-(import-model), archive manifest (verify-archive; its hostile archives: tests/unit/test_archive_hostile.py)."""
+metrics.json and predictions.parquet (summarize, select-rate), GSM8K jsonl (prepare-data --source local),
+GGUF header (import-model), archive manifest (verify-archive, also with --rerun; its hostile archives:
+tests/unit/test_archive_hostile.py). Where hypothesis samples, an exhaustive test also gives every field
+(columns of the logs, keys of metrics.json, present or not) every kind of wrong value."""
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -164,6 +167,54 @@ def test_metrics_and_predictions(cli, data):
             p = t / "grpo/predictions.parquet"
             write_mutated(p, pd.read_parquet(p), data)
         checked(cli, t / "summary", "summarize", *evals[0], *evals[1])
+
+
+WRONG_JSON = [None, True, 7, 1.5, "text", [], ["x"], {}, {"sha256": 7}, {"validation": []}]
+
+
+def summary_evals(t: Path) -> list[list]:
+    """A base model's and a uniform arm's evaluation, valid for `summarize`."""
+    from lorarank.study import run_identity
+
+    evals = []
+    for kind, strategy in (("base", None), ("grpo", "uniform")):
+        ident = run_identity(kind, strategy, {"name": "ratio", "value": 2.0} if strategy else None,
+                             0 if strategy else None, {"path": "m", "sha256": "0" * 64})
+        (t / kind).mkdir(exist_ok=True)
+        (t / kind / "metrics.json").write_text(json.dumps({"identity": ident, "seed": 0, "n": 4, "split": "test"}))
+        pd.DataFrame({"idx": range(4), "correct_strict": [True, False] * 2,
+                      "correct_flexible": [True] * 4}).to_parquet(t / kind / "predictions.parquet")
+        evals.append(["--eval", t / kind / "metrics.json", t / kind / "predictions.parquet"])
+    return evals
+
+
+def test_every_field_of_a_metrics_file_given_every_wrong_value(cli, tmp_path):
+    # exhaustive over the fields the two readers of metrics.json use, including ones a valid file may lack
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_selection import SHA, metrics
+
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"sha256": SHA}))
+    paths = [metrics(tmp_path, lr, 0, 0.3) for lr in (1e-3, 3e-3)]
+    good = json.loads(Path(paths[1]).read_text())
+    evals = summary_evals(tmp_path)
+    arm = json.loads(Path(evals[1][1]).read_text())
+    select = ["select-rate", "--manifest", manifest, *[x for p in paths for x in ("--eval", p)]]
+    summarize = ["summarize", *evals[0], *evals[1]]
+    assert cli(*select, "--out", tmp_path / "sel.json")[0] == 0  # the unmutated inputs are valid
+    assert cli(*summarize, "--out", tmp_path / "summary")[0] == 0
+    fields = ["learning_rate", "data", "subset_sha256", "accuracy_strict", "accuracy_flexible", "n", "identity",
+              "adapter_info", "seed", "split"]
+    for field in fields:
+        for value in WRONG_JSON:
+            (tmp_path / "sel.json").unlink(missing_ok=True)  # a value that happened to be valid wrote these
+            shutil.rmtree(tmp_path / "summary", ignore_errors=True)
+            Path(paths[1]).write_text(json.dumps({**good, field: value}))
+            checked(cli, tmp_path / "sel.json", *select)
+            Path(evals[1][1]).write_text(json.dumps({**arm, field: value}))
+            checked(cli, tmp_path / "summary", *summarize)
 
 
 @FUZZ
