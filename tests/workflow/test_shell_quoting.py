@@ -48,4 +48,21 @@ def test_every_planned_command_keeps_a_hostile_path_one_argument(tmp_path):
             assert words[words.index(flag) + 1] == path, c
             seen.add(command)
     assert seen == set(reads), seen  # each command that reads a config's path was planned and checked
-    assert not list(tmp_path.rglob("PWNED"))
+
+    # and as bash runs them (shlex does not expand `$()` inside double quotes; bash would): each command
+    # executed with `python` a stub that records its arguments, in a scratch directory
+    stub, run = tmp_path / "stub", tmp_path / "run"
+    stub.mkdir()
+    run.mkdir()
+    (stub / "python").write_text('#!/bin/sh\nprintf "%s\\n" "$@" >> "$ARGS_LOG"\n')
+    (stub / "python").chmod(0o755)
+    for i, c in enumerate(commands):
+        words = shlex.split(c)
+        log = run / words[words.index(">") + 1]
+        log.parent.mkdir(parents=True, exist_ok=True)
+        env = {"PATH": f"{stub}:/usr/bin:/bin", "ARGS_LOG": str(tmp_path / f"args{i}")}
+        assert subprocess.run(["bash", "-c", c], cwd=run, env=env).returncode == 0, c
+        argv = (tmp_path / f"args{i}").read_text().splitlines()
+        if "--model" in words:
+            assert argv[argv.index("--model") + 1] == words[words.index("--model") + 1], (c, argv)
+    assert not list(tmp_path.rglob("PWNED"))  # no substitution ran, in the plan or in bash
