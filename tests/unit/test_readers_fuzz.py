@@ -143,35 +143,6 @@ def test_run_records(cli, data):
         checked(cli, t / "stats", "analyze", *runs[0], *runs[1])
 
 
-@FUZZ
-@given(data=st.data())
-def test_metrics_and_predictions(cli, data):
-    from lorarank.study import run_identity
-
-    with tempfile.TemporaryDirectory() as t:
-        t = Path(t)
-        evals = []
-        for kind, strategy in (("base", None), ("grpo", "uniform")):
-            ident = run_identity(kind, strategy, {"name": "ratio", "value": 2.0} if strategy else None,
-                                 0 if strategy else None, {"path": "m", "sha256": "0" * 64})
-            (t / kind).mkdir()
-            (t / kind / "metrics.json").write_text(json.dumps({"identity": ident, "seed": 0, "n": 4,
-                                                               "split": "test"}))
-            pd.DataFrame({"idx": range(4), "correct_strict": [True, False] * 2,
-                          "correct_flexible": [True] * 4}).to_parquet(t / kind / "predictions.parquet")
-            evals.append(["--eval", t / kind / "metrics.json", t / kind / "predictions.parquet"])
-        if data.draw(st.booleans()):
-            m = t / "grpo/metrics.json"
-            m.write_text(json.dumps(mutate_doc(json.loads(m.read_text()), data)))
-        else:
-            p = t / "grpo/predictions.parquet"
-            write_mutated(p, pd.read_parquet(p), data)
-        checked(cli, t / "summary", "summarize", *evals[0], *evals[1])
-
-
-WRONG_JSON = [None, True, 7, 1.5, "text", [], ["x"], {}, {"sha256": 7}, {"validation": []}]
-
-
 def summary_evals(t: Path) -> list[list]:
     """A base model's and a uniform arm's evaluation, valid for `summarize`."""
     from lorarank.study import run_identity
@@ -186,6 +157,24 @@ def summary_evals(t: Path) -> list[list]:
                       "correct_flexible": [True] * 4}).to_parquet(t / kind / "predictions.parquet")
         evals.append(["--eval", t / kind / "metrics.json", t / kind / "predictions.parquet"])
     return evals
+
+
+@FUZZ
+@given(data=st.data())
+def test_metrics_and_predictions(cli, data):
+    with tempfile.TemporaryDirectory() as t:
+        t = Path(t)
+        evals = summary_evals(t)
+        if data.draw(st.booleans()):
+            m = t / "grpo/metrics.json"
+            m.write_text(json.dumps(mutate_doc(json.loads(m.read_text()), data)))
+        else:
+            p = t / "grpo/predictions.parquet"
+            write_mutated(p, pd.read_parquet(p), data)
+        checked(cli, t / "summary", "summarize", *evals[0], *evals[1])
+
+
+WRONG_JSON = [None, True, 7, 1.5, "text", [], ["x"], {}, {"sha256": 7}, {"validation": []}]
 
 
 def test_every_field_of_a_metrics_file_given_every_wrong_value(cli, tmp_path):
