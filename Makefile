@@ -28,5 +28,7 @@ test: setup
 test-fast: setup
 	python -m pytest -m "not train and not dag and not slurm"
 
+# the catalog's checks: Snakemake's linter and snakefmt (both also in the suite: tests/unit/test_lint.py, test_snakefmt.py)
 lint: setup
 	snakemake --lint
+	snakefmt --check workflow/Snakefile workflow/rules/

@@ -28,7 +28,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as work:  # an empty results tree: every job planned
             for _ in range(args.repeat):
                 t0 = time.perf_counter()
-                r = subprocess.run(["snakemake", "-s", f"{ROOT}/Snakefile", "--configfile", f"{ROOT}/{cfg}", "-n",
+                r = subprocess.run(["snakemake", "-s", f"{ROOT}/workflow/Snakefile", "--configfile", f"{ROOT}/{cfg}", "-n",
                                     "--cores", "1", "-q"], cwd=work, capture_output=True, text=True)
                 times.append(time.perf_counter() - t0)
                 if r.returncode:

@@ -26,6 +26,7 @@ COMMANDS = {
     "allocate": ("lorarank.allocation.allocate", "turn an allocation spec into per-layer ranks at an exact budget"),
     "lora-config": ("lorarank.allocation.lora", "write the exact, verified PEFT LoraConfig for an allocation"),
     **{r.command: (r.module, r.help) for r in REGIMES.values()},  # one command per training regime
+    "progress": ("lorarank.report.progress", "every training run of an experiment: state, step / total, reward or loss, s/step, ETA"),
     "evaluate": ("lorarank.evaluation.evaluate", "greedy GSM8K evaluation graded strict and flexible"),
     "select-rate": ("lorarank.report.selection", "an arm's learning rate, chosen on the validation split by a named rule"),
     "analyze": ("lorarank.report.analysis", "gradient statistics (shares, amplification, SFT vs GRPO) and figures"),

@@ -19,6 +19,7 @@ study amplifies a last-bit difference into 10-point accuracy gaps. The `portable
                                   benchmarks/numerics.py
   ONEDNN_MAX_CPU_ISA=AVX2         oneDNN (bf16 and convolution paths) capped at the same level
   threads                         intra-op threads fixed by the config, never by the machine's core count
+                                  (and the tokenizers' pool: a Slurm job uses the cores it was given)
   deterministic                   torch.use_deterministic_algorithms; on a GPU also cuDNN's deterministic
                                   kernels without autotuning and CUBLAS_WORKSPACE_CONFIG (bit-identical
                                   reruns on the same GPU model, driver and software stack; nothing promised
@@ -93,7 +94,8 @@ def env(settings: Numerics) -> dict[str, str]:
     """The environment variables the profile sets (before torch loads, or before its first kernel)."""
     out = dict(PORTABLE_ENV) if settings.kernels == "portable" else {}
     n = str(settings.threads)
-    out.update(OMP_NUM_THREADS=n, MKL_NUM_THREADS=n)
+    # RAYON: the tokenizers' pool, which would otherwise take every core of the node, not the job's
+    out.update(OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, RAYON_NUM_THREADS=n)
     if settings.deterministic:
         out.update(GPU_ENV)
     return out

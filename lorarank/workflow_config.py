@@ -51,7 +51,8 @@ WIRING = {
     "fetch_model": (HubModel, {"model.name_or_path": "model", "model.revision": "revision"}),
     "build_model": (TinyModel, _same("model.tiny", "layers", "hidden", "heads", "kv_heads", "intermediate",
                                      "vocab_size", "seed")),
-    "run_warmup": (SFTSettings, {"layout": "layout", **_same("warmup", "steps", "batch_size", "lr", "warmup_steps", "save_steps")}),
+    "run_warmup": (SFTSettings, {"layout": "layout", "report_to": "report_to",
+                                 **_same("warmup", "steps", "batch_size", "lr", "warmup_steps", "save_steps")}),
     "evaluate_model": (EvalSettings, {"layout": "layout", **_same("evaluation", "n", "seed", "batch_size",
                                                                    "max_new_tokens")}),
     "allocate_ranks": (AllocationSpec, {
@@ -64,7 +65,9 @@ WIRING = {
     "summarize_results": (VerdictSettings, _same("report", "alpha", "min_accuracy", "min_share", "min_correlation",
                                                  "power")),
     # each regime's train rule: its config section (and the answer layout) -> its settings (lorarank.training.regimes)
-    **{r.rule: (settings_class(r.name), {"layout": "layout", **_same(r.name, *r.wired)}) for r in REGIMES.values()},
+    # and the trackers every training job reports to (operational: how a job runs, not what it produces)
+    **{r.rule: (settings_class(r.name), {"layout": "layout", "report_to": "report_to", **_same(r.name, *r.wired)})
+       for r in REGIMES.values()},
 }
 
 # The numerics profile (lorarank.numerics): one config section, passed by every rule whose command runs
@@ -96,7 +99,15 @@ WORKFLOW_KEYS = {
     "selection.rule": "the rule that chooses the rate (lorarank select-rate --rule)",
     "numerics": "a section", "containers": "a section", "containers.train": "the image rules run in",
     "containers.analysis": "the image rules run in",
+    "slurm": "a section: where cluster jobs go (a site's, not the study's: SITE_KEYS)",
+    "slurm.partition": "the slurm_partition resource of every cluster job",
+    "slurm.gpu_partition": "the slurm_partition resource of the jobs that ask for GPUs",
+    "slurm.account": "the slurm_account resource of every cluster job",
 }
+
+# sections that say where a study runs, not what it computes: the archive's config leaves them out, so
+# another site reruns (and checks) the same study with its own partitions and account
+SITE_KEYS = ("slurm",)
 
 
 def operational_keys() -> list[str]:
@@ -112,13 +123,24 @@ def result_config(config: dict) -> dict:
     """The config without its operational keys: what the results depend on (the archive records this,
     so that a new checkpoint interval does not rebuild the archive either)."""
     out = copy.deepcopy(config)
-    for key in operational_keys():
+    for key in [*operational_keys(), *SITE_KEYS]:
         *parents, last = key.split(".")
         node = out
         for p in parents:
             node = node.get(p, {})
         node.pop(last, None)
     return out
+
+
+def local_paths(config: dict) -> dict[str, str]:
+    """Config key -> the local file or directory it names, for the keys in use that read one: what a job in a
+    container must see (Apptainer binds them; README: Containers). A hub id names nothing here."""
+    data, model = config["data"], config["model"]
+    found = {"data.path": data.get("path") if data["source"] == "local" else None,
+             "model.name_or_path": model.get("name_or_path") if model["source"] == "pretrained" else None,
+             "model.gguf.path": (model.get("gguf") or {}).get("path") if model["source"] == "gguf" else None,
+             **{f"{r}.deepspeed": (config.get(r) or {}).get("deepspeed") for r in config["regimes"]}}
+    return {key: str(path) for key, path in found.items() if path and Path(str(path)).exists()}
 
 
 def _listed(value) -> list:

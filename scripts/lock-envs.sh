@@ -30,3 +30,5 @@ for name in "${names[@]}"; do
   fi
   echo "envs/$name.lock: $(grep -cE '^[A-Za-z0-9]' "envs/$name.lock") packages"
 done
+# the conda environments carry the same pins (README: Containers): rewrite them from the new locks
+python3 scripts/conda-envs.py

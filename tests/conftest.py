@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the hub is unreachable here; fail fast, never hang
 # The numerics profile's variables before torch loads in this process: tests that run torch in-process
@@ -262,14 +263,16 @@ def standin_env(log) -> dict[str, str]:
 
 # --- Snakemake on the test config -----------------------------------------------------------------
 TEST_CONFIG = Path(ROOT) / "tests/workflow/config.test.yaml"
+# the Slurm profile's Apptainer arguments (--nv --cleanenv): the local runs pass the same
+APPTAINER_ARGS = yaml.safe_load((Path(ROOT) / "slurm/config.yaml").read_text())["apptainer-args"]
 
 
 def snakemake(workdir, *args, configfile=TEST_CONFIG, repo=ROOT, apptainer=True, timeout=1500, env=None):
     """Snakemake on `configfile` as a user runs it. With `apptainer` (the default, as the Slurm profile
     does) every job goes through the stand-in with its pinned image; dry runs must say the same, or
     they see other software and plan everything again."""
-    sdm = ["--sdm", "apptainer", "--apptainer-args=--nv"] if apptainer else []
-    cmd = ["snakemake", "-s", f"{repo}/Snakefile", "--configfile", str(configfile), "--cores", "2", *sdm, *args]
+    sdm = ["--sdm", "apptainer", f"--apptainer-args={APPTAINER_ARGS}"] if apptainer else []
+    cmd = ["snakemake", "-s", f"{repo}/workflow/Snakefile", "--configfile", str(configfile), "--cores", "2", *sdm, *args]
     full_env = {**standin_env(Path(workdir) / "apptainer.jsonl"), **(env or {})}
     return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=full_env)
 
@@ -292,6 +295,9 @@ def edited_config(tmp_path, edit, base=TEST_CONFIG) -> Path:
     return path
 
 
+DAG_CALLS = "apptainer.dag.jsonl"
+
+
 @pytest.fixture(scope="session")
 def dag_run(tmp_path_factory):
     """The whole DAG of the test config, once per session, every job in its image (the stand-in):
@@ -299,4 +305,6 @@ def dag_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("dag")
     r = snakemake(work)
     assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
+    # the stand-in's calls of this run alone: tests that rerun a job here append to apptainer.jsonl
+    shutil.copy(work / "apptainer.jsonl", work / DAG_CALLS)
     return work, r.stdout + r.stderr

@@ -2,12 +2,13 @@
 
     python -m lorarank evaluate --model warmup/final --adapter runs/uniform/seed0/final \
         --data data/gsm8k/test.parquet --n 200 --seed 0 --out eval/uniform/seed0
-    python -m lorarank evaluate --model Qwen/Qwen2.5-1.5B-Instruct --data data/gsm8k/test.parquet --n 200 --out eval/base/seed0
+    python -m lorarank evaluate --model Qwen/Qwen2.5-1.5B-Instruct --data data/gsm8k/test.parquet --n all --out eval/base/seed0
 
 Prompts use the training chat template and system prompt (`lorarank.data.prompts`), generation is
 greedy and batched with left padding. The evaluated questions are drawn by `--seed` from the split
 (sorted positions), so every arm evaluated with one seed sees the same questions and arms can be
-compared question by question. Grading: `lorarank.evaluation.gsm8k` strict and flexible.
+compared question by question; `--n all` takes every question of the split (GSM8K test: 1,319), the
+same as `--n` at the split's size. Grading: `lorarank.evaluation.gsm8k` strict and flexible.
 Outputs: predictions.parquet (idx, question, gold, completion, pred_strict, pred_flexible,
 correct_strict, correct_flexible) and metrics.json (n, accuracies with Wilson 95% CIs, tokens
 generated, questions per second, model/adapter/data hashes).
@@ -33,13 +34,37 @@ from lorarank.study import read_record, run_identity
 
 PRED_COLUMNS = ["idx", "question", "gold", "completion", "pred_strict", "pred_flexible",
                 "correct_strict", "correct_flexible"]
+ALL = "all"  # --n all: every question of the split
+ALLOWED_N = "allowed: an integer >= 1, or all"
+
+
+def questions(text: str) -> int | str:
+    """`--n`: a number of questions, at least 1, or `all`.
+
+    >>> questions("all"), questions("1319")
+    ('all', 1319)
+    >>> questions("al")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: 'al' is not a number of questions (allowed: an integer >= 1, or all)
+    """
+    if text == ALL:
+        return ALL
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of questions ({ALLOWED_N})") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not positive ({ALLOWED_N})")
+    return value
 
 
 @dataclass
 class EvalSettings:
     """The flags of `lorarank evaluate`, config `evaluation` (and `layout`)."""
 
-    n: int = opt(200, "questions, drawn by --seed from the split", type=positive_int)
+    n: int | str = opt(200, "questions, drawn by --seed from the split (all: every question of the split)",
+                       type=questions)
     seed: int = opt(0, "seed of the question draw (the same for every arm: paired comparisons)")
     layout: str = opt("hash", "answer layout the prompt asks for", choices=LAYOUTS)
     max_new_tokens: int = opt(256, "completion tokens at most", type=positive_int)
@@ -47,17 +72,21 @@ class EvalSettings:
                           type=positive_int, operational=True)
 
     def check(self, split_size: int | None = None) -> None:
-        if split_size is not None and self.n > split_size:
+        if self.n != ALL and (type(self.n) is not int or self.n < 1):  # a library caller's value: no flag parsed it
+            raise UserError(f"--n {self.n!r} is not a number of questions ({ALLOWED_N})")
+        if self.n != ALL and split_size is not None and self.n > split_size:
             raise UserError(f"--n {self.n} is larger than the split ({split_size} questions)")
 
 
 def subset(df, settings: EvalSettings):
-    """The questions every arm is evaluated on: n drawn by the seed, in split order."""
+    """The questions every arm is evaluated on: n drawn by the seed, in split order (all: the whole split, which
+    is what the draw gives at n = the split's size)."""
     import numpy as np
 
     settings.check(len(df))
-    n, seed = settings.n, settings.seed
-    rows = np.sort(np.random.default_rng(seed).choice(len(df), size=n, replace=False))
+    if settings.n == ALL:
+        return df.reset_index(drop=True)
+    rows = np.sort(np.random.default_rng(settings.seed).choice(len(df), size=settings.n, replace=False))
     return df.iloc[rows].reset_index(drop=True)
 
 

@@ -17,6 +17,7 @@ ValueError: containers.train: 'docker://python:3.11' is not pinned by digest (al
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -30,7 +31,7 @@ COMMAND_ENV = {
     "prepare-data": "train", "build-model": "train", "import-model": "train", "fetch-model": "train", "allocate": "train", "lora-config": "train",
     "check-pattern": "train", "evaluate": "train", **{r.command: "train" for r in REGIMES.values()},
     "select-rate": "analysis", "analyze": "analysis", "summarize": "analysis", "combine-bases": "analysis", "archive": "analysis", "verify-archive": "analysis", "check-run": "analysis",
-    "fingerprint": "analysis",
+    "fingerprint": "analysis", "progress": "analysis",
 }
 
 _HEX = r"[0-9a-f]{64}"
@@ -90,4 +91,45 @@ def stale(root: str | Path, refs: dict[str, str | None]) -> list[str]:
             if (root / path).is_file() and sha256_file(root / path) != built.get(key):
                 out.append(f"{path} changed since the image in containers.{env} was built: it still runs the old "
                            f"environment (rebuild: scripts/build-containers.sh {env})")
+    return out
+
+
+# What a job in an image sees of the host. The Slurm profile runs Apptainer with --cleanenv: host variables
+# (a user's PYTHONPATH, LD_LIBRARY_PATH, conda's, OMP_*) would otherwise reach the pinned image and change what
+# runs. A job gets these, by name, as APPTAINERENV_<NAME>, where the process that plans it has them: the GPUs
+# Slurm gave the job (the Snakefile is read again inside each Slurm job), the hub's token, cache and endpoint
+# for fetch_model, and the site's proxies. Everything else a job needs is on its command line (offline flags)
+# or set by the command itself (the numerics profile).
+PASSED_ENV = ("CUDA_VISIBLE_DEVICES", "HF_TOKEN", "HF_HOME", "HF_HUB_CACHE", "HF_ENDPOINT",
+              "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+
+
+def passed_env(environ: dict[str, str]) -> dict[str, str]:
+    """APPTAINERENV_<NAME> for each of PASSED_ENV that `environ` has (never printed: it may hold a token)."""
+    return {f"APPTAINERENV_{k}": environ[k] for k in PASSED_ENV if k in environ}
+
+
+def binds(paths: dict[str, str], visible: list[str]) -> list[str]:
+    """Apptainer bind specs (`host:container`) for the local inputs a job reads that lie outside the
+    directories it already sees (`visible`: the checkout and the working directory, which Apptainer mounts).
+    Each is mounted at the path the config gives (made absolute), from its real location, so a path through
+    a symbolic link works inside too. ValueError, naming the key, for a path Apptainer's bind list cannot
+    carry (a ',' separates binds, a ':' source from destination)."""
+    roots = {p for v in visible for p in (Path(os.path.abspath(v)), Path(v).resolve())}
+
+    def seen(p: Path) -> bool:
+        return any(p == r or r in p.parents for r in roots)
+
+    out = []
+    for key, path in paths.items():
+        given, real = Path(os.path.abspath(path)), Path(path).resolve()
+        if seen(given) and seen(real):
+            continue  # already visible, as given and where it really is
+        for p in (given, real):
+            if "," in str(p) or ":" in str(p):
+                raise ValueError(f"{key}: {str(p)!r} holds ',' or ':', which an Apptainer bind cannot carry "
+                                 f"(allowed: a path without them; move or link the input)")
+        spec = str(real) if real == given else f"{real}:{given}"
+        if spec not in out:
+            out.append(spec)
     return out

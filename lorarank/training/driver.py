@@ -15,8 +15,48 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from lorarank.options import add_arguments, from_args
+from lorarank.errors import UserError
+from lorarank.options import add_arguments, from_args, opt
 from lorarank.training.regimes import WARMUP
+
+# The trackers a run can report its logged steps to (TRL's `report_to`) -> the packages that provide each
+# (transformers' TensorBoard writer takes tensorboard's or, without it, tensorboardX's).
+TRACKERS = {"tensorboard": ("tensorboard", "tensorboardX"), "trackio": ("trackio",), "wandb": ("wandb",)}
+
+
+def trackers(text: str) -> list[str]:
+    """`--report-to`'s value: a comma list of TRACKERS (argparse type)."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in names if t not in TRACKERS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"{bad[0]!r} is not a tracker (allowed: {', '.join(TRACKERS)})")
+    return names
+
+
+def report_to():
+    """The settings field of every regime: operational, since a tracker watches a run and changes none of its bits."""
+    return opt([], "report each logged step to these trackers too (comma list: tensorboard, trackio, wandb; "
+                   "TensorBoard writes OUT/tensorboard/)", type=trackers, operational=True)
+
+
+def check_trackers(names: list[str]) -> None:
+    """Refuse, before anything loads, a tracker whose package is not installed here (the job's environment, which
+    the workflow's submit host need not share)."""
+    from importlib.util import find_spec
+
+    missing = [t for t in names if not any(find_spec(m) for m in TRACKERS[t])]
+    if missing:
+        have = [t for t in TRACKERS if any(find_spec(m) for m in TRACKERS[t])]
+        raise UserError(f"--report-to {','.join(names)}: {missing[0]} is not installed here (installed: "
+                        f"{', '.join(have) or 'none'}; pip install {TRACKERS[missing[0]][0]})")
+
+
+def run_name(kind: str, doc: dict | None, lr: float, seed: int) -> str:
+    """A run as trackers name it: its place among the study's runs (`grpo/uniform/ratio/lr0.001/seed0`, the path
+    under `runs/` the workflow gives it; `warmup/seed0`)."""
+    if not doc:
+        return f"{kind}/seed{seed}"
+    return f"{kind}/{doc['allocation']['strategy']}/{doc['alpha_policy']['name']}/lr{lr:g}/seed{seed}"
 
 
 @dataclass(frozen=True)
@@ -37,6 +77,7 @@ def train(recipe: Recipe, model: str, data: str, out: str | Path, settings, lora
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     settings.check(world)
+    check_trackers(settings.report_to)
     ds_cfg = runs.deepspeed_config(settings.deepspeed)
     adalora.check(read_lora(lora) if lora else None, settings.steps, settings.deepspeed)
     df = load_split(data)
@@ -60,12 +101,15 @@ def train(recipe: Recipe, model: str, data: str, out: str | Path, settings, lora
     class Trainer(adalora.AdaLoraTrainerMixin, ProfiledTrainerMixin, trainer_class):
         pass
 
-    common = runs.common_args(out, s.steps, adalora.learning_rate(s.lr, doc), s.seed, s.save_steps,
-                              s.max_grad_norm, s.bf16, ds_cfg)
-    cfg = config_class(**{**common, **recipe.config_args(s, world)})
     kind = recipe.regime if doc else WARMUP
+    if "tensorboard" in s.report_to:  # transformers' TensorBoard writer takes its folder from here; by default
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / "tensorboard")  # it is under checkpoints/, deleted at the end
+    common = runs.common_args(out, s.steps, adalora.learning_rate(s.lr, doc), s.seed, s.save_steps,
+                              s.max_grad_norm, s.bf16, ds_cfg, s.report_to, run_name(kind, doc, s.lr, s.seed))
+    cfg = config_class(**{**common, **recipe.config_args(s, world)})
     record = runs.run_record(kind, s, model, {"data": data, "lora": lora, "deepspeed": s.deepspeed}, doc)
-    callbacks = [c for c in (dynamic, runs.CheckpointGradLog(profiler, runs.run_key(record), dynamic)) if c]
+    callbacks = [c for c in (dynamic, runs.CheckpointGradLog(profiler, runs.run_key(record), dynamic),
+                             runs.ProgressLog(out)) if c]
     trainer = Trainer(model=lm, args=cfg, train_dataset=rows, processing_class=tokenizer, profiler=profiler,
                       adalora=dynamic, callbacks=callbacks, **recipe.trainer_args(s))
     extra = {"deepspeed": ds_cfg, "learning_rate": cfg.learning_rate}

@@ -9,6 +9,9 @@ A run directory holds:
                               0, and an AdaLoRA run's at every reallocation (its allocator state is in
                               each checkpoint too, `lorarank.training.adalora`)
   trainer_log.jsonl           one JSON object per logged step (loss, rewards per function, KL, ...)
+  progress.jsonl              the same, appended as each step is logged (`lorarank.training.progresslog`): not
+                              an output, what `lorarank progress` and `tail -f` read while the run trains
+  tensorboard/                with --report-to tensorboard: TensorBoard's event files (not an output either)
   run.json                    identity (regime, strategy, alpha policy, seed, model), settings, input
                               hashes, environment (packages, hardware), trainable parameters
 A rerun of the same command resumes from the newest complete checkpoint whose run key (settings
@@ -36,9 +39,11 @@ from lorarank.models.loading import use_bf16
 from lorarank.options import identity
 from lorarank.provenance.environment import describe
 from lorarank.study import run_identity
+from lorarank.training import progresslog
 
 MARKER = "lorarank.json"
 PARTIAL = "grad_norms.partial.parquet"
+TRAINING_ARGS = "training_args.bin"  # the Trainer's pickle of its arguments, in checkpoints and saves
 
 
 def deepspeed_config(path: str | None) -> dict | None:
@@ -52,6 +57,11 @@ def deepspeed_config(path: str | None) -> dict | None:
         raise UserError(f"DeepSpeed config {path!r} is not valid JSON: {e}") from None
     if not isinstance(cfg, dict):
         raise UserError(f"DeepSpeed config {path!r} must hold a JSON object")
+    zero = cfg.get("zero_optimization") or {}
+    if zero.get("stage") == 3 and zero.get("stage3_gather_16bit_weights_on_model_save") is not True:
+        # else the Trainer saves the full model as DeepSpeed's pickled shards, not as safetensors (`save_final`)
+        raise UserError(f"DeepSpeed config {path!r}: ZeRO-3 needs zero_optimization."
+                        f"stage3_gather_16bit_weights_on_model_save: true (allowed: true; see config/deepspeed/zero3.json)")
     return cfg
 
 
@@ -68,12 +78,14 @@ def ensure_distributed_env() -> None:
 
 
 def common_args(out: Path, steps: int, lr: float, seed: int, save_steps: int, max_grad_norm: float,
-                bf16: bool, ds: dict | None) -> dict:
-    """The TRL config fields every regime sets alike (a regime's recipe may override one, e.g. warmup_steps)."""
+                bf16: bool, ds: dict | None, report_to: list[str] = (), run_name: str | None = None) -> dict:
+    """The TRL config fields every regime sets alike (a regime's recipe may override one, e.g. warmup_steps).
+    `report_to`: the trackers that get every logged step (none by default), under `run_name`."""
     return dict(
         output_dir=str(out / "checkpoints"), max_steps=steps, learning_rate=lr, seed=seed, data_seed=seed,
         logging_steps=1, save_strategy="steps", save_steps=save_steps, save_total_limit=2,
-        report_to=[], bf16=use_bf16(bf16), fp16=False, use_cpu=not torch.cuda.is_available(),
+        report_to=list(report_to), run_name=run_name, bf16=use_bf16(bf16), fp16=False,
+        use_cpu=not torch.cuda.is_available(),
         max_grad_norm=max_grad_norm, dataloader_num_workers=0, disable_tqdm=True,
         deepspeed=ds, lr_scheduler_type="cosine", warmup_steps=0,
     )
@@ -97,6 +109,24 @@ class CheckpointGradLog(TrainerCallback):
             if self.allocator is not None:
                 self.allocator.save(ckpt)
             write_json(ckpt / MARKER, {"step": state.global_step, "run_key": self.run_key})
+        return control
+
+
+class ProgressLog(TrainerCallback):
+    """Append each logged step to the run's live progress log as it happens (`lorarank.training.progresslog`):
+    a long run can be watched while it trains, wherever it runs. Process zero alone writes."""
+
+    def __init__(self, out: Path):
+        self.path = Path(out) / progresslog.NAME
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:  # after a resume: global_step is the checkpoint's
+            progresslog.start(self.path, state.global_step, state.max_steps)
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero:
+            progresslog.append(self.path, state.global_step, state.max_steps, logs or {})
         return control
 
 
@@ -141,7 +171,7 @@ def resume(out: Path, profiler, key: str, allocator=None) -> str | None:
     ckpt = newest_checkpoint(out)
     if ckpt is None:
         return None
-    pickled = sorted(f.name for f in ckpt.glob("*.bin") if f.name != "training_args.bin")  # Trainer's own record
+    pickled = sorted(f.name for f in ckpt.glob("*.bin") if f.name != TRAINING_ARGS)  # Trainer's own record
     if pickled:
         raise UserError(f"checkpoint {str(ckpt)!r} holds pickled weights {pickled} (allowed: safetensors only, as "
                         f"this workflow writes them); delete {str(out / 'checkpoints')!r} to start afresh")
@@ -166,7 +196,8 @@ def train_and_record(trainer, out: Path, record: dict, extra: dict, lora_doc: di
     result = trainer.train(resume_from_checkpoint=ckpt)
     info = {**record, **extra, "resumed_from": ckpt, "train_seconds": result.metrics.get("train_runtime"),
             "profiler_seconds": profiler.seconds, "weight_grad_seconds": profiler.weight_seconds,
-            "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)}
+            # ds_numel: a ZeRO-3 parameter's whole size (its numel() is this process's shard, often 0)
+            "trainable_params": sum(getattr(p, "ds_numel", p.numel()) for p in trainer.model.parameters() if p.requires_grad)}
     if adalora is not None:  # the ranks it ended with; trainable_params stays the count it started with
         info["adapter_info"] = {**info["adapter_info"], **adalora.summary()}
         info["allocator_seconds"] = adalora.seconds
@@ -175,14 +206,33 @@ def train_and_record(trainer, out: Path, record: dict, extra: dict, lora_doc: di
     return info
 
 
+def save_final(trainer, final: Path) -> None:
+    """The trained adapter (or model) into `final`, whole or not at all, as safetensors only.
+
+    Through the Trainer, whose `save_model` gathers ZeRO-3's partitioned parameters (`model.save_pretrained`
+    there writes each rank's empty shard); elsewhere it ends in the same `save_pretrained`, and the bytes are
+    those it wrote before (measured: plain and ZeRO-2 adapters, the warm-up's model; published digests hold).
+    Every process joins the gather, only process zero writes. The Trainer
+    also pickles its arguments beside the weights (training_args.bin): dropped, since this workflow reads and
+    ships no pickle, and the settings are in run.json."""
+    if not trainer.is_world_process_zero():
+        trainer.save_model(str(final))  # a collective under ZeRO-3; writes nothing on this process
+        return
+    with atomic_dir(final) as tmp:
+        trainer.save_model(str(tmp))
+        (tmp / TRAINING_ARGS).unlink(missing_ok=True)
+        pickled = sorted(f.name for f in tmp.iterdir() if f.suffix in (".bin", ".pt", ".pkl") or f.is_dir())
+        if pickled or not list(tmp.glob("*.safetensors")):  # e.g. ZeRO-3 without gathering: DeepSpeed's own files
+            raise UserError(f"saving {str(final)!r} gave {pickled or 'no safetensors weights'} (allowed: safetensors "
+                            f"only); under ZeRO-3 set stage3_gather_16bit_weights_on_model_save: true")
+
+
 def finish(trainer, profiler, out: Path, run_info: dict, ranks=None) -> None:
     """Write the final outputs atomically; the checkpoints are no longer needed after this."""
+    final = out / "final"
+    save_final(trainer, final)
     if not trainer.is_world_process_zero():
         return
-    final = out / "final"
-    with atomic_dir(final) as tmp:
-        trainer.model.save_pretrained(tmp, safe_serialization=True)
-        trainer.processing_class.save_pretrained(tmp)
     with atomic_path(out / "grad_norms.parquet") as t:
         profiler.frame().to_parquet(t, index=False)
     if ranks is not None:

@@ -39,6 +39,7 @@ class SFTSettings:
     weight_grad_every: int = opt(1, "LoRA runs: log the full-weight gradient norm of every adapted projection "
                                     "every k-th step", type=positive_int)
     save_steps: int = opt(200, "checkpoint interval: where a killed run resumes", type=positive_int, operational=True)
+    report_to: list[str] = driver.report_to()
 
     def check(self, world: int = 1) -> None:
         if self.warmup_steps < 0:

@@ -2,8 +2,9 @@
 
     python -m lorarank train --model warmup/final --lora lora/uniform.json \
         --data data/synth/train.parquet --steps 60 --prompts-per-step 8 --generations 8 --out runs/uniform/seed0
-    # DeepSpeed ZeRO-2 (one process here; `accelerate launch` for several GPUs):
+    # DeepSpeed ZeRO-2 (zero3.json: ZeRO-3; one process here, `accelerate launch` for several GPUs):
     python -m lorarank train ... --deepspeed config/deepspeed/zero2.json
+    # watched while it trains: OUT/progress.jsonl, `lorarank progress`, and trackers (--report-to tensorboard)
 
 Rewards: `format` and `correctness` (`lorarank.training.rewards`, graded by the evaluation's grader). The
 LoRA config is verified on the real model before anything trains: every module's r, alpha and
@@ -50,6 +51,7 @@ class GRPOSettings:
                                     "step (1 = every step; larger trades resolution for cost on big models)",
                                  type=positive_int)
     save_steps: int = opt(20, "checkpoint interval: where a killed run resumes", type=positive_int, operational=True)
+    report_to: list[str] = driver.report_to()
 
     def check(self, world: int = 1) -> None:
         """Cross-field mistakes, in one line, before anything is loaded (the workflow calls it too)."""

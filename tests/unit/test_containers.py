@@ -14,8 +14,10 @@ from spython.main.parse.parsers import SingularityParser
 from lorarank.provenance.containers import (
     COMMAND_ENV,
     ENVIRONMENTS,
+    binds,
     check_reference,
     digest,
+    passed_env,
     references,
 )
 
@@ -157,3 +159,36 @@ def test_every_rule_names_its_container():
             assert re.search(rf'container:\n\s+image\("{command}"\)', block), name
             assert re.search(rf"python -m lorarank {command}\b|-m\"?\s*\"? lorarank {command}\b|"
                              rf"\{{params.launcher\}} lorarank {command}\b", block), name
+
+
+def test_inputs_outside_what_the_container_mounts_are_bound_where_the_config_names_them(tmp_path, monkeypatch):
+    checkout, work, outside = tmp_path / "repo", tmp_path / "work", tmp_path / "data"
+    for d in (checkout, work, outside, work / "local"):
+        d.mkdir()
+    (tmp_path / "link").symlink_to(outside)
+    (work / "inlink").symlink_to(outside)  # inside the working directory as named, outside where it is
+    paths = {"data.path": str(outside), "model.name_or_path": str(work / "local"), "grpo.deepspeed": str(checkout),
+             "model.gguf.path": str(tmp_path / "link"), "sft.deepspeed": str(work / "inlink")}
+    assert binds(paths, [str(checkout), str(work)]) == [str(outside), f"{outside}:{tmp_path / 'link'}",
+                                                        f"{outside}:{work / 'inlink'}"]
+    monkeypatch.chdir(work)  # a relative path is bound at its absolute place
+    assert binds({"data.path": "../data"}, [str(checkout), "."]) == [str(outside)]
+
+
+@pytest.mark.parametrize("name", ["a,b", "a:b"])
+def test_a_path_a_bind_list_cannot_carry_is_refused_naming_the_key(tmp_path, name):
+    (tmp_path / name).mkdir()
+    with pytest.raises(ValueError, match=rf"^data.path: '.*{name}' holds ',' or ':', which an Apptainer bind"):
+        binds({"data.path": str(tmp_path / name)}, [str(tmp_path / "elsewhere")])
+
+
+def test_only_the_named_variables_pass_into_the_container():
+    host = {"CUDA_VISIBLE_DEVICES": "2,3", "HF_TOKEN": "hf_x", "PYTHONPATH": "/home/me/lib", "LD_LIBRARY_PATH": "/opt",
+            "OMP_NUM_THREADS": "64", "https_proxy": "http://proxy:3128"}
+    assert passed_env(host) == {"APPTAINERENV_CUDA_VISIBLE_DEVICES": "2,3", "APPTAINERENV_HF_TOKEN": "hf_x",
+                                "APPTAINERENV_https_proxy": "http://proxy:3128"}
+
+
+def test_the_slurm_profile_cleans_the_environment():
+    profile = yaml.safe_load(Path(ROOT, "slurm/config.yaml").read_text())
+    assert profile["apptainer-args"].split() == ["--nv", "--cleanenv"]

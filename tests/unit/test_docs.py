@@ -14,7 +14,7 @@ def test_every_citation_of_the_design_notes_names_one_of_its_sections():
     design = Path(ROOT) / "docs" / "design.md"
     sections = {line.lstrip("#").strip() for line in design.read_text().splitlines() if line.startswith("#")}
     files = [p for pattern in ("lorarank/**/*.py", "tests/**/*.py", "benchmarks/*.py", "workflow/**/*.smk",
-                               "config/*.yaml", "Snakefile", "README.md") for p in Path(ROOT).glob(pattern)]
+                               "config/*.yaml", "workflow/Snakefile", "README.md") for p in Path(ROOT).glob(pattern)]
     cited = {}
     for path in files:
         # a citation may wrap across lines of a docstring or a comment

@@ -129,3 +129,12 @@ def test_the_workflow_refuses_it_naming_the_config_key(tmp_path, monkeypatch):
         workflow_config.check(config)
     config["numerics"]["kernels"] = "native"
     workflow_config.check(config)  # the way out works
+
+
+def test_every_thread_pool_of_a_job_is_the_profiles():
+    """A Slurm job is given numerics.threads cores per process: torch, OpenMP, MKL and the tokenizers' Rust pool
+    each get that many, none the node's core count."""
+    from lorarank.numerics import Numerics, env
+
+    assert {k: v for k, v in env(Numerics(threads=7)).items() if k.endswith("_THREADS")} == \
+        {"OMP_NUM_THREADS": "7", "MKL_NUM_THREADS": "7", "RAYON_NUM_THREADS": "7"}

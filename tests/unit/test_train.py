@@ -91,7 +91,9 @@ def test_outputs_and_run_record(plain_run, lora_json):
 
 
 def test_same_seed_is_bit_identical(plain_run, warm_model, lora_json, synth_data, tmp_path):
-    grpo(warm_model / "final", lora_json, synth_data / "train.parquet", tmp_path / "again")
+    # reporting to a tracker is operational: it must not change a bit
+    grpo(warm_model / "final", lora_json, synth_data / "train.parquet", tmp_path / "again", "--report-to", "tensorboard")
+    assert list((tmp_path / "again" / "tensorboard").iterdir())
     assert digest(tmp_path / "again" / "final" / "adapter_model.safetensors") == digest(plain_run / "final" / "adapter_model.safetensors")
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "again" / "grad_norms.parquet"),
                                   pd.read_parquet(plain_run / "grad_norms.parquet"))
@@ -218,10 +220,10 @@ def test_checkpoints_of_another_configuration_are_not_resumed(plain_run, warm_mo
 
 
 # --- LoRA-SFT: the study's contrast arm, with the same profiler and guarantees -----------------------
-def sft_lora(model, lora, data, out, *extra, steps=4, check=True):
+def sft_lora(model, lora, data, out, *extra, steps=4, check=True, env=None):
     return run_lorarank("sft", "--model", model, "--lora", lora, "--data", data, "--out", out, "--steps", steps,
                         "--batch-size", 8, "--lr", "1e-3", "--warmup-steps", 0, "--save-steps", 2, "--seed", 7,
-                        *extra, check=check)
+                        *extra, check=check, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -254,6 +256,44 @@ def test_lora_sft_is_bit_identical_on_rerun_and_after_a_kill(sft_run, warm_model
     assert json.loads((out / "run.json").read_text())["resumed_from"].endswith("checkpoint-2")
     assert digest(out / "final/adapter_model.safetensors") == digest(sft_run / "final/adapter_model.safetensors")
     pd.testing.assert_frame_equal(pd.read_parquet(out / "grad_norms.parquet"), pd.read_parquet(sft_run / "grad_norms.parquet"))
+
+
+def test_deepspeed_zero3_saves_the_gathered_adapter(sft_run, warm_model, lora_json, synth_data, tmp_path):
+    """ZeRO-3 partitions the adapter too: final/ holds it gathered (a plain `save_pretrained` wrote this process's
+    empty shards: 9 of 56 tensors of shape (0,) here), safetensors only, loadable by PEFT at every module's rank,
+    and what the plain path trains."""
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29614"}
+    out = tmp_path / "z3"
+    sft_lora(warm_model / "final", lora_json, synth_data / "train.parquet", out,
+             "--deepspeed", os.path.join(ROOT, "config/deepspeed/zero3.json"), env=env)
+    files = sorted(f.name for f in (out / "final").iterdir())
+    assert files == sorted(f.name for f in (sft_run / "final").iterdir()) and "training_args.bin" not in files
+    ours = load_file(out / "final" / "adapter_model.safetensors")
+    plain = load_file(sft_run / "final" / "adapter_model.safetensors")
+    lora = json.loads(lora_json.read_text())
+    assert sorted(ours) == sorted(plain) and len(ours) == 2 * len(lora["modules"])
+    for key, weight in plain.items():
+        assert ours[key].shape == weight.shape and ours[key].numel() > 0, key
+        torch.testing.assert_close(ours[key], weight, rtol=1e-4, atol=1e-5)  # measured: 5e-7 apart after 4 steps
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(warm_model / "final"), out / "final")
+    loaded = {n: p for n, p in model.named_parameters() if ".lora_" in n}
+    assert len(loaded) == len(ours)
+    for m in lora["modules"]:
+        a = next(p for n, p in loaded.items() if f"{m['name']}.lora_A." in n)
+        b = next(p for n, p in loaded.items() if f"{m['name']}.lora_B." in n)
+        assert a.shape == (m["r"], m["in_features"]) and b.shape == (m["out_features"], m["r"]), m["name"]
+        torch.testing.assert_close(b.detach(), ours[f"base_model.model.{m['name']}.lora_B.weight"], rtol=0, atol=0)
+    run = json.loads((out / "run.json").read_text())
+    assert run["trainable_params"] == lora["expected_trainable_params"]  # whole parameters, not this process's shards
+    keys = ["step", "layer", "module", "matrix"]
+    merged = pd.read_parquet(sft_run / "grad_norms.parquet").merge(pd.read_parquet(out / "grad_norms.parquet"), on=keys)
+    assert len(merged) == 4 * 3 * len(lora["modules"])
+    np.testing.assert_allclose(merged.grad_norm_y, merged.grad_norm_x, rtol=1e-5, atol=1e-9)
 
 
 def test_lora_sft_loss_is_the_completion_tokens_alone(warm_model, lora_json, synth_data, tmp_path):

@@ -4,6 +4,7 @@ command on the host. Real Snakemake decides what to pull and how to launch every
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -11,17 +12,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, TEST_CONFIG, planned, repo_copy, snakemake, standin_env
-from lorarank.provenance.containers import COMMAND_ENV, ENVIRONMENTS, check_reference, digest
+from conftest import DAG_CALLS, GSM8K_DIR, ROOT, TEST_CONFIG, edited_config, planned, repo_copy, snakemake, standin_env
+from lorarank.provenance.containers import COMMAND_ENV, ENVIRONMENTS, PASSED_ENV, check_reference, digest
 
 pytestmark = pytest.mark.dag
 
 IMAGES = yaml.safe_load(TEST_CONFIG.read_text())["containers"]
 GPU_RULE_COMMANDS = {"sft", "train", "evaluate"}  # the rules that get GPUs on a cluster
+# what a job sees in an image under --cleanenv: Apptainer's own (the stand-in keeps PATH for the host's Python),
+# the checkout on PYTHONPATH, and the variables the workflow passes by name
+CONTAINER_ENV = {"HOME", "TERM", "LANG", "PATH", "APPTAINER_CONTAINER", "APPTAINER_NAME", "APPTAINER_BIND", "PYTHONPATH",
+                 *PASSED_ENV}
 
 
-def calls(work) -> list[dict]:
-    return [json.loads(line) for line in (work / "apptainer.jsonl").read_text().splitlines()]
+def calls(work, log="apptainer.jsonl") -> list[dict]:
+    return [json.loads(line) for line in (work / log).read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +38,7 @@ def contained(dag_run):
 def test_every_job_ran_through_apptainer_in_its_pinned_image(contained):
     work, log = contained
     jobs = int(re.search(r"(\d+) of \1 steps \(100%\) done", log)[1]) - 1  # all but `all`
-    execs = [c for c in calls(work) if c["call"] == "exec"]
+    execs = [c for c in calls(work, DAG_CALLS) if c["call"] == "exec"]
     assert len(execs) == jobs == 59  # every job of the two-regime test DAG (4 of them profiling runs)
     commands = []
     for c in execs:
@@ -43,10 +48,14 @@ def test_every_job_ran_through_apptainer_in_its_pinned_image(contained):
         assert c["url"] == IMAGES[COMMAND_ENV[command]], (command, c["url"])
         assert "--nv" in c["options"] or command not in GPU_RULE_COMMANDS, (command, c["options"])
         # the checkout's code is bound and importable inside, and nothing else from the host's PYTHONPATH
-        assert c["env"] == {"PYTHONPATH": ROOT, "APPTAINER_BIND": ROOT}, c["env"]
+        assert (c["env"]["PYTHONPATH"], c["env"]["APPTAINER_BIND"]) == (ROOT, ROOT), c["env"]
+        # --cleanenv (the profile's): of the host's variables only what Apptainer keeps and the workflow passes
+        # (the session's own HF_HUB_OFFLINE too: a compute job is offline by its command line alone)
+        assert c["cleanenv"] and set(c["env_names"]) <= CONTAINER_ENV, set(c["env_names"]) - CONTAINER_ENV
+        assert c["invisible"] == [], c["invisible"]  # every path on the command line is mounted
     assert sorted(set(commands)) == sorted({"prepare-data", "build-model", "sft", "allocate", "lora-config", "train",
                                             "evaluate", "analyze", "summarize", "archive"})
-    pulls = sorted(c["url"] for c in calls(work) if c["call"] == "pull")
+    pulls = sorted(c["url"] for c in calls(work, DAG_CALLS) if c["call"] == "pull")
     assert pulls == sorted(IMAGES.values())  # each image pulled once, by its digest
 
 
@@ -59,7 +68,7 @@ def test_the_archive_records_images_and_what_ran_inside_them(contained):
     assert {env: rec["reference"] for env, rec in doc["containers"].items()} == IMAGES
     assert {env: rec["sha256"] for env, rec in doc["containers"].items()} == \
         {env: ref.rsplit(":", 1)[1] for env, ref in IMAGES.items()}
-    pulled = {c["url"]: c for c in calls(work) if c["call"] == "exec"}
+    pulled = {c["url"]: c for c in calls(work, DAG_CALLS) if c["call"] == "exec"}
     [train] = doc["environments"]["train"]  # every training/evaluation job saw the same software
     assert train["environment"]["container"]["image"] == pulled[IMAGES["train"]]["image"]
     [analysis] = doc["environments"]["analysis"]
@@ -117,3 +126,32 @@ def test_build_script_names_images_by_content_and_flags_a_changed_def(tmp_path):
     r = snakemake(work, "-n", configfile=path, repo=clone)
     assert r.returncode == 0
     assert "containers/train.def changed since the image in containers.train was built" in r.stdout + r.stderr
+
+
+def test_a_data_path_outside_the_checkout_is_bound_into_the_container(tmp_path):
+    """The real GSM8K files lie beside the checkout (../shared), where no image would see them: the workflow
+    binds them at the path the config gives. The stand-in fails a job whose command line names a path its
+    container would not mount (as the job would fail), so without the bind this run fails."""
+    cfg = edited_config(tmp_path, lambda c: c["data"].update(source="local", path=GSM8K_DIR))
+    work = tmp_path / "work"
+    work.mkdir()
+    r = snakemake(work, "results/test/data/manifest.json", configfile=cfg)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    [job] = [c for c in calls(work) if c["call"] == "exec"]
+    assert os.path.realpath(GSM8K_DIR) in job["env"]["APPTAINER_BIND"].split(",") or \
+        f"{os.path.realpath(GSM8K_DIR)}:{os.path.abspath(GSM8K_DIR)}" in job["env"]["APPTAINER_BIND"].split(","), job
+    assert job["invisible"] == [] and GSM8K_DIR in job["command"][-1]
+
+
+def test_a_path_no_bind_can_carry_is_refused_before_any_job(tmp_path):
+    odd = tmp_path / "gsm8k,v1"
+    odd.mkdir()
+    for split in ("train", "test"):
+        (odd / f"{split}.jsonl").write_text(Path(GSM8K_DIR, f"{split}.jsonl").read_text())
+    cfg = edited_config(tmp_path, lambda c: c["data"].update(source="local", path=str(odd)))
+    work = tmp_path / "work"
+    work.mkdir()
+    r = snakemake(work, "-n", configfile=cfg)
+    assert r.returncode != 0
+    assert f"config: data.path: {str(odd)!r} holds ',' or ':'" in r.stdout + r.stderr
+    assert not (work / "apptainer.jsonl").exists() and not (work / "results").exists()

@@ -164,7 +164,7 @@ def test_snakemake_refuses_a_bad_config_in_one_line(case, tmp_path):
     edit(tmp_path, cfg)
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    r = subprocess.run(["snakemake", "-s", f"{ROOT}/Snakefile", "--configfile", str(path), "-n", "--cores", "1"],
+    r = subprocess.run(["snakemake", "-s", f"{ROOT}/workflow/Snakefile", "--configfile", str(path), "-n", "--cores", "1"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=child_env())
     assert r.returncode != 0
     lines = [line for line in (r.stdout + r.stderr).splitlines() if line.startswith("config: ")]

@@ -162,10 +162,13 @@ def test_operational_settings_stay_out_of_the_result_flags():
 def test_the_archived_config_leaves_out_exactly_the_operational_keys():
     config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     kept = workflow_config.result_config(config)
-    assert workflow_config.operational_keys() == sorted(["evaluation.batch_size", "warmup.save_steps",
+    assert workflow_config.operational_keys() == sorted(["evaluation.batch_size", "warmup.save_steps", "report_to",
                                                           *(f"{r}.save_steps" for r in REGIMES)])
     assert "save_steps" not in kept["grpo"] and "batch_size" not in kept["evaluation"]
     assert kept["grpo"]["steps"] == config["grpo"]["steps"] and "save_steps" in config["grpo"]  # a copy
+    # and the site's section: another site reruns the same study with its own partitions
+    sited = workflow_config.result_config({**config, "slurm": {"partition": "gpu", "gpu_partition": None, "account": "x"}})
+    assert "slurm" not in sited and sited == kept
 
 
 def test_the_compute_rules_are_the_commands_that_apply_the_numerics_profile():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, TEST_CONFIG, edited_config, job_stats, standin_env
+from conftest import DAG_CALLS, ROOT, TEST_CONFIG, edited_config, job_stats, standin_env
 
 from lorarank.provenance.containers import COMMAND_ENV
 
@@ -30,10 +30,21 @@ def cluster():
     subprocess.run(["scancel", "--user", "root"], capture_output=True)
 
 
+# Where the slice's jobs go: the cluster's second partition (scripts/slurm-up.sh: "cpu" is the default, so a job
+# found in "gpu" got there by the config), charged to an account (no accounting database: Slurm records it as given)
+SITE = {"partition": "gpu", "account": "lorarank-test"}
+
+
 @pytest.fixture(scope="module")
 def slice_config(tmp_path_factory):
     return edited_config(tmp_path_factory.mktemp("slice"),
-                         lambda c: (c.update(regimes=["grpo"]), c["allocation"].update(strategies=["random"])))
+                         lambda c: (c.update(regimes=["grpo"], slurm=SITE), c["allocation"].update(strategies=["random"])))
+
+
+def job_record(jid: str) -> dict[str, str]:
+    """Slurm's record of a job (kept MinJobAge = 600 s after it ends): Key=Value fields."""
+    text = subprocess.run(["scontrol", "show", "job", jid], capture_output=True, text=True).stdout
+    return dict(kv.split("=", 1) for kv in text.split() if "=" in kv)
 
 
 def slurm_snakemake(work, *args, configfile, limit=1200):
@@ -58,6 +69,7 @@ def slurm_run(cluster, slice_config, tmp_path_factory):
     work = tmp_path_factory.mktemp("slurm")
     r = slurm_snakemake(work, configfile=slice_config)
     assert r.returncode == 0, (r.stdout + r.stderr)[-6000:]
+    shutil.copy(work / "apptainer.jsonl", work / DAG_CALLS)  # this run's calls alone: the rerun tests append
     return work, r.stdout + r.stderr
 
 
@@ -74,7 +86,7 @@ def test_every_heavy_rule_ran_as_a_slurm_job(slurm_run):
 def test_every_slurm_job_ran_its_rule_in_its_pinned_image_with_nv(slurm_run):
     work, log = slurm_run
     images = yaml.safe_load(TEST_CONFIG.read_text())["containers"]
-    execs = [json.loads(line) for line in (work / "apptainer.jsonl").read_text().splitlines()]
+    execs = [json.loads(line) for line in (work / DAG_CALLS).read_text().splitlines()]
     execs = [c for c in execs if c["call"] == "exec"]
     by_job = {c["slurm_job"]: c for c in execs if c["slurm_job"]}
     for rule, ids in submitted(log).items():
@@ -84,6 +96,24 @@ def test_every_slurm_job_ran_its_rule_in_its_pinned_image_with_nv(slurm_run):
             assert c["url"] == images[COMMAND_ENV[command]] and "--nv" in c["options"], (rule, c)
     # local rules in images too: data, model, 2 x (allocation, LoRA config), analysis, summary, archive
     assert len(execs) == sum(CLUSTER_RULES.values()) + 9 and len(by_job) == sum(CLUSTER_RULES.values())
+
+
+def test_every_slurm_job_landed_where_the_config_sends_it(slurm_run):
+    """config `slurm:` -> the plugin's slurm_partition / slurm_account: inside each job Slurm says "gpu" (not
+    the default "cpu"), its record names the account, and it holds exactly the cores its threads use."""
+    work, log = slurm_run
+    execs = [json.loads(line) for line in (work / DAG_CALLS).read_text().splitlines()]
+    partitions = {c["slurm_job"]: c["slurm_partition"] for c in execs if c["call"] == "exec" and c["slurm_job"]}
+    threads = yaml.safe_load(TEST_CONFIG.read_text()).get("numerics", {}).get("threads", 2)
+    for rule, ids in submitted(log).items():
+        for jid in ids:
+            assert partitions[jid] == SITE["partition"], (rule, jid, partitions[jid])
+            record = job_record(jid)
+            assert (record["Partition"], record["Account"]) == (SITE["partition"], SITE["account"]), (rule, record)
+            assert record["NumCPUs"] == str(threads), (rule, record["NumCPUs"])
+    runs = list((work / "results/test").rglob("run.json"))  # the warm-up and every training run
+    assert len(runs) == 3 and all(json.loads(r.read_text())["environment"]["numerics"]["torch_threads"] == threads
+                                  for r in runs)
 
 
 def test_local_rules_did_not_queue(slurm_run):
@@ -141,18 +171,27 @@ def test_scancel_mid_job_then_rerun_does_only_what_is_missing(slurm_run, slice_c
         {"train_grpo": 1, "evaluate_model": 1}
 
 
-def test_paper_sbatch_requests():
-    """What the paper config asks Slurm for, as a dry run prints it."""
+def test_paper_sbatch_requests(tmp_path):
+    """What the paper config asks Slurm for, as a dry run prints it: with a site's `slurm:` section, GPU jobs
+    to its GPU partition, and a training job's cores the threads of its four processes."""
     images = yaml.safe_load(TEST_CONFIG.read_text())["containers"]
+    site = {"partition": "cpu", "gpu_partition": "gpu", "account": "proj"}
     r = subprocess.run(["timeout", "120", "snakemake", "-n", "--profile", "slurm", "--configfile", "config/paper.yaml",
-                        "--config", f"containers={json.dumps(images)}",
-                        "--directory", "/tmp/lorarank-paper-dry"], cwd=ROOT, capture_output=True, text=True,
+                        "--config", f"containers={json.dumps(images)}", f"slurm={json.dumps(site)}",
+                        "--directory", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
                        env=standin_env("/dev/null"))
     assert r.returncode == 0, r.stderr[-3000:]
-    blocks = {m[1]: m[2] for m in re.finditer(r"rule (\w+):\n(?:    .*\n)*?    resources: ([^\n]*)", r.stdout)}
-    train = dict(kv.split("=", 1) for kv in blocks["train_grpo"].split(", "))
+    blocks = {m[1]: m[0] for m in re.finditer(r"rule (\w+):\n(?:    .*\n)*", r.stdout)}  # the first job of each rule
+
+    def resources(rule):
+        return dict(kv.split("=", 1) for kv in re.search(r"resources: ([^\n]*)", blocks[rule])[1].split(", "))
+
+    train = resources("train_grpo")
     assert (train["gpu"], train["cpus_per_task"], train["mem_mb"], train["runtime"]) == ("4", "32", "128000", "1440")
-    ev = dict(kv.split("=", 1) for kv in blocks["evaluate_model"].split(", "))
-    assert (ev["gpu"], ev["runtime"]) == ("1", "240")
+    assert (train["slurm_partition"], train["slurm_account"]) == ("gpu", "proj")
+    ev = resources("evaluate_model")
+    assert (ev["gpu"], ev["runtime"], ev["cpus_per_task"], ev["slurm_partition"]) == ("1", "240", "8", "gpu")
     assert "gpu" not in blocks["allocate_ranks"]  # runs on the submit host (see test_local_rules_did_not_queue)
     assert "accelerate launch --num_processes 4 --num_machines 1 -m lorarank train" in r.stdout
+    # its 32 cores are its threads: 4 processes (one per GPU) x 8 threads each (numerics.threads)
+    assert re.search(r"--num_processes 4 [^\n]*-m lorarank train [^\n]*--threads 8 ", r.stdout)

@@ -153,6 +153,9 @@ OPERATIONAL = {
     "warmup.save_steps": (lambda c: c["warmup"].update(save_steps=7), "run_warmup", "--save-steps 7 "),
     "sft.save_steps": (lambda c: c["sft"].update(save_steps=3), "train_sft", "--save-steps 3 "),
     "evaluation.batch_size": (lambda c: c["evaluation"].update(batch_size=5), "evaluate_model", "--batch-size 5 "),
+    "report_to": (lambda c: c.update(report_to=["tensorboard"]), "train_grpo", "--report-to tensorboard "),
+    # where a study runs, not what it computes (a site's section: the archive's config leaves it out too)
+    "slurm": (lambda c: c.update(slurm={"partition": "gpu", "account": "lab"}), "train_grpo", "slurm_partition=gpu"),
 }
 
 

@@ -9,16 +9,18 @@ rule allocate_ranks:
         unpack(profile_inputs),
     output:
         "results/{experiment}/allocations/{regime}/{strategy}/{policy}.json",
-    params:
-        code=CODE["allocate"],
-        settings=settings_flags("allocate_ranks"),
-        grad_log=grad_log_flag,
     log:
         "logs/{experiment}/allocate_ranks/{regime}/{strategy}/{policy}.log",
     benchmark:
         "benchmarks/{experiment}/allocate_ranks/{regime}/{strategy}/{policy}.tsv"
+    conda:
+        environment("allocate")
     container:
         image("allocate")
+    params:
+        code=CODE["allocate"],
+        settings=settings_flags("allocate_ranks"),
+        grad_log=grad_log_flag,
     shell:
         "(python -m lorarank allocate {params.settings} --model {input.model:q} {params.grad_log}"
         " --out {output:q}) > {log:q} 2>&1"
@@ -30,15 +32,17 @@ rule write_lora_config:
         allocation="results/{experiment}/allocations/{regime}/{strategy}/{policy}.json",
     output:
         LORA,
-    params:
-        code=CODE["lora-config"],
-        settings=settings_flags("write_lora_config"),
     log:
         "logs/{experiment}/write_lora_config/{regime}/{strategy}/{policy}.log",
     benchmark:
         "benchmarks/{experiment}/write_lora_config/{regime}/{strategy}/{policy}.tsv"
+    conda:
+        environment("lora-config")
     container:
         image("lora-config")
+    params:
+        code=CODE["lora-config"],
+        settings=settings_flags("write_lora_config"),
     shell:
         "(python -m lorarank lora-config --allocation {input.allocation:q} --model {input.model:q}"
         " {params.settings} --out {output:q} --verify) > {log:q} 2>&1"

@@ -9,6 +9,14 @@ rule archive_results:
     output:
         tarball="results/{experiment}/archive/{experiment}.tar.gz",
         manifest="results/{experiment}/archive/MANIFEST.json",
+    log:
+        "logs/{experiment}/archive_results.log",
+    benchmark:
+        "benchmarks/{experiment}/archive_results.tsv"
+    conda:
+        environment("archive")
+    container:
+        image("archive")
     params:
         code=CODE["archive"],
         config=config_json,
@@ -16,12 +24,6 @@ rule archive_results:
         results=subpath(output.manifest, ancestor=2),
         resources=resource_records,
         out=subpath(output.manifest, parent=True),
-    log:
-        "logs/{experiment}/archive_results.log",
-    benchmark:
-        "benchmarks/{experiment}/archive_results.tsv"
-    container:
-        image("archive")
     shell:
         "(python -m lorarank archive --results {params.results:q} --inputs {input:q}"
         " --config-json {params.config:q} --snakemake-version {params.snakemake:q} --resources {params.resources:q}"

@@ -77,8 +77,9 @@ def chosen_rate(experiment, arm):
     with several rates it asks the select_rate checkpoint, so what depends on it is planned once it has run."""
     if not selects(arm):
         return rates(arm)[0]
-    done = checkpoints.select_rate.get(experiment=experiment, regime=arm.regime, strategy=arm.strategy,
-                                       policy=arm.policy)
+    done = checkpoints.select_rate.get(
+        experiment=experiment, regime=arm.regime, strategy=arm.strategy, policy=arm.policy
+    )
     return selection.read(done.output[0])["chosen_name"]
 
 
@@ -122,13 +123,20 @@ def arm_path(pattern, experiment, arm, seed=None, lr=None, split="test"):
     """`pattern` for one arm (regime, strategy, policy), rate (by default its chosen one), seed and split."""
     regime, strategy, policy = arm
     lr = chosen_rate(experiment, arm) if lr is None and "{lr}" in pattern else lr
-    return pattern.format(experiment=experiment, regime=regime, strategy=strategy, policy=policy, lr=lr, seed=seed,
-                          split=split)
+    return pattern.format(
+        experiment=experiment, regime=regime, strategy=strategy, policy=policy, lr=lr, seed=seed, split=split
+    )
 
 
 def image(command):
     """Pinned image that `lorarank <command>` runs in; None where unset (host only)."""
     return CONTAINERS[COMMAND_ENV[command]]
+
+
+def environment(command):
+    """Conda environment of the same image, for --sdm conda: its Python and every package of its lock at the
+    locked version and hash (envs/<env>.yaml, written from the def and the lock by scripts/conda-envs.py)."""
+    return f"{ROOT}/envs/{COMMAND_ENV[command]}.yaml"
 
 
 def settings_flags(rule):
@@ -209,17 +217,26 @@ def run_dir(wildcards):
 
 def evaluate_inputs(wildcards):
     run = run_dir(wildcards)  # run.json says what the adapter is: the evaluation records it
-    return {"data": f"results/{wildcards.experiment}/data/{wildcards.split}.parquet", **start_inputs(wildcards),
-            "adapter": f"{run}/final", "run": f"{run}/run.json"}
+    return {
+        "data": f"results/{wildcards.experiment}/data/{wildcards.split}.parquet",
+        **start_inputs(wildcards),
+        "adapter": f"{run}/final",
+        "run": f"{run}/run.json",
+    }
 
 
 def selection_inputs(wildcards):
     """An arm's validation evaluations at every rate and selection seed, and the manifest that says which file
     is the validation split (select-rate refuses any other): nothing a selection reads is from test."""
     arm, exp = Arm(wildcards.regime, wildcards.strategy, wildcards.policy), wildcards.experiment
-    return {"manifest": f"results/{exp}/data/manifest.json",
-            "evaluations": [f"{arm_path(EVAL, exp, arm, seed, lr, 'validation')}/metrics.json"
-                            for lr in rates(arm) for seed in seeds_of(exp, "selection")]}
+    return {
+        "manifest": f"results/{exp}/data/manifest.json",
+        "evaluations": [
+            f"{arm_path(EVAL, exp, arm, seed, lr, 'validation')}/metrics.json"
+            for lr in rates(arm)
+            for seed in seeds_of(exp, "selection")
+        ],
+    }
 
 
 def evaluation_files(experiment):
@@ -233,11 +250,15 @@ def evaluation_files(experiment):
 def run_files(experiment):
     """[run.json, grad_norms.parquet, trainer_log.jsonl (, ranks.parquet of an adalora run)] of every run the
     analysis compares: each arm's seeds at its chosen rate, and the tiny model's full-weight warm-up."""
-    runs = [(arm_path(RUN, experiment, arm, seed), arm.strategy == DYNAMIC) for arm in ARMS
-            for seed in seeds_of(experiment)]
+    runs = [
+        (arm_path(RUN, experiment, arm, seed), arm.strategy == DYNAMIC) for arm in ARMS for seed in seeds_of(experiment)
+    ]
     runs += [(f"results/{experiment}/warmup", False)] if TINY else []
-    return [[f"{d}/run.json", f"{d}/grad_norms.parquet", f"{d}/trainer_log.jsonl"]
-            + ([f"{d}/ranks.parquet"] if dynamic else []) for d, dynamic in runs]
+    return [
+        [f"{d}/run.json", f"{d}/grad_norms.parquet", f"{d}/trainer_log.jsonl"]
+        + ([f"{d}/ranks.parquet"] if dynamic else [])
+        for d, dynamic in runs
+    ]
 
 
 def selection_files(experiment):
@@ -269,7 +290,7 @@ def summary_selections(wildcards):
 
 def summary_args(wildcards, input):
     pairs = list(getattr(input, "evaluations", []))
-    return grouped("--eval", [pairs[i:i + 2] for i in range(0, len(pairs), 2)])
+    return grouped("--eval", [pairs[i : i + 2] for i in range(0, len(pairs), 2)])
 
 
 def selection_args(wildcards, input):
@@ -292,8 +313,11 @@ def analysis_args(wildcards, input):
 # heatmap file names: every arm on each metric the table draws one for; the full-weight warm-up ('W' rows)
 # on those of them it can give
 HEATMAPS = [gradmetrics.heatmap_file(m, arm.name) for arm in ARMS for m in gradmetrics.HEATMAPS]
-HEATMAPS += [gradmetrics.heatmap_file(m, "warmup") for m in gradmetrics.HEATMAPS
-             if m in gradmetrics.readable(["W"])] if TINY else []
+HEATMAPS += (
+    [gradmetrics.heatmap_file(m, "warmup") for m in gradmetrics.HEATMAPS if m in gradmetrics.readable(["W"])]
+    if TINY
+    else []
+)
 # AdaLoRA's rank trajectories, one panel per adalora arm: a figure only where there is one
 RANK_FIGURES = ["ranks"] if DYNAMIC in STRATEGIES else []
 # the validation curves of the arms whose rate was chosen: a figure only where one was
@@ -304,22 +328,47 @@ SELECTION_FIGURES = ["selection"] if any(selects(arm) for arm in ARMS) else []
 # an experiment fact (`grpo.gpus`, it sets the per-device batch), memory and runtime are site
 # defaults sized for a 1.5B model, overridable with --set-resources.
 GPUS = config["grpo"]["gpus"] if SOURCE == "pretrained" else 0
-# A compute job's threads are the numerics profile's (lorarank.numerics): the order of parallel sums depends
-# on them, so they are an experiment fact in the config, not a profile setting; Snakemake and Slurm reserve
-# that many cores.
+# A compute process's threads are the numerics profile's (lorarank.numerics): the order of parallel sums depends
+# on them, so they are an experiment fact in the config, not a profile setting. A job reserves them for each of
+# its processes (one per GPU under accelerate), and asks Slurm for exactly that many cores: every core it is
+# given is used, and none is used that it was not given.
 THREADS = config["numerics"]["threads"]
+TRAIN_THREADS = THREADS * max(GPUS, 1)
+
+
+# sbatch's own variables lose to the plugin's -p/-A (it passes the default partition when given none): say so
+for _var, _key in (("SBATCH_PARTITION", "partition"), ("SBATCH_ACCOUNT", "account")):
+    if os.environ.get(_var) and not config["slurm"][_key]:
+        logger.warning(
+            f"{_var} is set, but the Slurm executor plugin overrides it: set slurm.{_key} in the config "
+            f"(README: On a Slurm cluster)"
+        )
+
+
+def site_resources(gpus):
+    """Where a cluster job goes (config `slurm:`): the executor plugin's partition and account resources.
+    Unset keys are left out, and the plugin then asks the cluster (its default partition, a guessed account)."""
+    site = config["slurm"]
+    partition = (site["gpu_partition"] or site["partition"]) if gpus else site["partition"]
+    return {k: v for k, v in (("slurm_partition", partition), ("slurm_account", site["account"])) if v}
 
 
 def train_resources():
     if not GPUS:
-        return {"cpus_per_task": THREADS, "mem_mb": 4000, "runtime": 60}
-    return {"gpu": GPUS, "cpus_per_task": 8 * GPUS, "mem_mb": 32000 * GPUS, "runtime": 24 * 60}
+        return {"cpus_per_task": THREADS, "mem_mb": 4000, "runtime": 60, **site_resources(0)}
+    return {
+        "gpu": GPUS,
+        "cpus_per_task": TRAIN_THREADS,
+        "mem_mb": 32000 * GPUS,
+        "runtime": 24 * 60,
+        **site_resources(GPUS),
+    }
 
 
 def eval_resources():
     if not GPUS:
-        return {"cpus_per_task": THREADS, "mem_mb": 4000, "runtime": 30}
-    return {"gpu": 1, "cpus_per_task": 8, "mem_mb": 48000, "runtime": 4 * 60}
+        return {"cpus_per_task": THREADS, "mem_mb": 4000, "runtime": 30, **site_resources(0)}
+    return {"gpu": 1, "cpus_per_task": THREADS, "mem_mb": 48000, "runtime": 4 * 60, **site_resources(1)}
 
 
 def launcher(wildcards):
@@ -332,7 +381,9 @@ def launcher(wildcards):
 def archive_inputs(wildcards):
     """Every file the DAG produced for this experiment: the outputs of each rule, expanded."""
     exp = wildcards.experiment
-    files = list(rules.prepare_data.output) + list(rules.analyze_gradients.output) + list(rules.summarize_results.output)
+    files = (
+        list(rules.prepare_data.output) + list(rules.analyze_gradients.output) + list(rules.summarize_results.output)
+    )
     files += list(rules.evaluate_base.output)
     if TINY:
         files += list(rules.build_model.output) + list(rules.run_warmup.output)
@@ -340,15 +391,17 @@ def archive_inputs(wildcards):
         files += list(rules.import_model.output)
     for arm in ARMS:
         names = dict(regime=arm.regime, strategy=arm.strategy, policy=arm.policy)
-        files += expand(list(rules.allocate_ranks.output) + list(rules.write_lora_config.output), **names,
-                        allow_missing=True)
+        files += expand(
+            list(rules.allocate_ranks.output) + list(rules.write_lora_config.output), **names, allow_missing=True
+        )
         files += [arm_path(SELECT, exp, arm)] if selects(arm) else []
         train = getattr(rules, regimes.REGIMES[arm.regime].rule)
         for lr, seed in arm_runs(exp, arm):
             files += expand(list(train.output), **names, lr=lr, seed=seed, allow_missing=True)
         for split, lr, seed in arm_evaluations(exp, arm):
-            files += expand(list(rules.evaluate_model.output), **names, split=split, lr=lr, seed=seed,
-                            allow_missing=True)
+            files += expand(
+                list(rules.evaluate_model.output), **names, split=split, lr=lr, seed=seed, allow_missing=True
+            )
     return sorted(set(expand(files, experiment=exp, seed=EVAL_SEED, allow_missing=True)))
 
 
@@ -360,5 +413,6 @@ def resource_records(wildcards):
 def config_json(wildcards):
     """The config the archive records (and reruns for): without operational keys (checkpoint cadence...), as its
     base model's study is (its name, its one warm-up seed): each base's archive reruns and checks on its own."""
-    return json.dumps(workflow_config.result_config(workflow_config.base_config(config, wildcards.experiment)),
-                      sort_keys=True)
+    return json.dumps(
+        workflow_config.result_config(workflow_config.base_config(config, wildcards.experiment)), sort_keys=True
+    )

@@ -11,15 +11,17 @@ rule prepare_data:
         validation="results/{experiment}/data/validation.parquet",  # every selection reads it, never test
         test="results/{experiment}/data/test.parquet",
         manifest="results/{experiment}/data/manifest.json",
-    params:
-        code=CODE["prepare-data"],
-        settings=settings_flags("prepare_data"),
-        out=subpath(output.manifest, parent=True),
     log:
         "logs/{experiment}/prepare_data.log",
     benchmark:
         "benchmarks/{experiment}/prepare_data.tsv"
+    conda:
+        environment("prepare-data")
     container:
         image("prepare-data")
+    params:
+        code=CODE["prepare-data"],
+        settings=settings_flags("prepare_data"),
+        out=subpath(output.manifest, parent=True),
     shell:
         "(python -m lorarank prepare-data {params.settings} --out {params.out:q}) > {log:q} 2>&1"

@@ -9,21 +9,22 @@ rule evaluate_model:
     output:
         predictions=f"{EVAL}/predictions.parquet",
         metrics=f"{EVAL}/metrics.json",
+    log:
+        "logs/{experiment}/evaluate_model/{split}/{regime}/{strategy}/{policy}/lr{lr}/seed{seed}.log",
+    benchmark:
+        "benchmarks/{experiment}/evaluate_model/{split}/{regime}/{strategy}/{policy}/lr{lr}/seed{seed}.tsv"
+    conda:
+        environment("evaluate")
+    container:
+        image("evaluate")
+    threads: THREADS
+    resources:
+        **eval_resources(),
     params:
         code=CODE["evaluate"],
         settings=settings_flags("evaluate_model"),
         ops=operational_flags("evaluate_model"),
         out=subpath(output.metrics, parent=True),
-    log:
-        "logs/{experiment}/evaluate_model/{split}/{regime}/{strategy}/{policy}/lr{lr}/seed{seed}.log",
-    benchmark:
-        "benchmarks/{experiment}/evaluate_model/{split}/{regime}/{strategy}/{policy}/lr{lr}/seed{seed}.tsv"
-    threads:
-        THREADS
-    resources:
-        **eval_resources(),
-    container:
-        image("evaluate")
     shell:
         "(HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python -m lorarank evaluate --model {input.model:q} --adapter {input.adapter:q} --data {input.data:q}"
         " {params.settings} {params.ops} --quiet --out {params.out:q}) > {log:q} 2>&1"
@@ -36,21 +37,22 @@ rule evaluate_base:
     output:
         predictions=f"{BASE_EVAL}/predictions.parquet",
         metrics=f"{BASE_EVAL}/metrics.json",
+    log:
+        "logs/{experiment}/evaluate_base/seed{seed}.log",
+    benchmark:
+        "benchmarks/{experiment}/evaluate_base/seed{seed}.tsv"
+    conda:
+        environment("evaluate")
+    container:
+        image("evaluate")
+    threads: THREADS
+    resources:
+        **eval_resources(),
     params:
         code=CODE["evaluate"],
         settings=settings_flags("evaluate_model"),
         ops=operational_flags("evaluate_model"),
         out=subpath(output.metrics, parent=True),
-    log:
-        "logs/{experiment}/evaluate_base/seed{seed}.log",
-    benchmark:
-        "benchmarks/{experiment}/evaluate_base/seed{seed}.tsv"
-    threads:
-        THREADS
-    resources:
-        **eval_resources(),
-    container:
-        image("evaluate")
     shell:
         "(HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python -m lorarank evaluate --model {input.model:q} --data {input.test:q}"
         " {params.settings} {params.ops} --quiet --out {params.out:q}) > {log:q} 2>&1"

@@ -11,15 +11,17 @@ if HUB:
     rule fetch_model:
         output:
             directory("resources/{experiment}/model"),
-        params:
-            code=CODE["fetch-model"],
-            settings=settings_flags("fetch_model"),
         log:
             "logs/{experiment}/fetch_model.log",
         benchmark:
             "benchmarks/{experiment}/fetch_model.tsv"
+        conda:
+            environment("fetch-model")
         container:
             image("fetch-model")
+        params:
+            code=CODE["fetch-model"],
+            settings=settings_flags("fetch_model"),
         shell:
             "(python -m lorarank fetch-model {params.settings} --out {output:q}) > {log:q} 2>&1"
 
@@ -32,17 +34,18 @@ if SOURCE == "gguf":
     rule import_model:
         output:
             directory("results/{experiment}/model/base"),
-        params:
-            code=CODE["import-model"],
-            settings=settings_flags("import_model"),
         log:
             "logs/{experiment}/import_model.log",
         benchmark:
             "benchmarks/{experiment}/import_model.tsv"
-        threads:
-            THREADS
+        conda:
+            environment("import-model")
         container:
             image("import-model")
+        threads: THREADS
+        params:
+            code=CODE["import-model"],
+            settings=settings_flags("import_model"),
         shell:
             "(python -m lorarank import-model {params.settings} --out {output:q}) > {log:q} 2>&1"
 
@@ -57,17 +60,18 @@ if TINY:
             train="results/{experiment}/data/train.parquet",
         output:
             directory("results/{experiment}/model/base"),
-        params:
-            code=CODE["build-model"],
-            settings=settings_flags("build_model"),
         log:
             "logs/{experiment}/build_model.log",
         benchmark:
             "benchmarks/{experiment}/build_model.tsv"
-        threads:
-            THREADS
+        conda:
+            environment("build-model")
         container:
             image("build-model")
+        threads: THREADS
+        params:
+            code=CODE["build-model"],
+            settings=settings_flags("build_model"),
         shell:
             "(python -m lorarank build-model --data {input.train:q} {params.settings} --out {output:q}) > {log:q} 2>&1"
 
@@ -80,22 +84,22 @@ if TINY:
             grad_log="results/{experiment}/warmup/grad_norms.parquet",
             trainer_log="results/{experiment}/warmup/trainer_log.jsonl",
             run="results/{experiment}/warmup/run.json",
+        log:
+            "logs/{experiment}/run_warmup.log",
+        benchmark:
+            "benchmarks/{experiment}/run_warmup.tsv"
+        conda:
+            environment("sft")
+        container:
+            image("sft")
+        threads: THREADS
+        resources:
+            **train_resources(),
         params:
             code=CODE["sft"],
             settings=settings_flags("run_warmup"),
             ops=operational_flags("run_warmup"),
             out=subpath(output.run, parent=True),
-        log:
-            "logs/{experiment}/run_warmup.log",
-        benchmark:
-            "benchmarks/{experiment}/run_warmup.tsv"
-        threads:
-            THREADS
-        resources:
-            **train_resources(),
-        container:
-            image("sft")
         shell:
             "(HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python -m lorarank sft --model {input.model:q} --data {input.train:q} {params.settings} {params.ops}"
             " --out {params.out:q}) > {log:q} 2>&1"
-

@@ -10,17 +10,21 @@ checkpoint select_rate:
         unpack(selection_inputs),
     output:
         SELECT,
-    params:
-        code=CODE["select-rate"],
-        evaluations=lambda wildcards, input: " ".join(f"--eval {shlex.quote(f)}" for f in getattr(input, "evaluations", [])),
-        metric=SELECTION["metric"],
-        rule=SELECTION["rule"],
     log:
         "logs/{experiment}/select_rate/{regime}/{strategy}/{policy}.log",
     benchmark:
         "benchmarks/{experiment}/select_rate/{regime}/{strategy}/{policy}.tsv"
+    conda:
+        environment("select-rate")
     container:
         image("select-rate")
+    params:
+        code=CODE["select-rate"],
+        evaluations=lambda wildcards, input: " ".join(
+            f"--eval {shlex.quote(f)}" for f in getattr(input, "evaluations", [])
+        ),
+        metric=SELECTION["metric"],
+        rule=SELECTION["rule"],
     shell:
         "(python -m lorarank select-rate --manifest {input.manifest:q} {params.evaluations}"
         " --metric {params.metric:q} --rule {params.rule:q} --out {output:q}) > {log:q} 2>&1"

@@ -9,17 +9,19 @@ from snakemake.logging import logger
 from snakemake.utils import validate
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
-sys.path.insert(0, workflow.basedir)  # lorarank's workflow-facing modules import nothing but the standard library
+# the checkout: workflow/Snakefile's parent (the catalog's layout), where lorarank, config/ and envs/ are
+ROOT = os.path.dirname(workflow.basedir)
+sys.path.insert(0, ROOT)  # lorarank's workflow-facing modules import nothing but the standard library
 from lorarank import workflow_config
 from lorarank.training import regimes
 from lorarank.study import ALPHA_POLICIES
-from lorarank.provenance.containers import COMMAND_ENV, references, stale
+from lorarank.provenance.containers import COMMAND_ENV, binds, passed_env, references, stale
 from lorarank.errors import UserError
 from lorarank.provenance.fingerprint import fingerprints
 
 # The schema first, as one line naming the key (Snakemake's own message is a page), then Snakemake's
 # validation, which fills in the schema's defaults.
-SCHEMA = f"{workflow.basedir}/workflow/schemas/config.schema.yaml"
+SCHEMA = f"{workflow.basedir}/schemas/config.schema.yaml"
 try:
     workflow_config.check_schema(config, SCHEMA)
 except UserError as e:
@@ -41,7 +43,7 @@ try:
 except ValueError as e:
     raise WorkflowError(str(e)) from None
 if APPTAINER:
-    for warning in stale(workflow.basedir, CONTAINERS):
+    for warning in stale(ROOT, CONTAINERS):
         logger.warning(warning)
 
 
@@ -53,18 +55,26 @@ def _prepend(var, path, sep):
     os.environ[var] = sep.join([path] + [p for p in parts if p != path])
 
 
-_prepend("PYTHONPATH", workflow.basedir, os.pathsep)
+_prepend("PYTHONPATH", ROOT, os.pathsep)
 if not APPTAINER:
     # `python` in a rule is the Python that runs Snakemake (the project's .venv, by `make run`), found
     # without the user activating anything; in an image, the image's own
     _prepend("PATH", os.path.dirname(sys.executable), os.pathsep)
 if APPTAINER:
-    _prepend("APPTAINER_BIND", workflow.basedir, ",")
-    # inside an image, this checkout alone: host entries would shadow the image's pinned packages
-    os.environ.update(APPTAINERENV_PYTHONPATH=workflow.basedir)
+    _prepend("APPTAINER_BIND", ROOT, ",")
+    # local inputs outside the checkout and the working directory (data.path, a local model, a DeepSpeed
+    # config): a job in an image sees only what is bound, so bind each, or refuse here in one line
+    try:
+        for spec in binds(workflow_config.local_paths(config), [ROOT, os.getcwd()]):
+            _prepend("APPTAINER_BIND", spec, ",")
+    except ValueError as e:
+        raise WorkflowError(f"config: {e}") from None
+    # inside an image, this checkout alone: host entries would shadow the image's pinned packages; and under
+    # the profile's --cleanenv, the few host variables a job needs, by name (containers.PASSED_ENV)
+    os.environ.update(APPTAINERENV_PYTHONPATH=ROOT, **passed_env(os.environ))
 
 # Each rule's params carry its command's code fingerprint (import closure, code without comments
 # or docstrings, versions of the packages it imports, or in a container the image digest instead):
 # Snakemake's params trigger then reruns a stage when, and only when, what it executes changed.
 # See lorarank/provenance/fingerprint.py.
-CODE = fingerprints(workflow.basedir, {c: CONTAINERS[COMMAND_ENV[c]] for c in COMMAND_ENV if APPTAINER})
+CODE = fingerprints(ROOT, {c: CONTAINERS[COMMAND_ENV[c]] for c in COMMAND_ENV if APPTAINER})

@@ -21,6 +21,17 @@ for _regime in regimes.REGIMES.values():
             trainer_log=of_regime(f"{RUN}/trainer_log.jsonl", _regime),
             run=of_regime(f"{RUN}/run.json", _regime),
             ranks=of_regime(f"{RUN}/ranks.parquet", _regime),
+        log:
+            f"logs/{{experiment}}/{_regime.rule}/{{strategy}}/{{policy}}/lr{{lr}}/seed{{seed}}.log",
+        benchmark:
+            f"benchmarks/{{experiment}}/{_regime.rule}/{{strategy}}/{{policy}}/lr{{lr}}/seed{{seed}}.tsv"
+        conda:
+            environment(_regime.command)
+        container:
+            image(_regime.command)
+        threads: TRAIN_THREADS
+        resources:
+            **train_resources(),
         params:
             code=CODE[_regime.command],
             settings=settings_flags(_regime.rule),
@@ -28,16 +39,6 @@ for _regime in regimes.REGIMES.values():
             launcher=launcher,
             command=_regime.command,
             out=subpath(output.run, parent=True),
-        log:
-            f"logs/{{experiment}}/{_regime.rule}/{{strategy}}/{{policy}}/lr{{lr}}/seed{{seed}}.log",
-        benchmark:
-            f"benchmarks/{{experiment}}/{_regime.rule}/{{strategy}}/{{policy}}/lr{{lr}}/seed{{seed}}.tsv"
-        threads:
-            THREADS
-        resources:
-            **train_resources(),
-        container:
-            image(_regime.command)
         shell:
             "(HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 {params.launcher} lorarank {params.command} --model {input.model:q}"
             " --lora {input.lora:q} --data {input.train:q} --seed {wildcards.seed} {params.settings} {params.ops}"
