@@ -97,23 +97,36 @@ def stale(root: str | Path, refs: dict[str, str | None]) -> list[str]:
 # What a job in an image sees of the host. The Slurm profile runs Apptainer with --cleanenv: host variables
 # (a user's PYTHONPATH, LD_LIBRARY_PATH, conda's, OMP_*) would otherwise reach the pinned image and change what
 # runs. A job gets these, by name, as APPTAINERENV_<NAME>, where the process that plans it has them: the GPUs
-# Slurm gave the job (the Snakefile is read again inside each Slurm job), the hub's token, cache and endpoint
-# for fetch_model, and the site's proxies. Everything else a job needs is on its command line (offline flags)
-# or set by the command itself (the numerics profile).
-PASSED_ENV = ("CUDA_VISIBLE_DEVICES", "HF_TOKEN", "HF_HOME", "HF_HUB_CACHE", "HF_ENDPOINT",
+# Slurm gave the job (the Snakefile is read again inside each Slurm job), the hub's token and endpoint for
+# fetch_model, the site's proxies, and every variable of the prefixes below (NCCL's network settings for
+# multi-GPU jobs, the trackers' keys and projects). Everything else a job needs is on its command line (offline
+# flags) or set by the command itself (the numerics profile). A user passes anything more the same way:
+# `export APPTAINERENV_NAME=value` (Apptainer's own convention).
+PASSED_ENV = ("CUDA_VISIBLE_DEVICES", "HF_TOKEN", "HF_ENDPOINT",
               "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+PASSED_PREFIXES = ("NCCL_", "WANDB_", "TRACKIO_")
+# Variables that name a host path: passed only where the path exists, and then bound too (`env_paths`), since
+# an unbound path is not there inside: the hub's cache, the job's scratch (Slurm's TMPDIR, which the
+# image's build caches live under), a site's CA bundle (for a TLS-intercepting proxy)
+PATH_ENV = ("HF_HOME", "HF_HUB_CACHE", "TMPDIR", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
 
 def passed_env(environ: dict[str, str]) -> dict[str, str]:
-    """APPTAINERENV_<NAME> for each of PASSED_ENV that `environ` has (never printed: it may hold a token)."""
-    return {f"APPTAINERENV_{k}": environ[k] for k in PASSED_ENV if k in environ}
+    """APPTAINERENV_<NAME> for each variable a job gets (never printed: it may hold a token)."""
+    names = [*PASSED_ENV, *(k for k in environ if k.startswith(PASSED_PREFIXES)), *env_paths(environ)]
+    return {f"APPTAINERENV_{k}": environ[k] for k in names if k in environ}
+
+
+def env_paths(environ: dict[str, str]) -> dict[str, str]:
+    """Of PATH_ENV, the variables `environ` sets to an existing path: name -> path (what `binds` mounts)."""
+    return {k: environ[k] for k in PATH_ENV if environ.get(k) and Path(environ[k]).exists()}
 
 
 def binds(paths: dict[str, str], visible: list[str]) -> list[str]:
     """Apptainer bind specs (`host:container`) for the local inputs a job reads that lie outside the
     directories it already sees (`visible`: the checkout and the working directory, which Apptainer mounts).
     Each is mounted at the path the config gives (made absolute), from its real location, so a path through
-    a symbolic link works inside too. ValueError, naming the key, for a path Apptainer's bind list cannot
+    a symbolic link works inside too (a link inside a visible directory: its target, where it is). ValueError, naming the key, for a path Apptainer's bind list cannot
     carry (a ',' separates binds, a ':' source from destination)."""
     roots = {p for v in visible for p in (Path(os.path.abspath(v)), Path(v).resolve())}
 
@@ -129,7 +142,9 @@ def binds(paths: dict[str, str], visible: list[str]) -> list[str]:
             if "," in str(p) or ":" in str(p):
                 raise ValueError(f"{key}: {str(p)!r} holds ',' or ':', which an Apptainer bind cannot carry "
                                  f"(allowed: a path without them; move or link the input)")
-        spec = str(real) if real == given else f"{real}:{given}"
+        # a link inside a mounted directory is there already, and resolves once its target is mounted where it
+        # is (a bind onto the link's path would sit under the directory's mount, which Apptainer lays on top)
+        spec = str(real) if real == given or seen(given) else f"{real}:{given}"
         if spec not in out:
             out.append(spec)
     return out

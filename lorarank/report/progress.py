@@ -3,6 +3,7 @@
     python -m lorarank progress results/default          # a table: one row per run
     python -m lorarank progress results/default --json   # the same rows as JSON
 
+With several base models (`warmup.seeds`), results/<exp> lists theirs too (results/<exp>.warmup<s>).
 It reads only files, so it works alike for local and Slurm jobs (from any machine that sees results/): the
 warm-up (`warmup/`) and every run directory of the workflow's layout (`runs/<regime>/<strategy>/<policy>/
 lr<rate>/seed<seed>`, RUN in workflow/rules/common.smk). A run is *done* once its run.json exists; *running*
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -102,11 +104,25 @@ def table(rows: list[dict]) -> str:
     return "\n".join(text + [f"{len(rows)} runs: {counts}"])
 
 
+def other_bases(exp: Path) -> list[Path]:
+    """The experiment's other base models (`warmup.seeds`: results/<exp>.warmup<s> beside results/<exp>), each a
+    whole study of its own; none for a base model's directory itself."""
+    if re.search(r"\.warmup\d+$", exp.name):
+        return []
+    pattern = re.compile(re.escape(exp.name) + r"\.warmup(\d+)")
+    found = [(int(m[1]), d) for d in exp.parent.iterdir() if d.is_dir() and (m := pattern.fullmatch(d.name))]
+    return [d for _, d in sorted(found)]
+
+
 def progress(experiment: str, stalled_after: float = 600.0, now: float | None = None) -> list[dict]:
-    """One row per training run of the experiment whose results are in `experiment`."""
+    """One row per training run of the experiment whose results are in `experiment`, and of its other base
+    models (their rows named `<exp>.warmup<s>/<run>`)."""
     exp = experiment_dir(experiment)
     now = time.time() if now is None else now
-    return [row(name, d, now, stalled_after) for name, d in run_dirs(exp)]
+    rows = [row(name, d, now, stalled_after) for name, d in run_dirs(exp)]
+    for base in other_bases(exp):
+        rows += [{**row(name, d, now, stalled_after), "run": f"{base.name}/{name}"} for name, d in run_dirs(base)]
+    return rows
 
 
 def configure(p: argparse.ArgumentParser) -> None:

@@ -10,7 +10,8 @@ A run directory holds:
                               each checkpoint too, `lorarank.training.adalora`)
   trainer_log.jsonl           one JSON object per logged step (loss, rewards per function, KL, ...)
   progress.jsonl              the same, appended as each step is logged (`lorarank.training.progresslog`): not
-                              an output, what `lorarank progress` and `tail -f` read while the run trains
+                              an output, what `lorarank progress` and `tail -f` read while the run trains;
+                              removed when it finishes (results/ holds results alone: the archive has them all)
   tensorboard/                with --report-to tensorboard: TensorBoard's event files (not an output either)
   run.json                    identity (regime, strategy, alpha policy, seed, model), settings, input
                               hashes, environment (packages, hardware), trainable parameters
@@ -221,7 +222,9 @@ def save_final(trainer, final: Path) -> None:
     with atomic_dir(final) as tmp:
         trainer.save_model(str(tmp))
         (tmp / TRAINING_ARGS).unlink(missing_ok=True)
-        pickled = sorted(f.name for f in tmp.iterdir() if f.suffix in (".bin", ".pt", ".pkl") or f.is_dir())
+        # a tokenizer may save a folder (transformers: additional_chat_templates/); a pickle may hide in one
+        pickled = sorted(f.relative_to(tmp).as_posix() for f in tmp.rglob("*")
+                         if f.suffix in (".bin", ".pt", ".pkl"))
         if pickled or not list(tmp.glob("*.safetensors")):  # e.g. ZeRO-3 without gathering: DeepSpeed's own files
             raise UserError(f"saving {str(final)!r} gave {pickled or 'no safetensors weights'} (allowed: safetensors "
                             f"only); under ZeRO-3 set stage3_gather_16bit_weights_on_model_save: true")
@@ -246,6 +249,7 @@ def finish(trainer, profiler, out: Path, run_info: dict, ranks=None) -> None:
                 "output_sha256": {weights.name: sha256_file(weights)}}
     write_json(out / "run.json", run_info)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)  # only needed to resume an unfinished run
+    (out / progresslog.NAME).unlink(missing_ok=True)  # only for watching it: trainer_log.jsonl has the steps
 
 
 def file_hash(path: str | None) -> dict | None:

@@ -17,6 +17,7 @@ from lorarank.provenance.containers import (
     binds,
     check_reference,
     digest,
+    env_paths,
     passed_env,
     references,
 )
@@ -169,8 +170,10 @@ def test_inputs_outside_what_the_container_mounts_are_bound_where_the_config_nam
     (work / "inlink").symlink_to(outside)  # inside the working directory as named, outside where it is
     paths = {"data.path": str(outside), "model.name_or_path": str(work / "local"), "grpo.deepspeed": str(checkout),
              "model.gguf.path": str(tmp_path / "link"), "sft.deepspeed": str(work / "inlink")}
-    assert binds(paths, [str(checkout), str(work)]) == [str(outside), f"{outside}:{tmp_path / 'link'}",
-                                                        f"{outside}:{work / 'inlink'}"]
+    # the link outside: its target mounted at the link's path; the link inside the working directory (mounted
+    # already): its target where it is, so that the link resolves inside (a mount onto it would lie under the
+    # working directory's)
+    assert binds(paths, [str(checkout), str(work)]) == [str(outside), f"{outside}:{tmp_path / 'link'}"]
     monkeypatch.chdir(work)  # a relative path is bound at its absolute place
     assert binds({"data.path": "../data"}, [str(checkout), "."]) == [str(outside)]
 
@@ -182,11 +185,15 @@ def test_a_path_a_bind_list_cannot_carry_is_refused_naming_the_key(tmp_path, nam
         binds({"data.path": str(tmp_path / name)}, [str(tmp_path / "elsewhere")])
 
 
-def test_only_the_named_variables_pass_into_the_container():
+def test_only_the_named_variables_pass_into_the_container(tmp_path):
     host = {"CUDA_VISIBLE_DEVICES": "2,3", "HF_TOKEN": "hf_x", "PYTHONPATH": "/home/me/lib", "LD_LIBRARY_PATH": "/opt",
-            "OMP_NUM_THREADS": "64", "https_proxy": "http://proxy:3128"}
+            "OMP_NUM_THREADS": "64", "https_proxy": "http://proxy:3128", "NCCL_SOCKET_IFNAME": "ib0",
+            "WANDB_API_KEY": "k", "TMPDIR": str(tmp_path), "HF_HOME": str(tmp_path / "absent"), "MYNCCL_X": "1"}
     assert passed_env(host) == {"APPTAINERENV_CUDA_VISIBLE_DEVICES": "2,3", "APPTAINERENV_HF_TOKEN": "hf_x",
-                                "APPTAINERENV_https_proxy": "http://proxy:3128"}
+                                "APPTAINERENV_https_proxy": "http://proxy:3128", "APPTAINERENV_NCCL_SOCKET_IFNAME": "ib0",
+                                "APPTAINERENV_WANDB_API_KEY": "k", "APPTAINERENV_TMPDIR": str(tmp_path)}
+    # a path-naming variable passes where its path exists, and is then bound (HF_HOME here does not exist yet)
+    assert env_paths(host) == {"TMPDIR": str(tmp_path)}
 
 
 def test_the_slurm_profile_cleans_the_environment():

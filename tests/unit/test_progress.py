@@ -102,6 +102,22 @@ def test_every_run_of_an_experiment_is_reported_by_its_state(tmp_path, cli):
     assert lines[-1] == "4 runs: 1 done, 1 running, 1 stalled, 1 not started"
 
 
+def test_the_other_base_models_of_an_experiment_are_reported_too(tmp_path):
+    """warmup.seeds [0, 1, 10]: results/exp, results/exp.warmup1 and exp.warmup10 are one study's three bases."""
+    now = time.time()
+    exp = _experiment(tmp_path, now)
+    for s in (10, 1):
+        (exp.parent / f"exp.warmup{s}/runs/grpo/uniform/ratio/lr0.001/seed{1000 * s}").mkdir(parents=True)
+    (exp.parent / "exp.warmupx/runs/grpo/uniform/ratio/lr0.001/seed0").mkdir(parents=True)  # not a base model
+    (exp.parent / "expo.warmup1/runs/grpo/uniform/ratio/lr0.001/seed0").mkdir(parents=True)  # another study's
+    names = [r["run"] for r in progress(str(exp), now=now)]
+    assert names[4:] == ["exp.warmup1/grpo/uniform/ratio/lr0.001/seed1000",
+                         "exp.warmup10/grpo/uniform/ratio/lr0.001/seed10000"] and len(names) == 6
+    # a base model's own directory lists itself alone
+    assert [r["run"] for r in progress(str(exp.parent / "exp.warmup1"), now=now)] == \
+        ["grpo/uniform/ratio/lr0.001/seed1000"]
+
+
 @pytest.mark.parametrize("make,expected", [
     (lambda p: p / "missing", "is not a directory"),
     (lambda p: p, "is not an experiment directory"),  # e.g. results/ itself, or a run directory
@@ -198,9 +214,10 @@ def test_a_live_run_is_reported_while_it_trains_and_done_when_it_ends(tiny_model
     assert code == 0 and out.splitlines()[1].split()[:2] == ["warmup", "running"]
     done = _rows(cli, exp)["warmup"]
     assert (done["state"], done["step"], done["total"], done["eta_seconds"]) == ("done", steps, steps, 0)
-    log = progresslog.read(run / progresslog.NAME)
-    assert log.step == steps and log.logs["loss"] == done["value"]
-    assert (run / "trainer_log.jsonl").is_file() and (run / "run.json").is_file()
+    # a finished run keeps its results alone: the live log goes, its steps are in trainer_log.jsonl
+    assert not (run / progresslog.NAME).exists() and (run / "run.json").is_file()
+    last = [json.loads(line) for line in (run / "trainer_log.jsonl").read_text().splitlines()]
+    assert done["value"] == [r["loss"] for r in last if "loss" in r][-1] > 0
     # --report-to tensorboard: TRL's TensorBoard writer got every step, in the run directory, under the run's name
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -111,7 +111,8 @@ def test_clipping_does_not_change_logged_norms(plain_run, warm_model, lora_json,
 
 
 def test_deepspeed_zero2_agrees_with_plain(plain_run, warm_model, lora_json, synth_data, tmp_path):
-    env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29613"}
+    # no MASTER_PORT: runs.ensure_distributed_env takes a free one (a fixed one collides with a parallel run)
+    env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
     grpo(warm_model / "final", lora_json, synth_data / "train.parquet", tmp_path / "ds",
          "--deepspeed", os.path.join(ROOT, "config/deepspeed/zero2.json"), env=env)
     ds = pd.read_parquet(tmp_path / "ds" / "grad_norms.parquet")
@@ -267,7 +268,8 @@ def test_deepspeed_zero3_saves_the_gathered_adapter(sft_run, warm_model, lora_js
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29614"}
+    # no MASTER_PORT: runs.ensure_distributed_env takes a free one (a fixed one collides with a parallel run)
+    env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
     out = tmp_path / "z3"
     sft_lora(warm_model / "final", lora_json, synth_data / "train.parquet", out,
              "--deepspeed", os.path.join(ROOT, "config/deepspeed/zero3.json"), env=env)

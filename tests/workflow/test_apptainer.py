@@ -13,7 +13,17 @@ import pytest
 import yaml
 
 from conftest import DAG_CALLS, GSM8K_DIR, ROOT, TEST_CONFIG, edited_config, planned, repo_copy, snakemake, standin_env
-from lorarank.provenance.containers import COMMAND_ENV, ENVIRONMENTS, PASSED_ENV, check_reference, digest
+from lorarank.provenance.containers import (
+    COMMAND_ENV,
+    ENVIRONMENTS,
+    PASSED_ENV,
+    PASSED_PREFIXES,
+    PATH_ENV,
+    binds,
+    check_reference,
+    digest,
+    env_paths,
+)
 
 pytestmark = pytest.mark.dag
 
@@ -22,7 +32,7 @@ GPU_RULE_COMMANDS = {"sft", "train", "evaluate"}  # the rules that get GPUs on a
 # what a job sees in an image under --cleanenv: Apptainer's own (the stand-in keeps PATH for the host's Python),
 # the checkout on PYTHONPATH, and the variables the workflow passes by name
 CONTAINER_ENV = {"HOME", "TERM", "LANG", "PATH", "APPTAINER_CONTAINER", "APPTAINER_NAME", "APPTAINER_BIND", "PYTHONPATH",
-                 *PASSED_ENV}
+                 *PASSED_ENV, *PATH_ENV}
 
 
 def calls(work, log="apptainer.jsonl") -> list[dict]:
@@ -39,6 +49,7 @@ def test_every_job_ran_through_apptainer_in_its_pinned_image(contained):
     work, log = contained
     jobs = int(re.search(r"(\d+) of \1 steps \(100%\) done", log)[1]) - 1  # all but `all`
     execs = [c for c in calls(work, DAG_CALLS) if c["call"] == "exec"]
+    mounted = ",".join([ROOT, *binds(env_paths(standin_env(work / "x")), [ROOT, str(work)])])
     assert len(execs) == jobs == 59  # every job of the two-regime test DAG (4 of them profiling runs)
     commands = []
     for c in execs:
@@ -48,10 +59,12 @@ def test_every_job_ran_through_apptainer_in_its_pinned_image(contained):
         assert c["url"] == IMAGES[COMMAND_ENV[command]], (command, c["url"])
         assert "--nv" in c["options"] or command not in GPU_RULE_COMMANDS, (command, c["options"])
         # the checkout's code is bound and importable inside, and nothing else from the host's PYTHONPATH
-        assert (c["env"]["PYTHONPATH"], c["env"]["APPTAINER_BIND"]) == (ROOT, ROOT), c["env"]
+        # (and the host paths a passed variable names, e.g. a TMPDIR outside /tmp: containers.PATH_ENV)
+        assert (c["env"]["PYTHONPATH"], c["env"]["APPTAINER_BIND"]) == (ROOT, mounted), c["env"]
         # --cleanenv (the profile's): of the host's variables only what Apptainer keeps and the workflow passes
         # (the session's own HF_HUB_OFFLINE too: a compute job is offline by its command line alone)
-        assert c["cleanenv"] and set(c["env_names"]) <= CONTAINER_ENV, set(c["env_names"]) - CONTAINER_ENV
+        extra = {n for n in c["env_names"] if n not in CONTAINER_ENV and not n.startswith(PASSED_PREFIXES)}
+        assert c["cleanenv"] and not extra, extra
         assert c["invisible"] == [], c["invisible"]  # every path on the command line is mounted
     assert sorted(set(commands)) == sorted({"prepare-data", "build-model", "sft", "allocate", "lora-config", "train",
                                             "evaluate", "analyze", "summarize", "archive"})

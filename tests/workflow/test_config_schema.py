@@ -96,6 +96,16 @@ def test_a_bad_value_is_refused_naming_the_key():
     assert "'many' is not of type 'integer'" in str(e.value) and "budget" in str(e.value)
 
 
+@pytest.mark.parametrize("value", ["null", "gpu;rm -rf x", "", "a b"])
+def test_a_site_name_is_a_slurm_name_and_never_the_word_null(value):
+    """`--config 'slurm={partition: null}'` reaches the workflow as the text "null" (Snakemake reads --config values
+    as text): refused rather than sent to sbatch as a partition named null."""
+    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    validate({**cfg, "slurm": {"partition": "gpu", "account": "lab-1.x"}}, str(SCHEMA_PATH))
+    with pytest.raises(workflow_config.UserError, match=r"slurm\.partition"):
+        workflow_config.check_schema({**cfg, "slurm": {"partition": value}}, str(SCHEMA_PATH))
+
+
 def flag_defaults(command: str) -> dict[str, object]:
     """dest -> default, from the command's real parser."""
     parser = build_parser([command])

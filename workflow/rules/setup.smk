@@ -15,7 +15,7 @@ sys.path.insert(0, ROOT)  # lorarank's workflow-facing modules import nothing bu
 from lorarank import workflow_config
 from lorarank.training import regimes
 from lorarank.study import ALPHA_POLICIES
-from lorarank.provenance.containers import COMMAND_ENV, binds, passed_env, references, stale
+from lorarank.provenance.containers import COMMAND_ENV, binds, env_paths, passed_env, references, stale
 from lorarank.errors import UserError
 from lorarank.provenance.fingerprint import fingerprints
 
@@ -61,16 +61,25 @@ if not APPTAINER:
     # without the user activating anything; in an image, the image's own
     _prepend("PATH", os.path.dirname(sys.executable), os.pathsep)
 if APPTAINER:
-    _prepend("APPTAINER_BIND", ROOT, ",")
-    # local inputs outside the checkout and the working directory (data.path, a local model, a DeepSpeed
-    # config): a job in an image sees only what is bound, so bind each, or refuse here in one line
+    # What a job in an image sees: the checkout; the local inputs outside it and the working directory
+    # (data.path, a local model, a DeepSpeed config), each bound or refused here in one line; and the host
+    # paths the variables it is passed name (containers.PATH_ENV). Appended after the user's own binds and
+    # the checkout: Apptainer mounts in order, and a later mount would cover an earlier one inside it.
     try:
-        for spec in binds(workflow_config.local_paths(config), [ROOT, os.getcwd()]):
-            _prepend("APPTAINER_BIND", spec, ",")
+        specs = binds(workflow_config.local_paths(config), [ROOT, os.getcwd()])
     except ValueError as e:
         raise WorkflowError(f"config: {e}") from None
+    try:
+        specs += binds({f"${k}": v for k, v in env_paths(os.environ).items()}, [ROOT, os.getcwd()])
+    except ValueError as e:
+        raise WorkflowError(f"environment: {e}") from None
+    mounted = [b for b in os.environ.get("APPTAINER_BIND", "").split(",") if b]
+    os.environ["APPTAINER_BIND"] = ",".join(dict.fromkeys([*mounted, ROOT, *specs]))
     # inside an image, this checkout alone: host entries would shadow the image's pinned packages; and under
-    # the profile's --cleanenv, the few host variables a job needs, by name (containers.PASSED_ENV)
+    # the profile's --cleanenv, the host variables a job needs, by name (containers.PASSED_ENV). A GPU list
+    # from the submit host (exported into every Slurm job) must not reach a job Slurm gave no GPU.
+    if "CUDA_VISIBLE_DEVICES" not in os.environ:
+        os.environ.pop("APPTAINERENV_CUDA_VISIBLE_DEVICES", None)
     os.environ.update(APPTAINERENV_PYTHONPATH=ROOT, **passed_env(os.environ))
 
 # Each rule's params carry its command's code fingerprint (import closure, code without comments
