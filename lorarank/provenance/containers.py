@@ -126,8 +126,9 @@ def binds(paths: dict[str, str], visible: list[str]) -> list[str]:
     """Apptainer bind specs (`host:container`) for the local inputs a job reads that lie outside the
     directories it already sees (`visible`: the checkout and the working directory, which Apptainer mounts).
     Each is mounted at the path the config gives (made absolute), from its real location, so a path through
-    a symbolic link works inside too (a link inside a visible directory: its target, where it is). ValueError, naming the key, for a path Apptainer's bind list cannot
-    carry (a ',' separates binds, a ':' source from destination)."""
+    a symbolic link works inside too (a link inside a visible directory: its target, where it is). ValueError,
+    naming the key, for a path Apptainer's bind list cannot carry (a ',' separates binds, a ':' source from
+    destination)."""
     roots = {p for v in visible for p in (Path(os.path.abspath(v)), Path(v).resolve())}
 
     def seen(p: Path) -> bool:
