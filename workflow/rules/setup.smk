@@ -55,6 +55,13 @@ def _prepend(var, path, sep):
     os.environ[var] = sep.join([path] + [p for p in parts if p != path])
 
 
+def _append(var, path, sep):
+    """`path` at the end of a list variable, unless it is there (a Slurm job reads the Snakefile again, with the
+    submit host's values exported into it)."""
+    parts = [p for p in os.environ.get(var, "").split(sep) if p]
+    os.environ[var] = sep.join(parts + [path] * (path not in parts))
+
+
 _prepend("PYTHONPATH", ROOT, os.pathsep)
 if not APPTAINER:
     # `python` in a rule is the Python that runs Snakemake (the project's .venv, by `make run`), found
@@ -73,10 +80,8 @@ if APPTAINER:
         specs += binds({f"${k}": v for k, v in env_paths(os.environ).items()}, [ROOT, os.getcwd()])
     except ValueError as e:
         raise WorkflowError(f"environment: {e}") from None
-    # the user's own binds, if any (optional: so not an `envvars:` the linter would have asserted)
-    bind_var = "APPTAINER_BIND"
-    mounted = [b for b in os.environ.get(bind_var, "").split(",") if b]
-    os.environ[bind_var] = ",".join(dict.fromkeys([*mounted, ROOT, *specs]))
+    for spec in [ROOT, *specs]:
+        _append("APPTAINER_BIND", spec, ",")
     # inside an image, this checkout alone: host entries would shadow the image's pinned packages; and under
     # the profile's --cleanenv, the host variables a job needs, by name (containers.PASSED_ENV). A GPU list
     # from the submit host (exported into every Slurm job) must not reach a job Slurm gave no GPU.
