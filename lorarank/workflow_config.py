@@ -277,6 +277,17 @@ def check_schema(config: dict, schema_path: str) -> None:
         raise UserError(f"{where or 'the config'}: {error.message}")
 
 
+def load(config: dict, schema_path: str) -> None:
+    """What the Snakefile does to a config when it loads, in place: the schema first, its first violation as one
+    line naming the key (Snakemake's own message is a page); then Snakemake's validation, which fills in the
+    schema's defaults; then the cross-field checks (`check`). Raises UserError; the tests call it in-process."""
+    from snakemake.utils import validate
+
+    check_schema(config, schema_path)
+    validate(config, schema_path)
+    check(config)
+
+
 # A base model's training seeds: base s trains seed k as SEED_STRIDE * s + k, so that every base model has runs
 # of its own (a nested design: the spread between bases then carries the seeds' variance too; with shared
 # seeds, a seed's effect common to every base would drop out of it). Base 0 keeps `seeds` as they are.

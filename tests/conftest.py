@@ -32,6 +32,53 @@ def child_env(extra: dict | None = None) -> dict[str, str]:
     return {**env, **_BEFORE, **(extra or {})}
 
 
+def pytest_addoption(parser):
+    parser.addoption("--learning", action="store_true",
+                     help="also run the tests marked `learning` (long real runs; `make test` and CI pass it)")
+    parser.addoption("--order", choices=("file", "reverse", "random"), default="file",
+                     help="test order: as the files have them (default), reversed, or shuffled (the files' order and "
+                          "the tests' within each file, so a module's fixtures are still made once); every test "
+                          "must pass in each")
+    parser.addoption("--order-seed", type=int, default=None, help="the shuffle's seed (default: drawn and printed)")
+
+
+def _order_seed(config) -> int:
+    if config.getoption("--order-seed") is None:
+        import random
+
+        config.option.order_seed = random.SystemRandom().randrange(10**6)
+    return config.getoption("--order-seed")
+
+
+def pytest_report_header(config):
+    if config.getoption("--order") != "file":
+        seed = f" --order-seed {_order_seed(config)}" if config.getoption("--order") == "random" else ""
+        return f"test order: --order {config.getoption('--order')}{seed}"
+
+
+def pytest_collection_modifyitems(config, items):
+    order = config.getoption("--order")
+    if order == "reverse":
+        items.reverse()
+    elif order == "random":
+        import random
+
+        rng = random.Random(_order_seed(config))
+        modules: dict = {}
+        for item in items:
+            modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+        groups = list(modules.values())
+        rng.shuffle(groups)
+        for group in groups:
+            rng.shuffle(group)
+        items[:] = [item for group in groups for item in group]
+    if not config.getoption("--learning"):
+        skip = pytest.mark.skip(reason="a long learning check: opt in with --learning (make test does)")
+        for item in items:
+            if item.get_closest_marker("learning"):
+                item.add_marker(skip)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def slurm_answers(request):
     """Every Snakemake start imports the Slurm executor plugin, which asks `scontrol show config` (10 s
@@ -84,10 +131,14 @@ def cli(capsys):
     from lorarank.cli import main
 
     def run(*argv):
+        saved = dict(os.environ)  # the command sets variables for itself: they must not leak into later tests
         try:
             code = main([str(a) for a in argv])
         except SystemExit as e:  # argparse usage errors
             code = e.code
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
         out, err = capsys.readouterr()
         return code, out, err
 

@@ -55,14 +55,31 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
+# Parsing is the whole cost (every Snakemake start fingerprints all commands, whose closures share most modules):
+# each module's source is parsed, walked and dumped once per process, cached by its text, so an edited file is
+# read again and never served stale.
 @lru_cache(maxsize=None)
+def _parsed(source: str) -> ast.AST:
+    return ast.parse(source)
+
+
 def _parse(path: Path) -> ast.AST:
-    return ast.parse(path.read_text(), filename=str(path))
+    return _parsed(path.read_text())
+
+
+@lru_cache(maxsize=None)
+def _module_imports(source: str, module: str) -> frozenset[str]:
+    return frozenset(_imports(_parsed(source), module))
+
+
+@lru_cache(maxsize=None)
+def _normalized(source: str) -> str:
+    return ast.dump(_strip_docstrings(ast.parse(source)))  # its own tree: stripping changes it
 
 
 def normalized(path: Path) -> str:
     """The code of a module as it counts for reruns (AST, no docstrings, no comments, no layout)."""
-    return ast.dump(_strip_docstrings(ast.parse(path.read_text())))
+    return _normalized(path.read_text())
 
 
 def _module_file(root: Path, name: str) -> Path | None:
@@ -89,7 +106,7 @@ def closure(root: Path, start: str) -> tuple[list[str], list[str]]:
         seen.add(name)
         # importing a.b.c runs a/__init__ and a/b/__init__ first: their code counts too
         todo += [name.rsplit(".", k)[0] for k in range(1, name.count("."))]
-        for imp in _imports(_parse(path), name):
+        for imp in _module_imports(path.read_text(), name):
             top = imp.split(".")[0]
             if top == PACKAGE:
                 todo.append(imp)

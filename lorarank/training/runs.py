@@ -198,7 +198,8 @@ def train_and_record(trainer, out: Path, record: dict, extra: dict, lora_doc: di
     info = {**record, **extra, "resumed_from": ckpt, "train_seconds": result.metrics.get("train_runtime"),
             "profiler_seconds": profiler.seconds, "weight_grad_seconds": profiler.weight_seconds,
             # ds_numel: a ZeRO-3 parameter's whole size (its numel() is this process's shard, often 0)
-            "trainable_params": sum(getattr(p, "ds_numel", p.numel()) for p in trainer.model.parameters() if p.requires_grad)}
+            "trainable_params": sum(getattr(p, "ds_numel", p.numel()) for p in trainer.model.parameters() if p.requires_grad),
+            "world_size": trainer.args.world_size}  # data-parallel processes: batches and sampling follow it
     if adalora is not None:  # the ranks it ended with; trainable_params stays the count it started with
         info["adapter_info"] = {**info["adapter_info"], **adalora.summary()}
         info["allocator_seconds"] = adalora.seconds

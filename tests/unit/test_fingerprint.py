@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from conftest import ROOT
+from conftest import ROOT, child_env
 from lorarank.provenance import fingerprint as fp
 
 
@@ -38,6 +38,22 @@ def test_every_command_has_a_stable_fingerprint():
         for y in a:
             assert (a[x] == a[y]) == (code[x] == code[y]), (x, y)
     assert a["prepare-data"] != a["train"] and a["verify-archive"] == a["check-run"]
+
+
+def test_fingerprints_are_the_same_in_other_processes_and_hash_seeds(tmp_path):
+    """What a rerun on another day computes: fresh processes with other PYTHONHASHSEEDs (set and dict order) and
+    another working directory give this process's fingerprints."""
+    import json
+    import subprocess
+    import sys
+
+    here = fp.fingerprints(Path(ROOT))
+    code = f"import json; from pathlib import Path; from lorarank.provenance import fingerprint as fp; " \
+           f"print(json.dumps(fp.fingerprints(Path({ROOT!r}))))"
+    for seed in ("12345",):  # (this process: a random seed, unless PYTHONHASHSEED is set)
+        r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
+                           env={**child_env(), "PYTHONHASHSEED": seed, "PYTHONPATH": ROOT})
+        assert json.loads(r.stdout) == here
 
 
 def test_container_digest_replaces_package_versions():

@@ -76,3 +76,55 @@ def test_deterministic_and_permutation_equivariant_without_ties():
     assert a == apportion(w, 50)
     perm = [4, 2, 0, 3, 1]
     assert apportion([w[i] for i in perm], 50) == [a[i] for i in perm]
+
+
+def _shares_by_bisection(weights, total, lo, hi):
+    """The real ranks clamp(lambda * w, lo, hi) summing to `total`, by float bisection on lambda: a reference that
+    shares nothing with water_fill's exact breakpoint search."""
+    hi_ = float("inf") if hi is None else hi
+    if not any(weights):  # every weight zero: equal shares (the documented fallback)
+        weights = [1] * len(weights)
+
+    def shares(lam):
+        return [min(max(lam * w, lo), hi_) for w in weights]
+
+    a, b = 0.0, 1.0
+    while sum(shares(b)) < total:  # (reachable: the caller leaves out what only a zero weight could reach)
+        b *= 2
+    for _ in range(200):
+        m = (a + b) / 2
+        a, b = (m, b) if sum(shares(m)) < total else (a, m)
+    return shares(b)
+
+
+def _splits(n, total, lo, hi):
+    """Every integer vector in [lo, hi]^n summing to `total`."""
+    if n == 1:
+        yield from [(total,)] if lo <= total <= hi else []
+        return
+    for first in range(lo, min(hi, total - (n - 1) * lo) + 1):
+        for rest in _splits(n - 1, total - first, lo, hi):
+            yield (first, *rest)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_apportion_is_the_closest_integer_split_found_by_brute_force(seed):
+    """Against every integer vector in [lo, hi]^n with the right sum: apportion's is one closest (squared error)
+    to the real shares, and of equally close ones the one that favours lower indices (lexicographically
+    largest). Exhaustive, so n and the budget are small."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 5))
+    weights = [int(w) for w in rng.integers(0, 7, n)]
+    lo = int(rng.integers(1, 3))
+    hi = None if seed % 3 == 0 else int(rng.integers(lo + 1, 9))
+    total = int(rng.integers(n * lo, n * (hi or 10) + 1))
+    top = hi or total
+    real = water_fill([Fraction(w) for w in weights], total, lo, hi)
+    assert sum(real) == total and all(lo <= x <= top for x in real)
+    if not (hi is not None and 0 in weights and any(weights)):  # (the bisection cannot raise a zero weight)
+        assert real == pytest.approx(_shares_by_bisection(weights, total, lo, hi), abs=1e-9)
+    candidates = list(_splits(n, total, lo, top))
+    cost = {v: round(sum((r - x) ** 2 for r, x in zip(v, real)), 9) for v in candidates}
+    best = min(cost.values())
+    expected = max(v for v in candidates if cost[v] == best)
+    assert tuple(apportion(weights, total, lo, hi)) == expected, (weights, total, lo, hi, real)

@@ -1,5 +1,7 @@
-"""Bad configs fail before any job runs: `snakemake -n` refuses each cross-field mistake in one line that
-names the config keys (the commands' own checks, run on the config when the Snakefile loads)."""
+"""Bad configs fail before any job runs, in one line that names the config keys: every case through
+`workflow_config.load`, what the Snakefile runs on the config when it loads (in-process: a Snakemake start
+per case cost a second each), and one schema and one cross-field case through a real `snakemake -n`, which
+shows that load is what the Snakefile calls and that its line reaches the user before any job is planned."""
 
 import json
 import subprocess
@@ -9,11 +11,12 @@ import pytest
 import yaml
 
 from conftest import ROOT, child_env
+from lorarank import workflow_config
+from lorarank.errors import UserError
 from lorarank.training.regimes import REGIMES
 
-pytestmark = pytest.mark.dag
-
 TEST_CONFIG = Path(ROOT) / "tests/workflow/config.test.yaml"  # 2 layers, budget 16, 64 test questions
+SCHEMA = f"{ROOT}/workflow/schemas/config.schema.yaml"
 
 
 def _pretrained(tmp, c, gpus):
@@ -157,16 +160,36 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_snakemake_refuses_a_bad_config_in_one_line(case, tmp_path):
-    edit, expected = CASES[case]
+def bad_config(tmp_path, case) -> dict:
+    edit, _ = CASES[case]
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     edit(tmp_path, cfg)
+    return cfg
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_bad_config_is_refused_in_one_line_naming_the_key(case, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where Snakemake would run: relative paths mean the same
+    cfg = bad_config(tmp_path, case)
+    with pytest.raises(UserError) as e:
+        workflow_config.load(cfg, SCHEMA)
+    assert "\n" not in str(e.value) and CASES[case][1] in str(e.value)
+
+
+def test_the_test_config_itself_passes(tmp_path, monkeypatch):
+    """The baseline every case edits: only the edit can make a case fail."""
+    monkeypatch.chdir(tmp_path)
+    workflow_config.load(yaml.safe_load(TEST_CONFIG.read_text()), SCHEMA)
+
+
+@pytest.mark.dag
+@pytest.mark.parametrize("case", ["an empty rate list", "random low above high"])  # the schema's, then check's
+def test_snakemake_refuses_a_bad_config_in_one_line(case, tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump(bad_config(tmp_path, case)))
     r = subprocess.run(["snakemake", "-s", f"{ROOT}/workflow/Snakefile", "--configfile", str(path), "-n", "--cores", "1"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=child_env())
     assert r.returncode != 0
     lines = [line for line in (r.stdout + r.stderr).splitlines() if line.startswith("config: ")]
-    assert len(lines) == 1 and expected in lines[0], (r.stdout + r.stderr)[-2000:]
+    assert len(lines) == 1 and CASES[case][1] in lines[0], (r.stdout + r.stderr)[-2000:]
     assert "Job stats" not in r.stdout + r.stderr  # refused before any job was planned

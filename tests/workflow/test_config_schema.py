@@ -8,6 +8,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from conftest import GSM8K_DIR
@@ -91,9 +92,12 @@ def test_the_schema_names_experiments_by_the_one_rule():
 def test_a_bad_value_is_refused_naming_the_key():
     cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     cfg["allocation"]["budget"] = "many"
-    with pytest.raises(Exception) as e:  # snakemake's WorkflowError, whose text names the key and value
+    with pytest.raises(WorkflowError) as e:  # Snakemake's own validation: its text names the key and value
         validate(cfg, str(SCHEMA_PATH))
     assert "'many' is not of type 'integer'" in str(e.value) and "budget" in str(e.value)
+    with pytest.raises(workflow_config.UserError) as e:  # what the Snakefile shows first: one line
+        workflow_config.load(cfg, str(SCHEMA_PATH))
+    assert str(e.value) == "allocation.budget: 'many' is not of type 'integer'"
 
 
 @pytest.mark.parametrize("value", ["null", "gpu;rm -rf x", "", "a b"])

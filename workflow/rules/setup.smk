@@ -6,7 +6,6 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
-from snakemake.utils import validate
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 # the checkout: workflow/Snakefile's parent (the catalog's layout), where lorarank, config/ and envs/ are
@@ -19,19 +18,12 @@ from lorarank.provenance.containers import COMMAND_ENV, binds, env_paths, passed
 from lorarank.errors import UserError
 from lorarank.provenance.fingerprint import fingerprints
 
-# The schema first, as one line naming the key (Snakemake's own message is a page), then Snakemake's
-# validation, which fills in the schema's defaults.
+# The schema (one line naming the key), its defaults filled in, then cross-field mistakes (random.low > high,
+# manual ranks of the wrong length, ...): all fail here, in one line, before any job is planned
+# (workflow_config.load: the commands' own checks, run on the config).
 SCHEMA = f"{workflow.basedir}/schemas/config.schema.yaml"
 try:
-    workflow_config.check_schema(config, SCHEMA)
-except UserError as e:
-    raise WorkflowError(f"config: {e}") from None
-validate(config, SCHEMA)
-
-# Cross-field mistakes (random.low > high, manual ranks of the wrong length, ...) fail here, in one
-# line naming the key, before any job is planned: the commands' own checks, run on the config.
-try:
-    workflow_config.check(config)
+    workflow_config.load(config, SCHEMA)
 except UserError as e:
     raise WorkflowError(f"config: {e}") from None
 
