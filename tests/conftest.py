@@ -33,8 +33,6 @@ def child_env(extra: dict | None = None) -> dict[str, str]:
 
 
 def pytest_addoption(parser):
-    parser.addoption("--learning", action="store_true",
-                     help="also run the tests marked `learning` (long real runs; `make test` and CI pass it)")
     parser.addoption("--order", choices=("file", "reverse", "random"), default="file",
                      help="test order: as the files have them (default), reversed, or shuffled (the files' order and "
                           "the tests' within each file, so a module's fixtures are still made once); every test "
@@ -72,11 +70,6 @@ def pytest_collection_modifyitems(config, items):
         for group in groups:
             rng.shuffle(group)
         items[:] = [item for group in groups for item in group]
-    if not config.getoption("--learning"):
-        skip = pytest.mark.skip(reason="a long learning check: opt in with --learning (make test does)")
-        for item in items:
-            if item.get_closest_marker("learning"):
-                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -43,10 +43,11 @@ def water_fill(weights: list[Fraction], total: int, lo: int, hi: int | None) -> 
         free = sum(w for w, x in zip(weights, clamped(probe)) if x != lo and (hi is None or x != hi))
         if free == 0:  # flat segment: the total is reached at its left end already, or never
             out = clamped(left)
-            if sum(out) < total:  # every weighted unit at hi: the zero weights (at lo) take the rest equally
+            short = total - sum(out)
+            if short:  # every weighted unit at hi: the zero weights (at lo) take the rest equally
                 zeros = [i for i, w in enumerate(weights) if w == 0]  # some, or n * hi >= total was reached
                 for i in zeros:
-                    out[i] += Fraction(total - sum(clamped(left)), len(zeros))
+                    out[i] += Fraction(short, len(zeros))
             return out
         lam = left + (total - sum(clamped(left))) / free
         return clamped(lam)

@@ -24,9 +24,11 @@ import pandas as pd
 import pytest
 import torch
 
+from lorarank.study import DEFAULT_MODULES
+
 ROOT = Path(__file__).resolve().parents[2]
 WORLD = 2
-MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+MODULES = DEFAULT_MODULES  # all 7 projections
 SCENARIOS = {"one micro-batch": (2, 1), "gradient accumulation x2": (1, 2)}  # -> (optimizer steps, micro-batches)
 # the tiny model's parameters by (layer, module, matrix): LoRA A/B, and the base weight W (its gradient is G)
 KEY = re.compile(r"layers\.(\d+)\.\w+\.(\w+_proj)\.(?:lora_(A|B)\.default|(base_layer))\.weight$")
