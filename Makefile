@@ -22,7 +22,7 @@ run: setup
 	python -m lorarank check-run results/$(EXPERIMENT)
 
 test: setup
-	python -m pytest
+	python -m pytest --learning
 
 # the edit loop: everything that needs neither a training job nor a Snakemake run (about a minute)
 test-fast: setup

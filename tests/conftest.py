@@ -38,6 +38,9 @@ def pytest_addoption(parser):
                           "the tests' within each file, so a module's fixtures are still made once); every test "
                           "must pass in each")
     parser.addoption("--order-seed", type=int, default=None, help="the shuffle's seed (default: drawn and printed)")
+    parser.addoption("--learning", action="store_true",
+                     help="also run the tests marked `learning` (a default-sized training run each; `make test` "
+                          "passes this, and so CI runs them)")
 
 
 def _order_seed(config) -> int:
@@ -55,6 +58,11 @@ def pytest_report_header(config):
 
 
 def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--learning"):
+        skip = pytest.mark.skip(reason="a learning check: opt in with --learning (make test does)")
+        for item in items:
+            if "learning" in item.keywords:
+                item.add_marker(skip)
     order = config.getoption("--order")
     if order == "reverse":
         items.reverse()
@@ -118,6 +126,27 @@ def model_json(tmp_path):
     return make
 
 
+def _numerics_state() -> tuple:
+    """What `lorarank.numerics.apply` changes in a process (torch loads here with the profile's variables set)."""
+    import torch
+
+    from lorarank import numerics
+
+    return (numerics._applied, torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+
+
+def _restore_numerics(state: tuple) -> None:
+    import torch
+
+    from lorarank import numerics
+
+    numerics._applied, threads, deterministic, cudnn_deterministic, cudnn_benchmark = state
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn_deterministic, cudnn_benchmark
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+
+
 @pytest.fixture
 def cli(capsys):
     """cli(*argv) -> (exit code, stdout, stderr), through the real entry point `lorarank.cli.main`."""
@@ -125,6 +154,7 @@ def cli(capsys):
 
     def run(*argv):
         saved = dict(os.environ)  # the command sets variables for itself: they must not leak into later tests
+        state = _numerics_state()  # nor may a compute command's numerics profile (threads, deterministic mode)
         try:
             code = main([str(a) for a in argv])
         except SystemExit as e:  # argparse usage errors
@@ -132,6 +162,7 @@ def cli(capsys):
         finally:
             os.environ.clear()
             os.environ.update(saved)
+            _restore_numerics(state)
         out, err = capsys.readouterr()
         return code, out, err
 

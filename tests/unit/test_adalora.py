@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 from safetensors import safe_open
 
-from conftest import run_lorarank
-from test_train import digest, kill_at_first_checkpoint, sft_lora
+from conftest import ROOT, run_lorarank
+from lorarank.allocation.rounding import apportion
+from test_train import digest, grpo_argv, kill_at_first_checkpoint, sft_argv, sft_lora
 from test_train import grpo as train_grpo
 
 pytestmark = pytest.mark.train
@@ -242,8 +243,13 @@ def test_frozen_final_ranks_are_a_verified_static_arm(ada_run, warm_model, tmp_p
     assert sum(flat) == BUDGET * MODULES and min(flat) >= 1
     final = pd.read_parquet(ada_run / "ranks.parquet").query(f"step == {STEPS - TFINAL}")
     live = {(int(r.layer), r.module): int(r.rank) for r in final.itertuples()}
-    if min(live.values()) >= 1:  # nothing to lift to min_rank: the rescaling keeps AdaLoRA's ranks exactly
-        assert all(doc["ranks"][layer][module] == r for (layer, module), r in live.items())
+    # the live ranks apportioned to the exact budget within [min_rank, max_rank] (the reference is computed here,
+    # from the rank log, in the allocation's own unit order); where none is below min_rank, AdaLoRA's ranks exactly
+    units = [(layer, module) for layer, modules in enumerate(doc["ranks"]) for module in modules]
+    assert sorted(units) == sorted(live)
+    want = apportion([live[u] for u in units], BUDGET * MODULES, doc["params"]["min_rank"], doc["params"]["max_rank"])
+    assert [doc["ranks"][layer][module] for layer, module in units] == want
+    assert (want == [live[u] for u in units]) == (min(live.values()) >= 1)
     run_lorarank("lora-config", "--allocation", out, "--model", warm_model / "final", "--dropout", 0,
                  "--out", tmp_path / "lora.json", "--verify")
     lora = json.loads((tmp_path / "lora.json").read_text())
@@ -254,14 +260,15 @@ def test_frozen_final_ranks_are_a_verified_static_arm(ada_run, warm_model, tmp_p
     ("deepspeed", "cannot run under DeepSpeed"),
     ("schedule", "leaves no pruning phase"),
 ])
-def test_bad_adalora_runs_train_nothing(case, expected, warm_model, ada_lora, synth_data, tmp_path):
+def test_bad_adalora_runs_train_nothing(case, expected, cli, warm_model, ada_lora, synth_data, tmp_path):
+    """In this process (`cli`): refused before the model loads."""
     out = tmp_path / "run"
-    extra = ["--deepspeed", "config/deepspeed/zero2.json"] if case == "deepspeed" else []
-    for command in (grpo, sft):
-        r = command(warm_model / "final", ada_lora, synth_data / "train.parquet", out, *extra,
-                    steps=TINIT + TFINAL if case == "schedule" else STEPS, check=False)
-        lines = r.stderr.strip().splitlines()
-        assert r.returncode == 2 and len(lines) == 1 and expected in lines[0], r.stderr
+    extra = ["--deepspeed", f"{ROOT}/config/deepspeed/zero2.json"] if case == "deepspeed" else []
+    for argv in (grpo_argv, sft_argv):
+        code, _, err = cli(*argv(warm_model / "final", ada_lora, synth_data / "train.parquet", out, *extra,
+                                 steps=TINIT + TFINAL if case == "schedule" else STEPS))
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and expected in lines[0], err
         assert not out.exists()
 
 

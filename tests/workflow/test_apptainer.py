@@ -58,6 +58,11 @@ def test_every_job_ran_through_apptainer_in_its_pinned_image(contained):
         commands.append(command)
         assert c["url"] == IMAGES[COMMAND_ENV[command]], (command, c["url"])
         assert "--nv" in c["options"] or command not in GPU_RULE_COMMANDS, (command, c["options"])
+        # README "compute jobs run offline": the flags lead the compute commands' own line (the session's
+        # HF_HUB_OFFLINE is not in a --cleanenv job, so without them these jobs would reach for the hub)
+        offline = re.search(r"HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 (?:python|accelerate launch)[^;&|()]*-m\s+"
+                            rf"lorarank\s+{command}\b", script)
+        assert (offline is not None) == (command in GPU_RULE_COMMANDS), (command, script)
         # the checkout's code is bound and importable inside, and nothing else from the host's PYTHONPATH
         # (and the host paths a passed variable names, e.g. a TMPDIR outside /tmp: containers.PATH_ENV)
         assert (c["env"]["PYTHONPATH"], c["env"]["APPTAINER_BIND"]) == (ROOT, mounted), c["env"]

@@ -4,6 +4,7 @@ rate runs the new rate's jobs and nothing it does not change."""
 
 import json
 import re
+import shutil
 
 import pandas as pd
 import pytest
@@ -25,11 +26,17 @@ def rate_list(rates):
 
 
 @pytest.fixture(scope="module")
-def selected(tmp_path_factory):
-    work = tmp_path_factory.mktemp("selection")
-    cfg = edited_config(work, rate_list(RATES))
-    r = snakemake(work, configfile=cfg, apptainer=False)
+def selected(dag_run, tmp_path_factory):
+    """The rate list added to a copy of the session's finished study (whose GRPO arms ran at the list's first
+    rate): its data, warm-up, profiling runs and first-rate runs are reused, as a user's would be; what runs
+    is the second rate's training, every validation evaluation, the selections and what follows."""
+    work = tmp_path_factory.mktemp("selection") / "study"
+    shutil.copytree(dag_run[0], work, symlinks=True)
+    cfg = edited_config(work.parent, rate_list(RATES))
+    r = snakemake(work, configfile=cfg)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    jobs = ran(r.stdout + r.stderr)
+    assert sorted(j.split(":")[0] for j in jobs if j.startswith(("train_", "run_warmup"))) == ["train_grpo"] * 2, jobs
     return work, cfg
 
 
@@ -73,7 +80,7 @@ def test_each_arm_is_tested_at_the_rate_chosen_on_validation(selected):
 
 def test_no_selection_job_reads_the_test_split(selected):
     work, cfg = selected
-    r = snakemake(work, "-n", "-p", "--forcerun", "select_rate", configfile=cfg, apptainer=False)
+    r = snakemake(work, "-n", "-p", "--forcerun", "select_rate", configfile=cfg)
     assert r.returncode == 0, r.stderr[-3000:]
     commands = [line for line in (r.stdout + r.stderr).splitlines() if "lorarank select-rate" in line]
     assert len(commands) == 2
@@ -94,7 +101,7 @@ def test_a_regime_added_to_a_finished_study_is_planned(selected, tmp_path):
         c["sft"].update(lr=RATES)
 
     added = edited_config(tmp_path, with_sft)
-    r = snakemake(work, "-n", configfile=added, apptainer=False)
+    r = snakemake(work, "-n", configfile=added)
     assert r.returncode == 0, r.stderr[-3000:]
     planned = ran(r.stdout + r.stderr)
     assert sorted(j for j in planned if j.startswith("select_rate")) == [
@@ -103,9 +110,11 @@ def test_a_regime_added_to_a_finished_study_is_planned(selected, tmp_path):
 
 
 def test_adding_a_rate_runs_only_the_new_jobs(selected, tmp_path):
-    work, _ = selected
+    # on a copy: the other tests read the two-rate study, in whatever order they run
+    work = tmp_path / "copy"
+    shutil.copytree(selected[0], work, symlinks=True)
     added = edited_config(tmp_path, rate_list(RATES + [2.0e-3]))
-    r = snakemake(work, configfile=added, apptainer=False)
+    r = snakemake(work, configfile=added)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     jobs = ran(r.stdout + r.stderr)
     trained = [j for j in jobs if j.startswith("train_grpo")]

@@ -1,6 +1,6 @@
 """The workflow on a real one-node Slurm cluster (Debian slurm-wlm + munge, started by
-scripts/slurm-up.sh), through `snakemake --profile slurm` as a user runs it, on a two-arm slice of
-the test config (GRPO, uniform and random: every kind of cluster job, a fraction of the queue time). Every run is
+scripts/slurm-up.sh), through `snakemake --profile slurm` as a user runs it, on a one-arm slice of
+the test config (GRPO, uniform: every kind of cluster job, a fraction of the queue time). Every run is
 bounded by `timeout`: without a status command that works, Snakemake would wait forever."""
 
 import json
@@ -19,7 +19,7 @@ from lorarank.provenance.containers import COMMAND_ENV
 
 pytestmark = [pytest.mark.dag, pytest.mark.slurm]
 
-CLUSTER_RULES = {"run_warmup": 1, "train_grpo": 2, "evaluate_model": 2, "evaluate_base": 1}
+CLUSTER_RULES = {"run_warmup": 1, "train_grpo": 1, "evaluate_model": 1, "evaluate_base": 1}
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +33,16 @@ def cluster():
 # Where the slice's jobs go: the cluster's second partition (scripts/slurm-up.sh: "cpu" is the default, so a job
 # found in "gpu" got there by the config), charged to an account (no accounting database: Slurm records it as given)
 SITE = {"partition": "gpu", "account": "lorarank-test"}
+SEED1 = "results/test/runs/grpo/uniform/ratio/lr0.0005/seed1"  # the run the cancel test adds
 
 
 @pytest.fixture(scope="module")
 def slice_config(tmp_path_factory):
-    return edited_config(tmp_path_factory.mktemp("slice"),
-                         lambda c: (c.update(regimes=["grpo"], slurm=SITE), c["allocation"].update(strategies=["random"])))
+    def one_arm(c):
+        c.update(regimes=["grpo"], slurm=SITE)
+        c["allocation"].update(strategies=["uniform"])
+
+    return edited_config(tmp_path_factory.mktemp("slice"), one_arm)
 
 
 def slurm_snakemake(work, *args, configfile, limit=1200):
@@ -88,8 +92,8 @@ def test_every_slurm_job_ran_its_rule_in_its_pinned_image_with_nv(slurm_run):
             c = by_job[jid]
             command = re.search(r"-m\s+lorarank\s+([\w-]+)", c["command"][-1])[1]
             assert c["url"] == images[COMMAND_ENV[command]] and "--nv" in c["options"], (rule, c)
-    # local rules in images too: data, model, 2 x (allocation, LoRA config), analysis, summary, archive
-    assert len(execs) == sum(CLUSTER_RULES.values()) + 9 and len(by_job) == sum(CLUSTER_RULES.values())
+    # local rules in images too: data, model, allocation, LoRA config, analysis, summary, archive
+    assert len(execs) == sum(CLUSTER_RULES.values()) + 7 and len(by_job) == sum(CLUSTER_RULES.values())
 
 
 def test_every_slurm_job_landed_where_the_config_sends_it(slurm_run):
@@ -105,7 +109,7 @@ def test_every_slurm_job_landed_where_the_config_sends_it(slurm_run):
             assert (job["slurm_partition"], job["slurm_account"], job["slurm_cpus"]) == \
                 (SITE["partition"], SITE["account"], str(threads)), (rule, jid, job)
     runs = list((work / "results/test").rglob("run.json"))  # the warm-up and every training run
-    assert len(runs) == 3 and all(json.loads(r.read_text())["environment"]["numerics"]["torch_threads"] == threads
+    assert len(runs) == 2 and all(json.loads(r.read_text())["environment"]["numerics"]["torch_threads"] == threads
                                   for r in runs)
 
 
@@ -128,40 +132,54 @@ def test_a_failing_rule_is_reported_and_fails_the_run(slurm_run, slice_config, t
     assert "Error in rule evaluate_" in text and "SLURM jobid" in text
 
 
-def test_scancel_mid_job_then_rerun_does_only_what_is_missing(slurm_run, slice_config, tmp_path):
-    work, _ = slurm_run
+def test_scancel_mid_job_then_rerun_resumes_from_its_checkpoint_and_does_only_what_is_missing(
+        slurm_run, slice_config, tmp_path):
+    """README: "a killed job resumes from its newest checkpoint". On a copy of the finished run, a second seed
+    trains with a checkpoint every step (`save_steps` reruns nothing); once its first checkpoint is complete,
+    its Slurm job is cancelled. The rerun plans that one training job and the evaluation behind it, and the
+    training resumes from the checkpoint rather than starting afresh."""
+    work = tmp_path / "copy"
+    shutil.copytree(slurm_run[0], work, symlinks=True)
     cfg = yaml.safe_load(Path(slice_config).read_text())
-    cfg["allocation"]["random"]["seed"] = 9  # reruns the random chain only
+    cfg["seeds"] = [0, 1]  # adds one run (seed 1) and its evaluation
+    cfg["grpo"]["save_steps"] = 1
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(cfg))
     cancelled = []
+    stop = threading.Event()
 
     def cancel_training():
-        deadline = time.time() + 600
-        while time.time() < deadline and not cancelled:
-            q = subprocess.run(["squeue", "-h", "-o", "%i %j %T"], capture_output=True, text=True).stdout
-            for line in q.splitlines():
-                jid, name, state = line.split()[:3]
-                if state == "RUNNING" and "train_grpo" in subprocess.run(
-                        ["scontrol", "show", "job", jid], capture_output=True, text=True).stdout:
+        # the run's first complete checkpoint (its marker is written last), then its job, while it runs
+        while not stop.wait(0.05):
+            if not list((work / SEED1).glob("checkpoints/checkpoint-*/lorarank.json")):
+                continue
+            q = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i"], capture_output=True, text=True).stdout
+            for jid in q.split():
+                if "train_grpo" in subprocess.run(["scontrol", "show", "job", jid], capture_output=True,
+                                                  text=True).stdout:
                     subprocess.run(["scancel", jid])
                     cancelled.append(jid)
                     return
-            time.sleep(0.2)
 
     t = threading.Thread(target=cancel_training)
     t.start()
-    r = slurm_snakemake(work, "--retries", "0", configfile=changed, limit=900)
-    t.join()
-    assert cancelled, "no training job was seen running"
+    try:
+        r = slurm_snakemake(work, "--retries", "0", configfile=changed, limit=900)
+    finally:
+        stop.set()
+        t.join()
+    assert cancelled, "no training job was seen running after its first checkpoint"
     assert r.returncode != 0
     dry = slurm_snakemake(work, "-n", configfile=changed, limit=120)  # the same images: the profile's
     planned = job_stats(dry.stdout + dry.stderr)
     assert planned["train_grpo"] == 1 and "allocate_ranks" not in planned and "run_warmup" not in planned
+    assert "evaluate_base" not in planned
     again = slurm_snakemake(work, configfile=changed, limit=900)
     assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
     assert {rule: len(ids) for rule, ids in submitted(again.stdout + again.stderr).items()} == \
         {"train_grpo": 1, "evaluate_model": 1}
+    resumed = json.loads((work / SEED1 / "run.json").read_text())["resumed_from"]
+    assert re.search(r"checkpoints/checkpoint-[123]$", resumed or ""), resumed
 
 
 def test_paper_sbatch_requests(tmp_path):

@@ -199,6 +199,20 @@ def test_adding_an_alpha_policy_runs_only_its_own_arms(finished, tmp_path):
                                        if "/runs/" in line or "/eval/" in line or "/lora/" in line)
 
 
+def test_adding_a_strategy_runs_only_its_own_arms(finished, tmp_path):
+    """README: "adding a strategy runs only its arms". `inverse` reads the profiling runs the study already has:
+    one allocation, LoRA config, training and evaluation per regime, then the summary; nothing is retrained."""
+    cfg = edited_config(tmp_path, lambda c: c["allocation"]["strategies"].append("inverse"))
+    r = snakemake(finished, "-n", configfile=cfg)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert job_stats(r.stdout + r.stderr) == {
+        "allocate_ranks": 2, "write_lora_config": 2, "train_grpo": 1, "train_sft": 1, "evaluate_model": 2,
+        "analyze_gradients": 1, "summarize_results": 1, "archive_results": 1, "all": 1}
+    outputs = [line for line in r.stdout.splitlines() if line.strip().startswith("output:")]
+    assert not any(f"{RESULTS}/" in line and "/inverse/" not in line and "/summary/" not in line
+                   and "/analysis/" not in line and "/archive" not in line for line in outputs), outputs
+
+
 def test_adding_the_sft_regime_runs_only_its_own_arms(finished, tmp_path):
     """A finished GRPO-only study (the shared run without its sft outputs), then `regimes: [grpo, sft]`."""
     copy = tmp_path / "grpo-only"
@@ -322,8 +336,8 @@ def test_allocation_code_edit_reruns_the_allocated_chain(finished, tmp_path):
 
 
 def test_upgraded_trl_changes_the_fingerprints_of_training_not_data(tmp_path):
-    """On the host (no images) a TRL upgrade, as importlib.metadata sees it, changes what SFT, training
-    and evaluation hash, so they rerun; data preparation and allocation do not import it. (With images,
+    """On the host (no images) a TRL upgrade, as importlib.metadata sees it, changes what SFT and training
+    hash, so they rerun; data preparation, allocation and evaluation do not import it. (With images,
     the digest stands for the versions: see test_apptainer.)"""
     fake = tmp_path / "site" / "trl-99.0.dist-info"
     fake.mkdir(parents=True)
