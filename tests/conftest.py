@@ -147,22 +147,30 @@ def _restore_numerics(state: tuple) -> None:
     torch.use_deterministic_algorithms(deterministic)
 
 
-@pytest.fixture
-def cli(capsys):
-    """cli(*argv) -> (exit code, stdout, stderr), through the real entry point `lorarank.cli.main`."""
+def in_process(*argv) -> int:
+    """`lorarank *argv` through the real entry point `lorarank.cli.main`, in this process (no ~5 s of imports):
+    its exit code. What a command sets for itself does not outlive it. Not for training, whose trainer keeps
+    process-wide state (accelerate): `run_lorarank`."""
     from lorarank.cli import main
 
+    saved = dict(os.environ)  # the command sets variables for itself: they must not leak into later tests
+    state = _numerics_state()  # nor may a compute command's numerics profile (threads, deterministic mode)
+    try:
+        return main([str(a) for a in argv])
+    except SystemExit as e:  # argparse usage errors
+        return e.code
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        _restore_numerics(state)
+
+
+@pytest.fixture
+def cli(capsys):
+    """cli(*argv) -> (exit code, stdout, stderr), in this process (`in_process`)."""
+
     def run(*argv):
-        saved = dict(os.environ)  # the command sets variables for itself: they must not leak into later tests
-        state = _numerics_state()  # nor may a compute command's numerics profile (threads, deterministic mode)
-        try:
-            code = main([str(a) for a in argv])
-        except SystemExit as e:  # argparse usage errors
-            code = e.code
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-            _restore_numerics(state)
+        code = in_process(*argv)
         out, err = capsys.readouterr()
         return code, out, err
 
@@ -269,7 +277,8 @@ def run_lorarank(*argv, env=None, timeout=900, check=True):
 @pytest.fixture(scope="session")
 def synth_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("data") / "synth"
-    run_lorarank("prepare-data", "--source", "synthetic", "--n-train", 800, "--n-test", 64, "--seed", 0, "--out", out)
+    assert in_process("prepare-data", "--source", "synthetic", "--n-train", 800, "--n-test", 64, "--seed", 0,
+                      "--out", out) == 0
     return out
 
 
@@ -277,8 +286,8 @@ def synth_data(tmp_path_factory):
 def tiny_model(synth_data, tmp_path_factory):
     """A tiny Qwen2 (4 layers, 64 wide) with its locally trained tokenizer, random weights."""
     out = tmp_path_factory.mktemp("model") / "base"
-    run_lorarank("build-model", "--data", synth_data / "train.parquet", "--layers", 4, "--hidden", 64,
-                 "--heads", 4, "--kv-heads", 2, "--intermediate", 176, "--out", out)
+    assert in_process("build-model", "--data", synth_data / "train.parquet", "--layers", 4, "--hidden", 64,
+                      "--heads", 4, "--kv-heads", 2, "--intermediate", 176, "--out", out) == 0
     return out
 
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import GSM8K_DIR, ROOT, gsm8k_rows, run_lorarank
+from conftest import GSM8K_DIR, ROOT, gsm8k_rows, in_process
 from lorarank import options, workflow_config
 from lorarank.errors import UserError
 from lorarank.evaluation.evaluate import EvalSettings, subset
@@ -91,8 +91,8 @@ def test_the_config_passes_all_to_the_command_and_checks_numbers_against_the_spl
 
 def test_metrics_record_the_number_evaluated(tiny_model, synth_data, tmp_path):
     """A real evaluation with --n all: metrics.json's n is the split's size, its settings keep what was asked."""
-    run_lorarank("evaluate", "--model", tiny_model, "--data", synth_data / "test.parquet", "--n", "all",
-                 "--max-new-tokens", 2, "--batch-size", 64, "--quiet", "--out", tmp_path)
+    assert in_process("evaluate", "--model", tiny_model, "--data", synth_data / "test.parquet", "--n", "all",
+                      "--max-new-tokens", 2, "--batch-size", 64, "--quiet", "--out", tmp_path) == 0
     m = json.loads((tmp_path / "metrics.json").read_text())
     preds = pd.read_parquet(tmp_path / "predictions.parquet")
     split = pd.read_parquet(synth_data / "test.parquet")

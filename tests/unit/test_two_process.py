@@ -126,6 +126,7 @@ def two_ranks(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.train  # two processes' forward and backward passes: the training tier, not the edit loop
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_G_and_AB_norms_are_those_of_the_gradients_averaged_over_both_processes(two_ranks, scenario):
     steps, _ = SCENARIOS[scenario]
