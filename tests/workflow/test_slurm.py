@@ -22,12 +22,22 @@ pytestmark = [pytest.mark.dag, pytest.mark.slurm]
 CLUSTER_RULES = {"run_warmup": 1, "train_grpo": 1, "evaluate_model": 1, "evaluate_base": 1}
 
 
+def jobs_under(directory: Path, state: str = "all") -> list[str]:
+    """Slurm jobs whose output goes under `directory` (the plugin's logs/slurm in a run's work directory): this
+    session's own, not a parallel session's on the same cluster."""
+    ids = subprocess.run(["squeue", "-h", "-t", state, "-o", "%i"], capture_output=True, text=True).stdout.split()
+    return [jid for jid in ids if f"StdOut={directory}/" in subprocess.run(
+        ["scontrol", "show", "job", jid], capture_output=True, text=True).stdout]
+
+
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(tmp_path_factory):
     r = subprocess.run(["bash", f"{ROOT}/scripts/slurm-up.sh"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     yield
-    subprocess.run(["scancel", "--user", "root"], capture_output=True)
+    leftover = jobs_under(tmp_path_factory.getbasetemp())  # a failed test's; never another session's
+    if leftover:
+        subprocess.run(["scancel", *leftover], capture_output=True)
 
 
 # Where the slice's jobs go: the cluster's second partition (scripts/slurm-up.sh: "cpu" is the default, so a job
@@ -153,13 +163,10 @@ def test_scancel_mid_job_then_rerun_resumes_from_its_checkpoint_and_does_only_wh
         while not stop.wait(0.05):
             if not list((work / SEED1).glob("checkpoints/checkpoint-*/lorarank.json")):
                 continue
-            q = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i"], capture_output=True, text=True).stdout
-            for jid in q.split():
-                if "train_grpo" in subprocess.run(["scontrol", "show", "job", jid], capture_output=True,
-                                                  text=True).stdout:
-                    subprocess.run(["scancel", jid])
-                    cancelled.append(jid)
-                    return
+            for jid in jobs_under(work / "logs" / "slurm" / "rule_train_grpo", "RUNNING"):  # this copy's training job
+                subprocess.run(["scancel", jid])
+                cancelled.append(jid)
+                return
 
     t = threading.Thread(target=cancel_training)
     t.start()
