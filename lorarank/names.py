@@ -16,7 +16,7 @@ EXPERIMENT_RULE = "letters, digits, '_', '.' and '-', not starting with '.' or '
 
 def experiment_problem(name) -> str | None:
     """Why `name` cannot name an experiment, or None."""
-    if isinstance(name, str) and EXPERIMENT.match(name):
+    if isinstance(name, str) and EXPERIMENT.fullmatch(name):  # `$` alone lets a final "\n" through
         return None
     return f"experiment name {name!r} is not allowed ({EXPERIMENT_RULE})"
 

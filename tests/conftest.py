@@ -358,7 +358,24 @@ def snakemake(workdir, *args, configfile=TEST_CONFIG, repo=ROOT, apptainer=True,
     sdm = ["--sdm", "apptainer", f"--apptainer-args={APPTAINER_ARGS}"] if apptainer else []
     cmd = ["snakemake", "-s", f"{repo}/workflow/Snakefile", "--configfile", str(configfile), "--cores", "2", *sdm, *args]
     full_env = {**standin_env(Path(workdir) / "apptainer.jsonl"), **(env or {})}
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=full_env)
+    return run_group(cmd, timeout, cwd=workdir, env=full_env)
+
+
+def run_group(cmd, timeout, **kwargs) -> subprocess.CompletedProcess:
+    """subprocess.run(cmd, capture_output=True, text=True), in a session of its own: at the timeout its jobs
+    are killed with it (subprocess.run kills only Snakemake, and an orphaned training job went on for minutes,
+    slowing every test after it)."""
+    import signal
+
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                          **kwargs) as p:
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()
+            raise
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
 
 
 def planned(workdir, configfile=TEST_CONFIG, repo=ROOT, apptainer=True, env=None) -> dict[str, int]:

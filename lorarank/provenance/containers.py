@@ -48,7 +48,7 @@ ALLOWED = ("docker://... or oras://...@sha256:<64 hex>, library://...:sha256.<64
 
 def check_reference(env: str, ref) -> str:
     """`ref` if it names one immutable image, else ValueError naming the value and what is allowed."""
-    if not isinstance(ref, str) or not any(p.match(ref) for p in PINNED):
+    if not isinstance(ref, str) or not any(p.fullmatch(ref) for p in PINNED):  # `$` alone lets a final "\n" by
         raise ValueError(f"containers.{env}: {ref!r} is not pinned by digest (allowed: {ALLOWED})")
     return ref
 

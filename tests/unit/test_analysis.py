@@ -248,6 +248,39 @@ def test_contrast_gives_per_seed_top_shares_a_t_interval_and_a_welch_difference(
     assert con["sft_minus_grpo_top_30pct"]["lora"]["measurement_ci95"] is not None
 
 
+@pytest.mark.parametrize("steps,few", [(9, True), (10, False)])
+def test_ten_informative_steps_is_the_least_that_is_interpreted(tmp_path, steps, few):
+    """README: "A statistic from fewer than 10 informative steps is flagged and not interpreted": 9 steps are
+    flagged, 10 are not, in every statistic that carries the flag (an arm against uniform, a regime's
+    concentration, SFT minus GRPO); a step without any gradient is not informative."""
+    factors = {0: [1.0, 1.3, 0.9, 1.2], 1: [1.0, 1.1, 1.0, 1.05]}
+    logs = (varied_runs(tmp_path, factors, steps=steps)
+            + varied_runs(tmp_path, {sd: [1.0] * 4 for sd in factors}, strategy="uniform", steps=steps)
+            + varied_runs(tmp_path, {0: [1.0, 1, 1, 3], 1: [1.0, 1, 1, 4]}, kind="sft", strategy="uniform",
+                          steps=steps))
+    doc, *_ = analysis.analyze(run_files(*logs), window=0.1, reps=20)
+    arm = doc["arms"]["grpo/random/ratio"]["metrics"]["lora"]
+    concentration = [doc["contrast"]["regimes"][r]["lora"] for r in ("sft", "grpo")]
+    difference = doc["contrast"]["sft_minus_grpo_top_30pct"]["lora"]
+    for m in (arm, *concentration, difference):
+        assert (m["informative_steps"], m["few_steps"]) == (steps, few)
+    assert doc["min_informative_steps"] == 10
+    # one more step that carries no gradient at all changes nothing: it is not informative
+    zero = tmp_path / "zero"
+    imp = np.vstack([np.zeros((1, 4)), np.tile(np.arange(1, 5, dtype=float), (steps, 1))])
+    log = write_grad_log(write_run(zero, strategy="uniform", policy=POLICY), imp)
+    assert analysis.run_stats(shares_of(log))["informative_steps"] == steps
+
+
+def test_the_fewer_steps_of_an_arm_and_its_reference_decide_the_flag(tmp_path):
+    factors = {0: [1.0, 1.3, 0.9, 1.2], 1: [1.0, 1.1, 1.0, 1.05]}
+    logs = varied_runs(tmp_path, factors, steps=12) + varied_runs(
+        tmp_path, {sd: [1.0] * 4 for sd in factors}, strategy="uniform", steps=9)
+    doc, *_ = analysis.analyze(run_files(*logs), window=0.1, reps=20)
+    m = doc["arms"]["grpo/random/ratio"]["metrics"]["lora"]
+    assert (m["informative_steps"], m["few_steps"]) == (9, True)
+
+
 def test_a_log_without_its_run_record_is_refused(cli, tmp_path):
     log = write_grad_log(tmp_path / "grad_norms.parquet", np.ones((2, 3)))
     code, _, err = cli("analyze", *run_args(log), "--out", tmp_path / "summary")

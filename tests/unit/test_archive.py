@@ -162,6 +162,61 @@ def test_code_version_names_commit_dirty_flag_and_tracked_content(tmp_path):
     assert inner["git_commit"] is None and "not a git repository" in inner["reason"]
 
 
+def _repo(path, text="x = 1\n"):
+    """A git repository at `path` with one commit of a.py; its commit."""
+    path.mkdir(parents=True)
+    git = ["git", "-C", str(path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    (path / "a.py").write_text(text)
+    subprocess.run(git + ["init", "-q"], check=True)
+    subprocess.run(git + ["add", "a.py"], check=True)
+    subprocess.run(git + ["commit", "-qm", "a"], check=True)
+    return subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_the_code_version_ignores_git_variables_in_the_environment(tmp_path, monkeypatch):
+    """README: the archive job asks git about its own checkout only. GIT_DIR and the like in the job's environment
+    (inherited from a shell or a batch system) would point git at another repository, and GIT_CONFIG_* would hand it
+    configuration that runs commands (core.fsmonitor runs on every `git status`)."""
+    repo, other = tmp_path / "repo", tmp_path / "other"
+    head = _repo(repo)
+    _repo(other, "y = 2\n")
+    (other / "b.py").write_text("")
+    subprocess.run(["git", "-C", str(other), "add", "b.py"], check=True)
+    want = tracked_code(repo)
+    assert want["git_commit"] == head and want["tracked_files"] == 1 and want["dirty"] is False
+    planted = tmp_path / "PWNED"
+    monkeypatch.setenv("GIT_DIR", str(other / ".git"))
+    monkeypatch.setenv("GIT_WORK_TREE", str(other))
+    monkeypatch.setenv("GIT_INDEX_FILE", str(other / ".git" / "index"))
+    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
+    monkeypatch.setenv("GIT_CONFIG_KEY_0", "core.fsmonitor")
+    monkeypatch.setenv("GIT_CONFIG_VALUE_0", f"touch {planted}; false")
+    assert tracked_code(repo) == want
+    assert not planted.exists()
+
+
+def test_a_checkout_owned_by_another_user_is_trusted_and_only_it(tmp_path, monkeypatch):
+    """A container runs as another user than the checkout's owner: git refuses such a repository ("dubious
+    ownership") unless it is named in safe.directory. The archive names its own checkout there, and only it."""
+    if os.geteuid() != 0:
+        pytest.skip("giving the checkout to another user needs root")
+    repo = tmp_path / "repo"
+    head = _repo(repo)
+    want = tracked_code(repo)
+    for top, dirs, files in os.walk(repo):
+        for name in [top, *(os.path.join(top, n) for n in dirs + files)]:
+            os.lchown(name, 12345, 12345)
+    monkeypatch.delenv("SUDO_UID", raising=False)  # git trusts a sudo caller's own repositories
+    plain = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert plain.returncode != 0 and "dubious ownership" in plain.stderr  # what git does without it
+    assert tracked_code(repo) == want and want["git_commit"] == head
+    calls = []
+    real = subprocess.run
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: calls.append(cmd) or real(cmd, **kw))
+    tracked_code(repo)
+    assert calls and all(cmd[:3] == ["git", "-c", f"safe.directory={repo.resolve()}"] for cmd in calls), calls
+
+
 def test_different_environments_are_each_recorded(cli, results, tmp_path):
     run = results / "runs/uniform/seed0/run.json"
     run.write_text(json.dumps({"environment": {**ENV_A, "packages": {"torch": "2.14.0"}}}))

@@ -59,6 +59,26 @@ HOSTILE = {
                         manifest(), ["exp/summary/passwd: not a regular file"]),
     "a hard link": ([*GOOD, member("exp/summary/b.csv", kind=tarfile.LNKTYPE, target="/etc/shadow")], manifest(),
                     ["exp/summary/b.csv: not a regular file"]),
+    "a member with a '.' part": ([*GOOD, member("exp/./summary/b.csv", BODY)], manifest(),
+                                 ["'exp/./summary/b.csv': a member name that has an empty, '.' or '..' part"]),
+    "a member with an empty part": ([*GOOD, member("exp//summary/b.csv", BODY)], manifest(),
+                                    ["'exp//summary/b.csv': a member name that has an empty, '.' or '..' part"]),
+    "a member with backslashes": ([*GOOD, member("exp/..\\..\\PWNED", BODY)], manifest(),
+                                  ["'exp/..\\\\..\\\\PWNED': a member name that holds a backslash or NUL"]),
+    "a member outside the experiment": ([*GOOD, member("other/summary/a.csv", BODY)], manifest(),
+                                        ["other/: outside the experiment directory exp/"]),
+    "an experiment named .": ([member("./summary/a.csv", BODY)], manifest(experiment="."),
+                              ["'./summary/a.csv': a member name that has an empty, '.' or '..' part",
+                               IN + "experiment name '.' is not allowed"]),
+    "a hidden experiment": ([member(".exp/summary/a.csv", BODY)], manifest(experiment=".exp"),
+                            [IN + "experiment name '.exp' is not allowed"]),
+    "an experiment name ending in a newline": ([member("exp\n/summary/a.csv", BODY)], manifest(experiment="exp\n"),
+                                               [IN + "experiment name 'exp\\n' is not allowed"]),
+    "an experiment named like a flag": ([member("-exp/summary/a.csv", BODY)], manifest(experiment="-exp"),
+                                        [IN + "experiment name '-exp' is not allowed"]),
+    "an absolute manifest file name": (GOOD, manifest(files={"summary/a.csv": {"sha256": SHA, "bytes": 4},
+                                                            "/etc/passwd": {"sha256": SHA, "bytes": 4}}),
+                                       [IN + "files: '/etc/passwd' is absolute"]),
     "a manifest without code": (GOOD, manifest(code=...), [IN + "code is missing or not an object"]),
     "a manifest without an experiment": (GOOD, manifest(experiment=...),
                                          [IN + "experiment name None is not allowed"]),
@@ -147,6 +167,41 @@ def test_member_count_and_bytes_are_capped_at_the_header(tmp_path):
     for limits in ({"max_members": 3}, {"max_bytes": 3 * len(BODY)}):
         doc, problems, n = verify_archive.verify_tarball(path, None, **limits)
         assert doc is None and n == 0 and len(problems) == 1 and "a decompression bomb?" in problems[0], problems
+
+
+def test_the_caps_are_the_readmes_and_hold_at_their_boundary(tmp_path):
+    """README: refused "at the tar header before any data is read, more than a million members or 1 TiB": the
+    caps verify-archive applies are those (the command passes none: the defaults), and an archive at a cap is
+    accepted, one member or one byte over it refused."""
+    import inspect
+
+    defaults = {k: v.default for k, v in inspect.signature(verify_archive.verify_tarball).parameters.items()
+                if v.default is not inspect.Parameter.empty}
+    assert defaults == {"max_members": 1_000_000, "max_bytes": 2 ** 40}
+    assert verify_archive.MAX_MANIFEST == 64 * 2 ** 20  # README: a manifest "over 64 MiB"
+    files = {f"summary/{i}.csv": {"sha256": SHA, "bytes": len(BODY)} for i in range(5)}
+    doc = manifest(files=files)
+    path = tarball(tmp_path / "exp.tar.gz", [member(f"exp/{name}", BODY) for name in files], doc)
+    members = len(files) + 1  # the manifest is a member too
+    total = len(files) * len(BODY) + len(json.dumps(doc).encode())
+    for limits, ok in (({"max_members": members}, True), ({"max_members": members - 1}, False),
+                       ({"max_bytes": total}, True), ({"max_bytes": total - 1}, False)):
+        got, problems, n = verify_archive.verify_tarball(path, None, **limits)
+        if ok:
+            assert problems == [] and n == len(files), (limits, problems)
+        else:
+            assert got is None and n == 0 and len(problems) == 1 and "a decompression bomb?" in problems[0], limits
+
+
+def test_a_manifest_of_exactly_64_mib_is_read_one_byte_more_is_not(cli, tmp_path):
+    raw = json.dumps(manifest()).encode()
+    at_cap = raw + b" " * (64 * 2 ** 20 - len(raw))  # valid JSON, padded with whitespace to the cap
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert cli("verify-archive", tarball(tmp_path / "a/exp.tar.gz", GOOD, at_cap))[0] == 0
+    code, _, err = cli("verify-archive", tarball(tmp_path / "b/exp.tar.gz", GOOD, at_cap + b" "))
+    assert code == 1 and lines_of(err) == [f"exp/MANIFEST.json: {64 * 2 ** 20 + 1} bytes (allowed: at most "
+                                           f"{64 * 2 ** 20})"]
 
 
 def test_an_extracted_copy_with_a_link_is_refused(cli, tmp_path):

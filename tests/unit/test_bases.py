@@ -1,6 +1,7 @@
 """The base model as the outer level (`warmup.seeds`, `lorarank combine-bases`): real `summarize` per base on
 synthetic predictions, then the verdicts and accuracies across base models, checked against scipy."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -60,6 +61,11 @@ def test_a_claim_each_base_supports_with_opposite_signs_is_inconclusive_across_b
     hurts = next(c for c in rec["claims"] if c["claim"] == "allocation hurts GRPO")
     assert hurts["values"] == pytest.approx({"a": -21 / N, "b": 21 / N})  # each base: its seed mean
     assert "not run: no gradient statistics given" in verdict(md, "peaked under SFT, flat under GRPO")
+    # what the verdicts were computed from, pinned: each base's two input files by their bytes
+    want = {name: {"verdicts": hashlib.sha256((s / "verdicts.json").read_bytes()).hexdigest(),
+                   "results": hashlib.sha256((s / "results.csv").read_bytes()).hexdigest()}
+            for name, s in summaries.items()}
+    assert rec["inputs"] == want
 
 
 def test_intervals_across_bases_are_t_intervals_of_the_base_means(cli, tmp_path):

@@ -70,6 +70,28 @@ def test_stage_times_reads_snakemake_benchmark_files(tmp_path):
     assert "wall time of the latest Snakemake run: 90 s (1.5 min)" in out
 
 
+def test_stage_times_are_wall_seconds_not_cpu_time_and_the_latest_run(tmp_path):
+    """A job's seconds are its wall time, Snakemake's `s` column, never `cpu_time` (a job on 2 threads spends about
+    twice its wall time in CPU; one waiting on I/O almost none); the run's wall time is the newest log's."""
+    bench = tmp_path / "run" / "benchmarks" / "toy"
+    bench.mkdir(parents=True)
+    head = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    (bench / "prepare_data.tsv").write_text(head + "10.5\t0:00:10\t80.0\t900.0\t70.0\t75.0\t1\t2\t190\t19.75\n")
+    (bench / "run_warmup.tsv").write_text(head + "30.25\t0:00:30\t200.0\t999.0\t150.0\t160.0\t1\t2\t1\t0.5\n")
+    logs = tmp_path / "run" / ".snakemake" / "log"
+    logs.mkdir(parents=True)
+    (logs / "2026-01-01T000000.snakemake.log").write_text("[Thu Jan  1 00:00:00 2026]\n[Thu Jan  1 01:00:00 2026]\n")
+    (logs / "2026-01-02T000000.snakemake.log").write_text(
+        "[Fri Jan  2 00:00:00 2026]\nrule prepare_data:\n[Fri Jan  2 00:00:41 2026]\nFinished job 0.\n")
+    out = run("stage_times.py", "--experiment", "toy", "--root", tmp_path / "run", tmp=tmp_path / "bench")
+    jobs = table(out, ["stage", "job", "seconds", "peak MB"])
+    assert [(r["stage"], num(r["seconds"]), num(r["peak MB"])) for r in jobs] == [
+        ("prepare_data", 10.5, 80.0), ("run_warmup", 30.25, 200.0)]
+    stages = table(out, ["stage", "jobs", "seconds"])
+    assert (stages[-1]["stage"], num(stages[-1]["seconds"])) == ("all jobs", 40.75)
+    assert "wall time of the latest Snakemake run: 41 s (0.7 min)" in out
+
+
 def test_lora_config_times_the_study_shape(tmp_path):
     rows = table(run("lora_config.py", "--repeat", 1, tmp=tmp_path),
                  ["step (Qwen2.5-1.5B shape)", "runs", "median s", "max s"])

@@ -135,6 +135,31 @@ def test_mutable_or_malformed_references_are_refused_naming_the_value(ref):
     assert msg.startswith(f"containers.analysis: {ref!r} is not pinned by digest") and "\n" not in msg
 
 
+@pytest.mark.parametrize("ref", [
+    # a tag, or no tag at all, in every scheme: a moved tag would neither rerun nor re-pull
+    "docker://python:latest", "docker://docker.io/library/python:3.11-slim-bookworm", "docker://python",
+    "docker://ghcr.io/lab/lorarank-train:latest", "oras://ghcr.io/lab/lorarank-train",
+    "library://lab/default/lorarank:latest", "library://lab/default/lorarank",
+    # digest look-alikes: a tag named like a digest, another algorithm, the wrong separator per scheme
+    f"docker://ghcr.io/lab/x:sha256-{HEX}", f"docker://ghcr.io/lab/x@sha512:{HEX}{HEX}",
+    f"docker://ghcr.io/lab/x@sha256.{HEX}", f"library://lab/default/x@sha256:{HEX}",
+    f"library://lab/default/x:sha256:{HEX}", f"docker://ghcr.io/lab/x:sha256.{HEX}",
+    # a local image not named by its digest, or a digest-named file behind a scheme
+    "containers/sif/lorarank-train.sif", "/abs/lorarank-train.sif", f"containers/x.sha256-{HEX}.img",
+    f"docker://containers/x.sha256-{HEX}.sif",
+    # a pinned reference with anything after it: a newline (a YAML block scalar) or more words
+    f"docker://ghcr.io/lab/x@sha256:{HEX}\n", f"library://lab/default/x:sha256.{HEX}\n",
+    f"containers/x.sha256-{HEX}.sif\n", f"docker://ghcr.io/lab/x@sha256:{HEX}:latest", None,
+])
+def test_every_reference_not_pinned_by_a_digest_is_refused_in_one_line(ref):
+    """README: "Only digests are accepted (docker:// / oras://...@sha256:..., library://...:sha256...., or a local
+    .sha256-<hex>.sif): a tag such as :latest is refused in one line"."""
+    with pytest.raises(ValueError) as e:
+        check_reference("train", ref)
+    msg = str(e.value)
+    assert msg.startswith(f"containers.train: {ref!r} is not pinned by digest (allowed: ") and "\n" not in msg
+
+
 def test_unset_images_are_refused_only_when_apptainer_is_asked_for():
     assert references({"train": None}, required=False) == {"train": None, "analysis": None}
     with pytest.raises(ValueError, match=r"containers.train is not set, and --sdm apptainer"):

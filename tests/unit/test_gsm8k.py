@@ -1,6 +1,7 @@
 """The grader on the real GSM8K test split and on completions in the formats models really emit."""
 
 import re
+from fractions import Fraction
 
 import pytest
 
@@ -75,3 +76,28 @@ def test_is_correct(pred, gold, ok):
 def test_unknown_mode():
     with pytest.raises(ValueError, match="mode 'loose'"):
         extract_answer("1", "loose")
+
+
+@pytest.mark.parametrize("pred,gold,ok", [
+    # numbers are compared exactly (README: "numbers compared exactly"): never rounded to a whole number, whichever
+    # way round() would go (half to even: round(2.5) == 2, round(18.5) == 18, round(3.5) == 4)
+    ("2.5", "3", False), ("2.5", "2", False), ("3.5", "4", False), ("18.5", "18", False), ("18.4", "18", False),
+    ("7.0000001", "7", False), ("6.9999999", "7", False), ("0.4", "0", False), ("-0.4", "0", False),
+    ("1/3", "0.333", False), ("1/3", "0.3333333333", False), ("2/3", "1", False), ("$17.99", "18", False),
+    ("7.000", "7", True), ("-0", "0", True), ("0.50", "1/2", True), ("2.5", "5/2", True), ("1/3", "2/6", True),
+])
+def test_numbers_are_compared_exactly_never_rounded(pred, gold, ok):
+    assert is_correct(pred, gold) is ok
+
+
+@pytest.mark.parametrize("text,answer", [
+    ("#### 2.5", "2.5"), ("<answer>7.0000001</answer>", "7.0000001"), ("#### $18.50", "18.5"),
+    ("<answer>-0.4</answer>", "-0.4"), ("#### 1/3", "1/3"), ("#### 12.000", "12"),
+])
+def test_a_decimal_answer_is_extracted_as_written_in_both_modes(text, answer):
+    for mode in ("strict", "flexible"):
+        got = extract_answer(text + " and that is all.", mode) if mode == "flexible" else extract_answer(text, mode)
+        assert got == answer, mode
+    gold = to_number(answer)
+    assert is_correct(extract_answer(text, "strict"), normalize(gold))
+    assert not is_correct(extract_answer(text, "strict"), normalize(gold + Fraction(1, 10 ** 7)))  # 1e-7 off is wrong

@@ -69,3 +69,76 @@ def test_a_failed_directory_keeps_the_old_one(tmp_path):
             (tmp / "partial").write_text("new")
             raise RuntimeError("crash")
     assert os.listdir(final) == ["kept"] and os.listdir(tmp_path) == ["final"]
+
+
+def test_the_old_directory_is_never_absent_where_the_swap_exists(tmp_path, monkeypatch):
+    """README: a directory is "swapped with its old version in one step (renameat2's exchange; renamed aside first
+    where a filesystem lacks it)". Where the swap exists (here, `test_the_swap_is_one_step_here`) it is the one
+    used: no rename moves the old directory aside, and `final` exists after every step."""
+    from pathlib import Path
+
+    final = tmp_path / "final"
+    final.mkdir()
+    (final / "old").write_text("old")
+    swaps, renames = [], []
+    real_exchange, real_rename = io._exchange, Path.rename
+    monkeypatch.setattr(io, "_exchange", lambda a, b: swaps.append((a, b)) or real_exchange(a, b))
+    monkeypatch.setattr(Path, "rename", lambda self, target: renames.append(
+        (self, real_rename(self, target), final.is_dir())))
+    with io.atomic_dir(final) as tmp:
+        (tmp / "new").write_text("new")
+        assert os.listdir(final) == ["old"]  # until the block ends, the old output is all there is
+    assert swaps == [(final.with_name(".final.tmp"), final)] and renames == []
+    assert os.listdir(final) == ["new"] and os.listdir(tmp_path) == ["final"]
+
+
+def test_a_directory_is_fsynced_whole_before_the_swap_and_its_folder_after(tmp_path, monkeypatch):
+    """README: "a directory ... is fsynced whole and swapped": every file and every folder of the new directory
+    reaches the disk before the swap publishes it, and the folder holding it after the swap."""
+    final = tmp_path / "final"
+    final.mkdir()
+    (final / "old").write_text("old")
+    synced = []
+    monkeypatch.setattr(io, "_fsync", lambda p: synced.append((os.path.relpath(p, tmp_path),
+                                                                (final / "new").exists())))
+    with io.atomic_dir(final) as tmp:
+        (tmp / "sub/deeper").mkdir(parents=True)
+        (tmp / "sub/deeper/w.safetensors").write_bytes(b"w")
+        (tmp / "new").write_text("new")
+    before = {p for p, published in synced if not published}
+    assert before == {".final.tmp", ".final.tmp/new", ".final.tmp/sub", ".final.tmp/sub/deeper",
+                      ".final.tmp/sub/deeper/w.safetensors"}
+    assert synced[-1] == (".", True)  # the folder, once it names the new directory
+    assert [p for p, published in synced if published] == ["."]
+
+
+def test_a_leftover_temporary_of_a_killed_writer_is_not_published(tmp_path):
+    """A writer killed mid-block leaves `.final.tmp`: the next one starts from an empty directory, so none of the
+    dead writer's partial files reach the output."""
+    final = tmp_path / "final"
+    (tmp_path / ".final.tmp").mkdir()
+    (tmp_path / ".final.tmp/partial").write_text("from a killed job")
+    with io.atomic_dir(final) as tmp:
+        assert os.listdir(tmp) == []
+        (tmp / "whole").write_text("new")
+    assert os.listdir(final) == ["whole"] and os.listdir(tmp_path) == ["final"]
+
+
+@pytest.mark.parametrize("swap", [True, False], ids=["exchanged", "renamed aside"])
+def test_a_failure_while_publishing_keeps_the_old_directory_and_no_temporary(tmp_path, monkeypatch, swap):
+    """A failure after the block (here, fsync of the new files) leaves the old output intact and no temporary."""
+    if not swap:
+        monkeypatch.setattr(io, "_exchange", lambda a, b: False)
+    final = tmp_path / "final"
+    final.mkdir()
+    (final / "kept").write_text("old")
+
+    def failing(p):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(io, "_fsync", failing)
+    with pytest.raises(OSError, match="disk full"):
+        with io.atomic_dir(final) as tmp:
+            (tmp / "new").write_text("new")
+    assert os.listdir(final) == ["kept"] and (final / "kept").read_text() == "old"
+    assert os.listdir(tmp_path) == ["final"]

@@ -47,3 +47,33 @@ def test_a_model_without_a_chat_template_is_refused_in_one_line(tiny_model, tmp_
     with pytest.raises(UserError, match=r"has no chat template, and the workflow prompts in chat form"):
         loading.load(str(bare), bf16=False)
     assert loading.load(str(tiny_model), bf16=False)[1].chat_template  # the model it was copied from loads
+
+
+class _Planted:
+    """A pickle that, when unpickled, leaves a file: what a hostile pytorch_model.bin could do instead."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pickled_weights_beside_another_safetensors_file_are_never_read(tiny_model, tmp_path):
+    """README: "Weights are read from safetensors only (`use_safetensors=True`)". A model directory whose weights are a
+    pickled pytorch_model.bin passes the directory check when some other .safetensors file lies beside them (here an
+    adapter's); the load itself must still refuse the .bin, in one line, and never unpickle it."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    weights = model / "model.safetensors"
+    shutil.move(weights, model / "adapter_model.safetensors")  # a .safetensors file, not the model's weights
+    marker = tmp_path / "UNPICKLED"
+    torch.save({"planted": _Planted(marker)}, model / "pytorch_model.bin")
+    with pytest.raises(UserError) as e:
+        loading.load(str(model), bf16=False)
+    msg = str(e.value)
+    assert msg.startswith(f"model {str(model)!r} could not be loaded (safetensors only: pickled .bin weights can run "
+                          "code when loaded") and "\n" not in msg, msg
+    assert not marker.exists()

@@ -111,6 +111,28 @@ def test_a_cpu_without_avx2_is_refused_in_one_line(cli, tmp_path, monkeypatch):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("machine", ["aarch64", "arm64", "ppc64le", "riscv64", "i686", "x86"])
+def test_the_portable_kernels_run_only_on_x86_64(cli, tmp_path, monkeypatch, machine):
+    """README: "a machine that is not x86-64, is refused in one line naming the way out". The CPU here lists AVX2
+    and FMA, so the machine alone decides; x86-64 under either name is accepted, and native kernels run anywhere."""
+    from lorarank import numerics
+
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma\n")
+    monkeypatch.setattr(numerics, "CPUINFO", str(fake))
+    for accepted in ("x86_64", "AMD64"):  # Linux's name, and Windows'
+        monkeypatch.setattr(numerics.platform, "machine", lambda: accepted)
+        numerics.Numerics().check()
+    monkeypatch.setattr(numerics.platform, "machine", lambda: machine)
+    numerics.Numerics(kernels="native").check()
+    code, out, err = cli("evaluate", "--model", tmp_path, "--data", tmp_path / "x.parquet", "--out", tmp_path / "o")
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [f"lorarank evaluate: error: --kernels portable pins x86-64 kernels (AVX2), but "
+                                        f"this machine is {machine}: use --kernels native (bits then match only on the "
+                                        f"same kind of CPU)"]
+    assert not (tmp_path / "o").exists()
+
+
 def test_the_workflow_refuses_it_naming_the_config_key(tmp_path, monkeypatch):
     import yaml
 

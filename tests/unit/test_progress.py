@@ -118,6 +118,28 @@ def test_the_other_base_models_of_an_experiment_are_reported_too(tmp_path):
         ["grpo/uniform/ratio/lr0.001/seed1000"]
 
 
+def test_stalled_after_defaults_to_600_seconds(tmp_path, cli):
+    """README: *stalled* is no step for `--stalled-after` seconds, default 600. Two runs at 1 s a step (ten steps'
+    time, 10 s, is far below the default), one quiet for 585 s, one for 615 s: only the second is stalled, both
+    by the command's default and by the function's; a larger --stalled-after makes both running."""
+    now = time.time()
+    exp = tmp_path / "results" / "exp"
+    for seed, quiet in ((0, 585), (1, 615)):  # 15 s either side: the command reads the clock itself
+        run = exp / f"runs/grpo/uniform/ratio/lr0.001/seed{seed}"
+        run.mkdir(parents=True)
+        last = now - quiet
+        _log(run / progresslog.NAME, {"event": "start", "step": 0, "max_steps": 50, "time": last - 5},
+             *({"step": s, "max_steps": 50, "time": last - 5 + s, "reward": 0.5} for s in range(1, 6)))
+    want = {"grpo/uniform/ratio/lr0.001/seed0": "running", "grpo/uniform/ratio/lr0.001/seed1": "stalled"}
+    assert {r["run"]: r["state"] for r in progress(str(exp), now=now)} == want
+    code, out, err = cli("progress", exp, "--json")  # the command's own default, no flag
+    assert code == 0, err
+    assert {r["run"]: r["state"] for r in json.loads(out)} == want
+    code, out, err = cli("progress", exp, "--json", "--stalled-after", "700")
+    assert code == 0, err
+    assert {r["state"] for r in json.loads(out)} == {"running"}
+
+
 @pytest.mark.parametrize("make,expected", [
     (lambda p: p / "missing", "is not a directory"),
     (lambda p: p, "is not an experiment directory"),  # e.g. results/ itself, or a run directory

@@ -144,3 +144,39 @@ def test_publish_never_overwrites_an_archive(published, cli):
     assert code == 2 and err.strip().splitlines() == [
         f"lorarank check-run: error: --publish writes a .json file, not {str(tarball)!r} (an archive is never overwritten)"]
     assert tarball.read_bytes() == before
+
+
+PIPELINE = [  # README: the first differing output "in pipeline order", each stage's file and what it points to
+    ("data/validation.parquet", "the data splits differ"),
+    ("model/base/model.safetensors", "the base model differs"),
+    ("warmup/final/model.safetensors", "the warm-up trained differently"),
+    ("runs/sft/uniform/ratio/lr0.001/seed0/ranks.parquet", "training diverged"),
+    ("eval/test/sft/uniform/ratio/seed0/predictions.parquet", "the predictions differ"),
+    ("summary/results.md", "the report differs"),
+]
+
+
+def test_check_run_names_the_earliest_stage_of_the_pipeline_whatever_the_files_order(tmp_path, cli):
+    """For every two stages that both differ, the earlier stage is named (alphabetical order would put eval before
+    model, runs and warmup), even when the published file lists its digests in another order."""
+    from itertools import combinations
+
+    from lorarank.provenance.archive import archive
+
+    run = tmp_path / "exp"
+    for rel, _ in PIPELINE:
+        (run / rel).parent.mkdir(parents=True, exist_ok=True)
+        (run / rel).write_text(rel)
+    archive(run, [str(run / rel.split("/")[0]) for rel, _ in PIPELINE], CONFIG, run / "archive")
+    path = tmp_path / "published.json"
+    assert cli("check-run", run, "--publish", "--against", path)[0] == 0
+    doc = json.loads(path.read_text())
+    assert list(doc["files"]) == [rel for rel, _ in PIPELINE]
+    for (first, why), (later, _) in combinations(PIPELINE, 2):
+        files = {rel: "0" * 64 if rel in (first, later) else sha for rel, sha in reversed(doc["files"].items())}
+        path.write_text(json.dumps({**doc, "files": files}))
+        code, _, err = cli("check-run", run, "--against", path)
+        lines = err.strip().splitlines()
+        assert code == 1 and lines[0].endswith("4/6 outputs identical to the published run; 2 differ, 0 missing, "
+                                               "0 not in the published run"), lines
+        assert lines[1].startswith(f"{run}: first that differs: {first} (sha256 ") and why in lines[1], (first, later)

@@ -54,3 +54,18 @@ def test_the_workflow_asks_the_strategy_registry():
     assert not re.search(r"^PROFILED\s*=", text, re.M)
     readers = [name for name, s in STRATEGIES.items() if s.profile or s.rank_log]
     assert readers and not [name for name in readers if re.search(rf"[\"']{name}[\"']", text)]
+
+
+def test_help_lists_the_commands_in_pipeline_order():
+    """README: `lorarank --help` lists the commands in pipeline order: each stage's command before the commands
+    that read its outputs (utilities such as progress or fingerprint may sit anywhere)."""
+    import re
+
+    from lorarank.cli import build_parser
+
+    listed = re.findall(r"^    ([a-z-]+)\s", build_parser().format_help(), re.M)
+    stage = {"prepare-data": 0, "build-model": 1, "fetch-model": 1, "import-model": 1, "allocate": 2,
+             "lora-config": 3, "sft": 4, "train": 4, "evaluate": 5, "select-rate": 6, "analyze": 7, "summarize": 8,
+             "combine-bases": 9, "archive": 10, "verify-archive": 11, "check-run": 12}
+    order = [stage[c] for c in listed if c in stage]
+    assert len(order) == len(stage) and order == sorted(order), listed

@@ -2,6 +2,7 @@
 the manifest can choose (the workflow's run: tests/workflow/test_rate_selection.py)."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -47,6 +48,21 @@ def test_one_se_prefers_the_smallest_rate_not_distinguishably_worse():
     # one binomial standard error of 0.44 on 100 questions is 0.0496: 0.40 is within it, 0.20 is not
     assert choose(points, "best", 100)["lr"] == 3e-3 and choose(points, "one-se", 100)["lr"] == 1e-3
     assert choose(points, "one-se", 10000)["lr"] == 3e-3  # with many questions 0.40 is distinguishably worse
+
+
+def test_one_se_is_one_binomial_standard_error_over_all_the_best_rates_answers():
+    """The margin is the best mean's standard error over its seeds' answers together (2 seeds x 100 questions
+    here: 0.0351), not one seed's (0.0496) nor two errors: just inside it the smaller rate wins, just outside,
+    and anywhere from one to two errors below, the best does."""
+    se = math.sqrt(0.44 * 0.56 / 200)
+
+    def points(low):
+        return [{"lr": 1e-3, "mean": low, "seeds": {"0": low, "1": low}},
+                {"lr": 3e-3, "mean": 0.44, "seeds": {"0": 0.44, "1": 0.44}}]
+
+    assert choose(points(0.44 - 0.99 * se), "one-se", 100)["lr"] == 1e-3
+    for k in (1.01, 1.5, 1.99):
+        assert choose(points(0.44 - k * se), "one-se", 100)["lr"] == 3e-3, k
 
 
 def test_the_test_split_cannot_choose(tmp_path, manifest):

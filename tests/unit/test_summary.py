@@ -343,6 +343,28 @@ def test_verdict_settings_reach_the_report(cli, tmp_path):
         assert f"| {verdict} |" in line and f"α = {alpha} (`--alpha`)" in md, line
 
 
+def test_results_md_opens_with_the_verdicts_in_the_readmes_order(cli, tmp_path):
+    """README: results.md "opens with 'Verdicts'" (Commands: "verdicts first"), each claim in the order peaked under
+    SFT, allocation helps SFT, allocation hurts GRPO, amplification survives the rank-neutral metric, dynamic beats
+    static; the tables follow, and verdicts.json lists the claims in the same order."""
+    rng = np.random.default_rng(11)
+    m = []
+    for regime in ("sft", "grpo"):
+        uni = [rng.random(100) < 0.5 for _ in range(2)]
+        m += [write_eval(tmp_path, "uniform", s, u, regime=regime) for s, u in enumerate(uni)]
+        m += [write_eval(tmp_path, "proportional", s, flip(u, 5, rng), regime=regime) for s, u in enumerate(uni)]
+    assert cli("summarize", *eval_args(*m), "--out", tmp_path / "s")[0] == 0
+    md = (tmp_path / "s/results.md").read_text()
+    headings = [line for line in md.splitlines() if line.startswith("## ")]
+    assert md.startswith("## Verdicts\n") and headings[:2] == ["## Verdicts", "## Accuracy"], headings
+    verdicts = md.split("## Accuracy")[0]
+    rows = [line.split("|")[1].strip() for line in verdicts.splitlines() if line.startswith("| ")][1:]
+    order = ["peaked under SFT, flat under GRPO", "allocation helps SFT", "allocation hurts GRPO",
+             "amplification survives the rank-neutral metric", "dynamic beats static"]
+    assert rows == order
+    assert [c["claim"] for c in json.loads((tmp_path / "s/verdicts.json").read_text())["claims"]] == order
+
+
 def test_an_evaluation_without_its_predictions_is_refused(cli, tmp_path):
     m = write_eval(tmp_path, "uniform", 0, np.ones(4, dtype=bool))
     code, _, err = cli("summarize", "--eval", m, tmp_path / "elsewhere.parquet", "--out", tmp_path / "s")

@@ -208,8 +208,11 @@ def test_paper_sbatch_requests(tmp_path):
     assert (train["gpu"], train["cpus_per_task"], train["mem_mb"], train["runtime"]) == ("4", "32", "128000", "1440")
     assert (train["slurm_partition"], train["slurm_account"]) == ("gpu", "proj")
     ev = resources("evaluate_model")
-    assert (ev["gpu"], ev["runtime"], ev["cpus_per_task"], ev["slurm_partition"]) == ("1", "240", "8", "gpu")
+    assert (ev["gpu"], ev["runtime"], ev["cpus_per_task"], ev["slurm_partition"], ev["mem_mb"]) == \
+        ("1", "240", "8", "gpu", "48000")
     assert "gpu" not in blocks["allocate_ranks"]  # runs on the submit host (see test_local_rules_did_not_queue)
     assert "accelerate launch --num_processes 4 --num_machines 1 -m lorarank train" in r.stdout
+    # with the config's ZeRO-2 (README: "with the DeepSpeed ZeRO config of grpo.deepspeed")
+    assert re.search(r"-m lorarank train [^\n]*--deepspeed config/deepspeed/zero2\.json", r.stdout)
     # its 32 cores are its threads: 4 processes (one per GPU) x 8 threads each (numerics.threads)
     assert re.search(r"--num_processes 4 [^\n]*-m lorarank train [^\n]*--threads 8 ", r.stdout)

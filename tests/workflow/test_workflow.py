@@ -39,6 +39,10 @@ def test_whole_dag_produces_the_summary(finished):
     assert (arms.loc["grpo/uniform/ratio", "rank_min"], arms.loc["grpo/uniform/ratio", "rank_max"]) == (8, 8)
     assert arms.loc["sft/proportional/ratio", "trainable_params"] == arms.loc["sft/uniform/ratio", "trainable_params"]
     assert arms.loc["grpo/manual/ratio", "rank_max"] == 12
+    # README: GRPO and LoRA-SFT arms start from the same model (the warm-up's), every run of either regime
+    runs = (finished / RESULTS / "runs").rglob("run.json")
+    starts = {json.loads(r.read_text())["identity"]["model"]["sha256"] for r in runs}
+    assert len(starts) == 1, starts
     md = (finished / f"{RESULTS}/summary/results.md").read_text()
     significant = (res["p_holm_strict"].dropna().astype(float) < 0.05).any()
     one = res["seeds_paired"].max() < 2
