@@ -51,7 +51,8 @@ def _order_seed(config) -> int:
     return config.getoption("--order-seed")
 
 
-def pytest_report_header(config):
+def pytest_report_collectionfinish(config, start_path, items):
+    # after collection, not in the header: shown under -q too, so a failing random order can be rerun
     if config.getoption("--order") != "file":
         seed = f" --order-seed {_order_seed(config)}" if config.getoption("--order") == "random" else ""
         return f"test order: --order {config.getoption('--order')}{seed}"
