@@ -24,7 +24,7 @@ run: setup
 test: setup
 	python -m pytest --learning
 
-# the edit loop: everything that needs neither a training job nor a Snakemake run (about a minute)
+# the edit loop: everything that needs neither a training job nor a Snakemake run (~90 s of CPU)
 test-fast: setup
 	python -m pytest -m "not train and not dag and not slurm"
 
