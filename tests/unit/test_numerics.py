@@ -160,3 +160,41 @@ def test_every_thread_pool_of_a_job_is_the_profiles():
 
     assert {k: v for k, v in env(Numerics(threads=7)).items() if k.endswith("_THREADS")} == \
         {"OMP_NUM_THREADS": "7", "MKL_NUM_THREADS": "7", "RAYON_NUM_THREADS": "7"}
+
+
+def test_a_process_whose_torch_already_chose_other_kernels_is_refused():
+    """README: "a process in which torch already chose other kernels is refused". In a fresh process torch runs
+    a kernel at the level its environment names (DEFAULT: no vector kernels, not the profile's AVX2); applying
+    the portable profile afterwards must refuse, in one line naming the way out, rather than record bits it
+    cannot promise. A second, different profile in a process that has one is refused too."""
+    code = """
+import torch
+from lorarank import numerics
+from lorarank.errors import UserError
+(torch.ones(8) @ torch.ones(8)).item()
+try:
+    numerics.apply(numerics.Numerics())
+    print("applied")
+except UserError as e:
+    print("refused:", e)
+"""
+    env = child_env({"ATEN_CPU_CAPABILITY": "default", "PYTHONPATH": ROOT})
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == ("refused: --kernels portable: torch already runs DEFAULT kernels in this process (a "
+                                "kernel ran before the profile was applied); start it with ATEN_CPU_CAPABILITY=avx2 "
+                                "in the environment"), r.stdout
+    switch = """
+from lorarank import numerics
+from lorarank.errors import UserError
+numerics.apply(numerics.Numerics())
+try:
+    numerics.apply(numerics.Numerics(threads=1))
+    print("switched")
+except UserError as e:
+    print("refused:", e)
+"""
+    r = subprocess.run([sys.executable, "-c", switch], capture_output=True, text=True, env=child_env(
+        {"PYTHONPATH": ROOT}), cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.startswith("refused: this process already runs under numerics ") and "cannot switch" in r.stdout
