@@ -180,3 +180,22 @@ def test_check_run_names_the_earliest_stage_of_the_pipeline_whatever_the_files_o
         assert code == 1 and lines[0].endswith("4/6 outputs identical to the published run; 2 differ, 0 missing, "
                                                "0 not in the published run"), lines
         assert lines[1].startswith(f"{run}: first that differs: {first} (sha256 ") and why in lines[1], (first, later)
+
+
+@pytest.mark.parametrize("name,outputs", [("default", 47), ("lr", 165)])
+def test_the_shipped_digests_are_what_check_run_reads_by_the_experiments_name(name, outputs, tmp_path, cli):
+    """README: `check-run results/<experiment>` reads config/published/<experiment>.json, which holds the default
+    run's 47 scientific outputs (the learning-rate study's 165), of its own config, in pipeline order. Here a run
+    of another config under that name is reported not comparable to exactly that file's config."""
+    from lorarank.provenance.published import PUBLISHED, order, scientific
+
+    shipped = json.loads((PUBLISHED / f"{name}.json").read_text())
+    assert shipped["format"] == "lorarank-digests/1" and shipped["experiment"] == shipped["config"]["experiment"] == name
+    files = list(shipped["files"])
+    assert len(files) == outputs and all(scientific(f) for f in files) and files == sorted(files, key=order)
+    code, out, err = cli("check-run", finished_run(tmp_path, name=name))  # no --against
+    first = next(k for k in shipped["config"] if CONFIG.get(k) != shipped["config"][k])
+    assert code == 0 and "not comparable" in out, err
+    assert f"published: {json.dumps(shipped['config'][first], sort_keys=True)}" in out
+    code, _, err = cli("check-run", finished_run(tmp_path, name="no-such-study"))
+    assert code == 2 and f"no published digests at {str(PUBLISHED / 'no-such-study.json')!r}" in err
