@@ -203,6 +203,24 @@ def test_adding_an_alpha_policy_runs_only_its_own_arms(finished, tmp_path):
                                        if "/runs/" in line or "/eval/" in line or "/lora/" in line)
 
 
+def test_every_alpha_policy_of_a_strategy_gets_the_same_ranks(finished, tmp_path):
+    """README: the profiling runs use the first alpha policy, so that every policy of a strategy gets the same
+    ranks. The second policy's allocations made on a copy of the study: profiled, seeded and frozen alike hold
+    the first policy's ranks, from the same profile, and differ only in their alpha."""
+    copy = tmp_path / "study"
+    shutil.copytree(finished, copy, symlinks=True)
+    cfg = edited_config(tmp_path, lambda c: c["allocation"].update(alpha_policies=["ratio", "rslora"]))
+    targets = [f"{RESULTS}/allocations/{regime}/{strategy}/rslora.json" for regime in ("grpo", "sft")
+               for strategy in ("proportional", "random", "adalora-final")]
+    r = snakemake(copy, *targets, configfile=cfg)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert job_stats(r.stdout + r.stderr) == {"allocate_ranks": 6}  # no profiling run again
+    for target in targets:
+        second, first = (json.loads((copy / t).read_text()) for t in (target, target.replace("rslora", "ratio")))
+        assert (second["ranks"], second["profile"]) == (first["ranks"], first["profile"]), target
+        assert (second["alpha_policy"]["name"], first["alpha_policy"]["name"]) == ("rslora", "ratio")
+
+
 def test_adding_a_strategy_runs_only_its_own_arms(finished, tmp_path):
     """README: "adding a strategy runs only its arms". `inverse` reads the profiling runs the study already has:
     one allocation, LoRA config, training and evaluation per regime, then the summary; nothing is retrained."""
