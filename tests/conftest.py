@@ -150,8 +150,8 @@ def _restore_numerics(state: tuple) -> None:
 
 def in_process(*argv) -> int:
     """`lorarank *argv` through the real entry point `lorarank.cli.main`, in this process (no ~5 s of imports):
-    its exit code. What a command sets for itself does not outlive it. Not for training, whose trainer keeps
-    process-wide state (accelerate): `run_lorarank`."""
+    its exit code. What a command sets for itself does not outlive it. Not for a training run that gets as far as
+    its trainer, which keeps process-wide state (accelerate): `run_lorarank`; a refusal before it is fine."""
     from lorarank.cli import main
 
     saved = dict(os.environ)  # the command sets variables for itself: they must not leak into later tests

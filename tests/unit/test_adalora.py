@@ -34,12 +34,12 @@ def ada_lora(warm_model, tmp_path_factory):
     return adalora_config(warm_model / "final", tmp_path_factory.mktemp("adalora"), "--lr-scale", 2)
 
 
-def grpo(*args, steps=STEPS, check=True):
-    return train_grpo(*args, steps=steps, check=check)
+def grpo(*args, steps=STEPS):
+    return train_grpo(*args, steps=steps)
 
 
-def sft(*args, steps=STEPS, check=True):
-    return sft_lora(*args, steps=steps, check=check)
+def sft(*args, steps=STEPS):
+    return sft_lora(*args, steps=steps)
 
 
 @pytest.fixture(scope="module")

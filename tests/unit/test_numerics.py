@@ -178,12 +178,15 @@ try:
 except UserError as e:
     print("refused:", e)
 """
-    env = child_env({"ATEN_CPU_CAPABILITY": "default", "PYTHONPATH": ROOT})
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.strip() == ("refused: --kernels portable: torch already runs DEFAULT kernels in this process (a "
+    def fresh(script, **env):  # a new Python process, with the environment as it was before this session's profile
+        r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                           env=child_env({"PYTHONPATH": ROOT, **env}))
+        assert r.returncode == 0, r.stderr[-2000:]
+        return r.stdout.strip()
+
+    assert fresh(code, ATEN_CPU_CAPABILITY="default") == ("refused: --kernels portable: torch already runs DEFAULT kernels in this process (a "
                                 "kernel ran before the profile was applied); start it with ATEN_CPU_CAPABILITY=avx2 "
-                                "in the environment"), r.stdout
+                                "in the environment")
     switch = """
 from lorarank import numerics
 from lorarank.errors import UserError
@@ -194,7 +197,5 @@ try:
 except UserError as e:
     print("refused:", e)
 """
-    r = subprocess.run([sys.executable, "-c", switch], capture_output=True, text=True, env=child_env(
-        {"PYTHONPATH": ROOT}), cwd=ROOT, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.startswith("refused: this process already runs under numerics ") and "cannot switch" in r.stdout
+    switched = fresh(switch)
+    assert switched.startswith("refused: this process already runs under numerics ") and "cannot switch" in switched

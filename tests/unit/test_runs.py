@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from conftest import ROOT
 from lorarank.errors import UserError
 from lorarank.training.runs import MARKER, deepspeed_config, newest_checkpoint
 
@@ -45,8 +46,6 @@ def test_a_deepspeed_config_that_would_not_save_safetensors_is_refused_before_tr
 
 
 def test_the_shipped_deepspeed_configs_are_accepted():
-    from conftest import ROOT
-
     for stage in (2, 3):
         cfg = deepspeed_config(f"{ROOT}/config/deepspeed/zero{stage}.json")
         assert cfg["zero_optimization"]["stage"] == stage
