@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -121,7 +120,9 @@ def two_ranks(tmp_path_factory) -> Path:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
            "--nproc_per_node", str(WORLD), __file__, str(out)]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    from conftest import run_group  # here: this file is also torchrun's worker script, where conftest is not
+
+    r = run_group(cmd, 300, env=env, cwd=ROOT)  # torchrun's workers go with it at the timeout
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     return out
 
@@ -152,7 +153,7 @@ def test_grpo_trains_under_accelerate_launch_with_two_cpu_processes(tiny_model, 
     """The real command, GRPO through TRL and accelerate's DDP on gloo. The tiny model's random weights suffice
     (no SFT warm-up): its 486-token vocabulary has `####` as one token, so some sampled completions earn the
     0.25 format reward and their groups have a non-zero advantage (measured: 1 or 2 groups of 8 without)."""
-    from conftest import child_env, run_lorarank
+    from conftest import child_env, run_group, run_lorarank
 
     run_lorarank("allocate", "--strategy", "random", "--budget", 16, "--num-layers", 4, "--low", 2, "--high", 6,
                  "--seed", 1, "--out", tmp_path / "alloc.json")
@@ -167,7 +168,7 @@ def test_grpo_trains_under_accelerate_launch_with_two_cpu_processes(tiny_model, 
              "--save-steps", 10, "--seed", 7, "--threads", 1]  # one thread per process: 2 processes, 2 cores
     # HF_HOME: no accelerate config of this machine's user (default_config.yaml) changes the launch
     env = child_env({"PYTHONHASHSEED": "0", "HF_HOME": str(tmp_path / "hf")})
-    r = subprocess.run([*launch, *map(str, train)], capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    r = run_group([*launch, *map(str, train)], 600, env=env, cwd=ROOT)  # and accelerate's
     assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
     assert r.stdout.count(f"2 steps -> {out}/final") == WORLD  # each process trained and says so
 
